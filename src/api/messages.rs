@@ -1,0 +1,186 @@
+//! Enqueue (single and batch) and message lookup.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State as AxumState};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::AppState;
+use super::error::{ApiError, ErrorDetail, parse_json};
+use super::wire::{
+    BatchRequest, BatchResponse, BatchResult, EnqueueRequest, EnqueueResponse, MessageView,
+};
+use crate::model::{MessageId, MessageRecord, State, now_millis};
+use crate::store::{Enqueued, NewMessage};
+
+/// Room for the envelope around a maximal payload in a single enqueue request.
+const ENVELOPE_SLACK: usize = 16 * 1024;
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// Maps a body that could not be read (over the size limit, broken stream) to a JSON error.
+pub(super) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::too_large(format!("request body too large: {rejection}"))
+        }
+        _ => ApiError::bad_request(rejection.body_text()),
+    })
+}
+
+pub(super) async fn enqueue(
+    AxumState(state): AxumState<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<EnqueueResponse>), ApiError> {
+    let body = read_body(body)?;
+    if body.len() > state.config.max_payload_bytes + ENVELOPE_SLACK {
+        return Err(ApiError::too_large(format!(
+            "request body is {} bytes; a payload may be at most {} bytes",
+            body.len(),
+            state.config.max_payload_bytes
+        )));
+    }
+    let request: EnqueueRequest = parse_json(&body)?;
+    let message = validate(&state, request)?;
+    let enqueued = state.store.enqueue(&message, now_millis())?;
+    state.store.commit().await?;
+    state.wakers.wake(&message.endpoint);
+    Ok((StatusCode::ACCEPTED, Json(answer(&state, enqueued)?)))
+}
+
+pub(super) async fn enqueue_batch(
+    AxumState(state): AxumState<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
+    let body = read_body(body)?;
+    let batch: BatchRequest = parse_json(&body)?;
+    let now = now_millis();
+    let mut outcomes = Vec::with_capacity(batch.messages.len());
+    for item in &batch.messages {
+        let outcome = parse_json::<EnqueueRequest>(item.get().as_bytes())
+            .and_then(|request| validate(&state, request))
+            .and_then(|message| {
+                let enqueued = state.store.enqueue(&message, now)?;
+                Ok((message.endpoint, enqueued))
+            });
+        outcomes.push(outcome);
+    }
+    // One group commit makes the whole batch durable before any of it is acknowledged.
+    state.store.commit().await?;
+    let mut results = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        results.push(match outcome {
+            Ok((endpoint, enqueued)) => {
+                state.wakers.wake(&endpoint);
+                BatchResult::Queued(answer(&state, enqueued)?)
+            }
+            Err(error) => BatchResult::Error {
+                error: ErrorDetail::from(&error),
+            },
+        });
+    }
+    Ok((StatusCode::ACCEPTED, Json(BatchResponse { results })))
+}
+
+/// Checks an enqueue request against the configuration and its endpoint's format; touches nothing.
+fn validate(state: &AppState, request: EnqueueRequest) -> Result<NewMessage, ApiError> {
+    let endpoint = state
+        .config
+        .endpoint(&request.endpoint)
+        .ok_or_else(|| ApiError::unknown_endpoint(&request.endpoint))?;
+    let payload = request.payload.get();
+    if payload.len() > state.config.max_payload_bytes {
+        return Err(ApiError::too_large(format!(
+            "payload is {} bytes; at most {} are accepted (max_payload_bytes)",
+            payload.len(),
+            state.config.max_payload_bytes
+        )));
+    }
+    if !payload.trim_start().starts_with('{') {
+        return Err(ApiError::invalid("payload: must be a JSON object"));
+    }
+    if let Some(key) = &request.idempotency_key {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(ApiError::invalid(format!(
+                "idempotency_key: must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+            )));
+        }
+    }
+    endpoint
+        .format
+        .validate(&request.kind, &request.payload)
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(NewMessage {
+        endpoint: endpoint.name.clone(),
+        kind: request.kind,
+        payload: compact(&request.payload),
+        idempotency_key: request.idempotency_key,
+    })
+}
+
+/// The payload as compact JSON text (whitespace between tokens dropped, content untouched).
+fn compact(payload: &RawValue) -> String {
+    serde_json::from_str::<serde_json::Value>(payload.get())
+        .and_then(|value| serde_json::to_string(&value))
+        .unwrap_or_else(|_| payload.get().to_owned())
+}
+
+fn answer(state: &AppState, enqueued: Enqueued) -> Result<EnqueueResponse, ApiError> {
+    let status = if enqueued.duplicate {
+        match state.store.get(enqueued.id)? {
+            Some(record) => state.state_of(&record),
+            None => State::Queued,
+        }
+    } else {
+        State::Queued
+    };
+    Ok(EnqueueResponse {
+        id: enqueued.id.to_string(),
+        status,
+        duplicate: enqueued.duplicate,
+    })
+}
+
+pub(super) fn parse_id(text: &str) -> Result<MessageId, ApiError> {
+    text.parse()
+        .map_err(|e: crate::model::BadMessageId| ApiError::bad_request(e.to_string()))
+}
+
+pub(super) async fn show(
+    AxumState(state): AxumState<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageView>, ApiError> {
+    let id = parse_id(&id)?;
+    let record = state
+        .store
+        .get(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no message {id}")))?;
+    Ok(Json(view(&state, record)?))
+}
+
+/// The full view of a message: record, state word and every attempt.
+pub(super) fn view(state: &AppState, record: MessageRecord) -> Result<MessageView, ApiError> {
+    let attempts = state.store.attempts(record.id)?;
+    let view_state = state.state_of(&record);
+    let payload = RawValue::from_string(record.payload).map_err(|e| {
+        ApiError::from(crate::store::StoreError::Corrupt(format!(
+            "stored payload: {e}"
+        )))
+    })?;
+    Ok(MessageView {
+        id: record.id.to_string(),
+        endpoint: record.endpoint,
+        kind: record.kind,
+        state: view_state,
+        created_at: record.created_at,
+        next_attempt_at: matches!(view_state, State::Queued | State::Held)
+            .then_some(record.next_attempt_at),
+        delivered_at: record.delivered_at,
+        dead_reason: record.dead_reason,
+        dead_at: record.dead_at,
+        cycle_attempts: record.cycle_attempts,
+        attempts,
+        payload,
+    })
+}

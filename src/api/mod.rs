@@ -1,0 +1,75 @@
+//! The socket API: axum on a Unix socket, JSON in and out.
+//!
+//! Handlers validate fully before they touch the store, so a refused request changes nothing. An enqueue is
+//! answered 202 only after the store's group commit made it durable. Paths and bodies are documented in
+//! docs/API.md; the wire types are in [`wire`], shared with the CLI's [`client`].
+
+pub mod client;
+mod dlq;
+mod endpoints;
+pub mod error;
+mod messages;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::config::Config;
+use crate::dispatch::Wakers;
+use crate::model::{MessageRecord, Stage, State};
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub wakers: Wakers,
+}
+
+impl AppState {
+    /// The state word for a record: `held` when it is queued for an endpoint with no running lane.
+    pub fn state_of(&self, record: &MessageRecord) -> State {
+        match record.stage {
+            Stage::Queued if !self.wakers.has_lane(&record.endpoint) => State::Held,
+            Stage::Queued => State::Queued,
+            Stage::InFlight => State::InFlight,
+            Stage::Delivered => State::Delivered,
+            Stage::Dead => State::Dead,
+        }
+    }
+}
+
+/// The router with every path of the public surface.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_batch_bytes;
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/stats", get(endpoints::stats))
+        .route("/v1/messages", post(messages::enqueue))
+        .route("/v1/messages/batch", post(messages::enqueue_batch))
+        .route("/v1/messages/{id}", get(messages::show))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/{id}", get(dlq::show))
+        .route("/v1/dlq/replay", post(dlq::replay))
+        .route("/v1/dlq/purge", post(dlq::purge))
+        .route("/v1/endpoints", get(endpoints::list))
+        .route("/v1/endpoints/{name}", get(endpoints::show))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn health() -> axum::Json<wire::Health> {
+    axum::Json(wire::Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn not_found(uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::not_found(format!("no such path: {}", uri.path()))
+}

@@ -1,0 +1,480 @@
+//! The configuration file, read in two stages.
+//!
+//! [`RawConfig`] is what serde reads from TOML (unknown keys refused); [`Config`] is what the daemon runs on,
+//! produced by [`Config::load`] / [`RawConfig::validate`], which check every value and name the file, the key
+//! and the reason when one is wrong. Nothing downstream re-validates: holding a `Config` means it is sound.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::formats::FormatKind;
+use crate::retry::{Backoff, RetryPolicy};
+
+/// Default cap on one message's payload (1 MiB).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// A configuration error: which file, which key, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config file {file}: key `{key}`: {reason}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// A secret string (token, password): never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// The file as serde reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub data_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub max_payload_bytes: Option<usize>,
+    pub max_batch_bytes: Option<usize>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub retention: Option<String>,
+    pub max_retry_after: Option<String>,
+    pub response_body_cap: Option<usize>,
+    pub connect_timeout_ms: Option<u64>,
+    pub sled_cache_bytes: Option<u64>,
+    #[serde(default)]
+    pub destinations: RawDestinations,
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestinations {
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub name: String,
+    pub url: String,
+    pub format: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub max_age: Option<String>,
+    pub concurrency: Option<usize>,
+    pub auth: Option<RawAuth>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum RawAuth {
+    Bearer { token: Secret },
+    Basic { username: String, password: Secret },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub schedule: Option<Vec<String>>,
+    pub initial_ms: Option<u64>,
+    pub max_ms: Option<u64>,
+    pub multiplier: Option<f64>,
+    pub jitter: Option<f64>,
+}
+
+/// The validated configuration the daemon runs on.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub max_payload_bytes: usize,
+    pub max_batch_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub retention: Duration,
+    pub max_retry_after: Duration,
+    pub response_body_cap: usize,
+    pub connect_timeout: Duration,
+    pub sled_cache_bytes: u64,
+    pub allow: Vec<IpNet>,
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// Credentials sent with every request to an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    Bearer { token: Secret },
+    Basic { username: String, password: Secret },
+}
+
+/// One receiver and how to talk to it.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub url: reqwest::Url,
+    pub format: FormatKind,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub auth: Option<Auth>,
+    pub retry: RetryPolicy,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are taken relative to the working
+    /// directory (as an operator typing `data_dir = "data"` expects).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `file` is only used to name the source in errors.
+    pub fn from_toml(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        raw.validate(file)
+    }
+
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointConfig> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+}
+
+impl RawConfig {
+    /// The second stage: every value checked, defaults filled in.
+    pub fn validate(self, file: &Path) -> Result<Config, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let socket = self.socket.unwrap_or_else(|| data_dir.join("hookd.sock"));
+        let max_payload_bytes = positive(
+            self.max_payload_bytes,
+            DEFAULT_MAX_PAYLOAD_BYTES,
+            "max_payload_bytes",
+        )
+        .map_err(|r| invalid("max_payload_bytes", r))?;
+        let max_batch_bytes = positive(self.max_batch_bytes, 16 * 1024 * 1024, "max_batch_bytes")
+            .map_err(|r| invalid("max_batch_bytes", r))?;
+        let retention =
+            duration(self.retention.as_deref(), "7d").map_err(|r| invalid("retention", r))?;
+        let max_retry_after = duration(self.max_retry_after.as_deref(), "1h")
+            .map_err(|r| invalid("max_retry_after", r))?;
+        let response_body_cap = positive(self.response_body_cap, 64 * 1024, "response_body_cap")
+            .map_err(|r| invalid("response_body_cap", r))?;
+        let connect_timeout = Duration::from_millis(
+            positive(self.connect_timeout_ms, 5_000, "connect_timeout_ms")
+                .map_err(|r| invalid("connect_timeout_ms", r))?,
+        );
+        let allow = self
+            .destinations
+            .allow
+            .iter()
+            .enumerate()
+            .map(|(i, cidr)| {
+                cidr.parse::<IpNet>().map_err(|e| {
+                    invalid(
+                        &format!("destinations.allow[{i}]"),
+                        format!("`{cidr}` is not a CIDR ({e})"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut names = HashSet::new();
+        let mut endpoints = Vec::with_capacity(self.endpoints.len());
+        for (i, raw) in self.endpoints.into_iter().enumerate() {
+            let key = |field: &str| format!("endpoints[{i}].{field}");
+            if !names.insert(raw.name.clone()) {
+                return Err(invalid(
+                    &key("name"),
+                    format!("endpoint `{}` is defined twice", raw.name),
+                ));
+            }
+            endpoints.push(
+                raw.validate()
+                    .map_err(|(field, reason)| invalid(&key(field), reason))?,
+            );
+        }
+        Ok(Config {
+            data_dir,
+            socket,
+            max_payload_bytes,
+            max_batch_bytes,
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(10_000)),
+            retention,
+            max_retry_after,
+            response_body_cap,
+            connect_timeout,
+            sled_cache_bytes: self.sled_cache_bytes.unwrap_or(64 * 1024 * 1024),
+            allow,
+            endpoints,
+        })
+    }
+}
+
+impl RawEndpoint {
+    /// Validates one endpoint; an error is (field, reason).
+    fn validate(self) -> Result<EndpointConfig, (&'static str, String)> {
+        validate_endpoint_name(&self.name).map_err(|r| ("name", r))?;
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| ("url", format!("`{}` is not a URL ({e})", self.url)))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err((
+                "url",
+                format!("`{}` must be an http(s) URL with a host", self.url),
+            ));
+        }
+        let format = match self.format.as_deref() {
+            None => FormatKind::Json,
+            Some(name) => FormatKind::from_name(name).ok_or_else(|| {
+                (
+                    "format",
+                    format!(
+                        "unknown format `{name}` (known: {})",
+                        FormatKind::NAMES.join(", ")
+                    ),
+                )
+            })?,
+        };
+        let timeout_ms =
+            positive(self.timeout_ms, 10_000, "timeout_ms").map_err(|r| ("timeout_ms", r))?;
+        let concurrency =
+            positive(self.concurrency, 16, "concurrency").map_err(|r| ("concurrency", r))?;
+        let max_attempts = positive(
+            self.max_attempts,
+            format.default_max_attempts(),
+            "max_attempts",
+        )
+        .map_err(|r| ("max_attempts", r))?;
+        let max_age = duration(self.max_age.as_deref(), "24h").map_err(|r| ("max_age", r))?;
+        let backoff = match self.retry {
+            None => Backoff::default_schedule(),
+            Some(raw) => raw.validate()?,
+        };
+        let auth = self.auth.map(|a| match a {
+            RawAuth::Bearer { token } => Auth::Bearer { token },
+            RawAuth::Basic { username, password } => Auth::Basic { username, password },
+        });
+        Ok(EndpointConfig {
+            name: self.name,
+            url,
+            format,
+            timeout: Duration::from_millis(timeout_ms),
+            concurrency,
+            auth,
+            retry: RetryPolicy {
+                backoff,
+                max_attempts,
+                max_age,
+            },
+        })
+    }
+}
+
+impl RawRetry {
+    fn validate(self) -> Result<Backoff, (&'static str, String)> {
+        let jitter = self.jitter.unwrap_or(0.2);
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err((
+                "retry.jitter",
+                format!("{jitter} must be between 0.0 and 1.0"),
+            ));
+        }
+        let exponential =
+            self.initial_ms.is_some() || self.max_ms.is_some() || self.multiplier.is_some();
+        match (self.schedule, exponential) {
+            (Some(_), true) => Err((
+                "retry",
+                "give either `schedule` or `initial_ms`/`max_ms`/`multiplier`, not both".into(),
+            )),
+            (Some(list), false) => {
+                if list.is_empty() {
+                    return Err(("retry.schedule", "must list at least one delay".into()));
+                }
+                let delays = list
+                    .iter()
+                    .map(|d| duration(Some(d), "0s"))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|r| ("retry.schedule", r))?;
+                Ok(Backoff::Schedule { delays, jitter })
+            }
+            (None, false) => Ok(Backoff::Schedule {
+                delays: Backoff::default_schedule_delays(),
+                jitter,
+            }),
+            (None, true) => {
+                let initial = self.initial_ms.unwrap_or(1_000);
+                let max = self.max_ms.unwrap_or(3_600_000);
+                let multiplier = self.multiplier.unwrap_or(2.0);
+                if initial == 0 {
+                    return Err(("retry.initial_ms", "must be at least 1".into()));
+                }
+                if max < initial {
+                    return Err((
+                        "retry.max_ms",
+                        format!("{max} is below initial_ms {initial}"),
+                    ));
+                }
+                if !(multiplier >= 1.0 && multiplier.is_finite()) {
+                    return Err((
+                        "retry.multiplier",
+                        format!("{multiplier} must be a number >= 1.0"),
+                    ));
+                }
+                Ok(Backoff::Exponential {
+                    initial: Duration::from_millis(initial),
+                    max: Duration::from_millis(max),
+                    multiplier,
+                    jitter,
+                })
+            }
+        }
+    }
+}
+
+/// Endpoint names appear in store keys, URLs and CLI arguments: keep them plain.
+pub fn validate_endpoint_name(name: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(plain) {
+        return Err(format!(
+            "`{name}` must be 1 to 64 characters of letters, digits, `-`, `_` or `.`"
+        ));
+    }
+    Ok(())
+}
+
+fn positive<T: PartialOrd + Default + Copy + fmt::Display>(
+    value: Option<T>,
+    default: T,
+    _key: &str,
+) -> Result<T, String> {
+    match value {
+        None => Ok(default),
+        Some(v) if v > T::default() => Ok(v),
+        Some(v) => Err(format!("{v} must be greater than 0")),
+    }
+}
+
+/// Parses a human duration such as `"24h"`, `"5m"`, `"250ms"`.
+pub fn duration(value: Option<&str>, default: &str) -> Result<Duration, String> {
+    let text = value.unwrap_or(default);
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like \"30s\" or \"24h\" ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn the_shipped_example_config_loads() {
+        let config = Config::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/hookd.toml"
+        )))
+        .expect("config/hookd.toml is valid");
+        assert!(!config.endpoints.is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let err = load("[[endpoints]]\nname = \"a\"\nurl = \"http://x\"\nmax_age = \"soon\"\n")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("test.toml"), "{text}");
+        assert!(text.contains("endpoints[0].max_age"), "{text}");
+        assert!(text.contains("soon"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = load("data_dr = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("data_dr"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_endpoint_names_are_refused() {
+        let text = "[[endpoints]]\nname = \"a\"\nurl = \"http://x\"\n[[endpoints]]\nname = \"a\"\nurl = \"http://y\"\n";
+        let err = load(text).unwrap_err().to_string();
+        assert!(
+            err.contains("endpoints[1].name") && err.contains("twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fast_exponential_retry_is_accepted() {
+        let text = "[[endpoints]]\nname = \"a\"\nurl = \"http://127.0.0.1:1/\"\nmax_attempts = 3\n\
+                    retry = { initial_ms = 50, max_ms = 200, multiplier = 2.0, jitter = 0.0 }\n";
+        let config = load(text).unwrap();
+        let retry = &config.endpoints[0].retry;
+        assert_eq!(retry.max_attempts, 3);
+        assert!(matches!(retry.backoff, Backoff::Exponential { jitter, .. } if jitter == 0.0));
+    }
+
+    #[test]
+    fn bad_cidr_and_bad_format_are_named() {
+        let err = load("[destinations]\nallow = [\"127.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("destinations.allow[0]"), "{err}");
+        let err = load("[[endpoints]]\nname = \"a\"\nurl = \"http://x\"\nformat = \"yaml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("endpoints[0].format") && err.contains("yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        let text = "[[endpoints]]\nname = \"a\"\nurl = \"http://x\"\nauth = { type = \"bearer\", token = \"s3cr3t\" }\n";
+        let config = load(text).unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+}

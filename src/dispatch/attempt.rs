@@ -1,0 +1,121 @@
+//! One attempt: render, send, classify, record. The only place the dispatcher talks to a receiver.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+
+use super::DispatchContext;
+use crate::config::EndpointConfig;
+use crate::formats::{Answer, TransportKind};
+use crate::model::{AttemptRecord, AttemptResult, MessageRecord, now_millis};
+use crate::retry::{CycleFacts, Decision, Verdict, decide};
+
+/// How much of an answer body is kept on the attempt record.
+const BODY_EXCERPT_BYTES: usize = 512;
+
+/// Delivers leased `messages` in one request and records the outcome of each. The permit is held until the
+/// outcome is recorded, so the lane's concurrency limit counts whole attempts.
+pub(super) async fn run_attempt(
+    context: Arc<DispatchContext>,
+    endpoint: Arc<EndpointConfig>,
+    messages: Vec<MessageRecord>,
+    wake: Arc<Notify>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let started_at = now_millis();
+    let clock = Instant::now();
+    let ids: Vec<_> = messages.iter().map(|m| m.id).collect();
+    let answer = match endpoint.format.render(&messages) {
+        Ok(request) => {
+            context
+                .sender
+                .send(&endpoint, &endpoint.url, &ids, request)
+                .await
+        }
+        Err(error) => Answer::Transport {
+            kind: TransportKind::Request,
+            message: error.to_string(),
+        },
+    };
+    let duration_ms = clock.elapsed().as_millis() as u64;
+    let verdicts = endpoint.format.classify(&answer, &messages);
+    let (status, error, excerpt) = describe(&answer);
+    let now = now_millis();
+    let mut retry_scheduled = false;
+    for (message, verdict) in messages.iter().zip(verdicts) {
+        let facts = CycleFacts {
+            attempts: message.cycle_attempts + 1,
+            cycle_started_at: message.cycle_started_at,
+            now,
+        };
+        let decision = decide(
+            &endpoint.retry,
+            facts,
+            &verdict,
+            context.max_retry_after,
+            rand::random::<f64>(),
+        );
+        let record = AttemptRecord {
+            number: message.total_attempts + 1,
+            started_at,
+            duration_ms,
+            status,
+            error: error.clone(),
+            reason: verdict.reason().to_owned(),
+            result: match verdict {
+                Verdict::Delivered { .. } => AttemptResult::Delivered,
+                Verdict::Retry { .. } => AttemptResult::Retry,
+                Verdict::Final { .. } => AttemptResult::Final,
+            },
+            body_excerpt: excerpt.clone(),
+        };
+        log_outcome(&endpoint.name, message, &record, &decision);
+        retry_scheduled |= matches!(decision, Decision::RetryAt(_));
+        if let Err(error) = context
+            .store
+            .record_attempt(message.id, &record, &decision, now)
+        {
+            // The message stays leased; the next start puts it back to due (at-least-once).
+            tracing::error!(message_id = %message.id, endpoint = %endpoint.name, %error, "cannot record attempt");
+        }
+    }
+    if retry_scheduled {
+        wake.notify_one();
+    }
+}
+
+fn describe(answer: &Answer) -> (Option<u16>, Option<String>, String) {
+    match answer {
+        Answer::Response { status, body, .. } => {
+            let cut = &body[..body.len().min(BODY_EXCERPT_BYTES)];
+            (
+                Some(*status),
+                None,
+                String::from_utf8_lossy(cut).into_owned(),
+            )
+        }
+        Answer::Transport { kind, .. } => (None, Some(kind.as_str().to_owned()), String::new()),
+    }
+}
+
+fn log_outcome(
+    endpoint: &str,
+    message: &MessageRecord,
+    record: &AttemptRecord,
+    decision: &Decision,
+) {
+    let id = &message.id;
+    let attempt = record.number;
+    match decision {
+        Decision::Delivered => {
+            tracing::info!(message_id = %id, endpoint, attempt, reason = %record.reason, "delivered")
+        }
+        Decision::RetryAt(at) => {
+            tracing::info!(message_id = %id, endpoint, attempt, reason = %record.reason, retry_at = at, "retry scheduled")
+        }
+        Decision::Dead { reason } => {
+            tracing::warn!(message_id = %id, endpoint, attempt, %reason, "dead-lettered")
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! A lane: the loop that feeds one endpoint's attempts, within that endpoint's concurrency limit.
+//!
+//! A permit is acquired *before* a message is leased, so a lane never holds more leased messages than it can
+//! send. With no permit free (a hanging receiver) the lane simply waits; other lanes are unaffected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::DispatchContext;
+use super::attempt::run_attempt;
+use crate::config::EndpointConfig;
+use crate::model::now_millis;
+use crate::store::Lease;
+
+/// Extra lease time beyond the request timeout; leases only matter to a restart, which releases them all.
+const LEASE_MARGIN_MS: u64 = 30_000;
+/// How long a lane waits before asking a failing store again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+pub(super) struct Lane {
+    pub context: Arc<DispatchContext>,
+    pub endpoint: Arc<EndpointConfig>,
+    /// Nudged by enqueues, replays and this lane's own retries, so the lane re-reads its next due time.
+    pub wake: Arc<Notify>,
+    pub shutdown: CancellationToken,
+}
+
+impl Lane {
+    pub async fn run(self) {
+        let permits = Arc::new(Semaphore::new(self.endpoint.concurrency));
+        let mut attempts = JoinSet::new();
+        let name = self.endpoint.name.as_str();
+        tracing::debug!(endpoint = name, "lane started");
+        loop {
+            while attempts.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let now = now_millis();
+            let lease_until = now + self.endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
+            let batch_max = self.endpoint.format.batch_max();
+            let sleep_for = match self
+                .context
+                .store
+                .lease_due(name, now, batch_max, lease_until)
+            {
+                Ok(Lease::Taken(messages)) => {
+                    attempts.spawn(run_attempt(
+                        Arc::clone(&self.context),
+                        Arc::clone(&self.endpoint),
+                        messages,
+                        Arc::clone(&self.wake),
+                        permit,
+                    ));
+                    continue;
+                }
+                Ok(Lease::NextDueAt(due_at)) => {
+                    Some(Duration::from_millis(due_at.saturating_sub(now)))
+                }
+                Ok(Lease::Idle) => None,
+                Err(error) => {
+                    tracing::error!(endpoint = name, %error, "lane cannot read the store");
+                    Some(STORE_RETRY)
+                }
+            };
+            drop(permit);
+            let sleep = async {
+                match sleep_for {
+                    Some(duration) => tokio::time::sleep(duration).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = sleep => {}
+            }
+        }
+        self.finish(attempts).await;
+    }
+
+    /// Lets in-flight attempts finish within the grace period, then aborts the rest and releases their
+    /// messages back to due (no attempt counted).
+    async fn finish(&self, mut attempts: JoinSet<()>) {
+        let name = self.endpoint.name.as_str();
+        let grace = self.context.shutdown_grace;
+        let all_done = async { while attempts.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all_done).await.is_err() {
+            tracing::warn!(
+                endpoint = name,
+                "grace period over; aborting attempts still in flight"
+            );
+            attempts.shutdown().await;
+        }
+        tracing::debug!(endpoint = name, "lane stopped");
+    }
+}

@@ -1,0 +1,260 @@
+//! Receiver protocols: what request to send for a message, and what the receiver's answer means.
+//!
+//! Each protocol is a module with the same three parts: its options and payload validation (run at enqueue),
+//! `render` (messages to an HTTP request) and `classify` (an answer to one [`Verdict`] per message). They are
+//! pure functions, so every outcome rule is tested without a network; the dispatcher does the I/O.
+
+pub mod json;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::model::MessageRecord;
+use crate::retry::Verdict;
+
+/// The protocols an endpoint can speak (`format` in the config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatKind {
+    /// The generic `{"id","type","timestamp","data"}` envelope for any event name.
+    Json,
+}
+
+/// A payload or type refused at enqueue; the API answers 422 with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct PayloadError {
+    /// The offending field (`type`, `payload.id_sms`, ...).
+    pub field: String,
+    pub reason: String,
+}
+
+impl PayloadError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The request a format builds; the HTTP layer adds `webhook-id`, auth and timeouts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedRequest {
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+/// What came back from one HTTP exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Response {
+        status: u16,
+        /// `Retry-After`, already turned into a delay.
+        retry_after: Option<Duration>,
+        /// The body, read up to the configured cap.
+        body: Bytes,
+    },
+    /// No HTTP answer: the request could not be sent or the answer not read.
+    Transport {
+        kind: TransportKind,
+        message: String,
+    },
+}
+
+/// Why an exchange produced no HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Connect,
+    Timeout,
+    /// The destination guard refused the address.
+    Refused,
+    /// The request could not be built (bad URL, bad payload).
+    Request,
+    /// The connection broke while sending or reading.
+    Io,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Connect => "connect",
+            TransportKind::Timeout => "timeout",
+            TransportKind::Refused => "refused",
+            TransportKind::Request => "request",
+            TransportKind::Io => "io",
+        }
+    }
+}
+
+impl FormatKind {
+    /// The names accepted in `format = ".."`.
+    pub const NAMES: &'static [&'static str] = &["json"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "json" => Some(FormatKind::Json),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FormatKind::Json => "json",
+        }
+    }
+
+    /// `max_attempts` when the config does not say: the default schedule's nine retries plus the first try.
+    pub fn default_max_attempts(self) -> u32 {
+        match self {
+            FormatKind::Json => 10,
+        }
+    }
+
+    /// How many messages one request may carry.
+    pub fn batch_max(self) -> usize {
+        1
+    }
+
+    /// Checks that `kind` is a type this format carries and that the payload has what it needs.
+    pub fn validate(
+        self,
+        kind: &str,
+        payload: &serde_json::value::RawValue,
+    ) -> Result<(), PayloadError> {
+        match self {
+            FormatKind::Json => json::validate(kind, payload),
+        }
+    }
+
+    pub fn render(self, messages: &[MessageRecord]) -> Result<RenderedRequest, PayloadError> {
+        match self {
+            FormatKind::Json => json::render(messages),
+        }
+    }
+
+    /// One verdict per message, in the order given.
+    pub fn classify(self, answer: &Answer, messages: &[MessageRecord]) -> Vec<Verdict> {
+        match self {
+            FormatKind::Json => vec![classify_http(answer); messages.len()],
+        }
+    }
+}
+
+/// The plain HTTP rules most formats share: 2xx delivered; transport trouble, 408, 425, 429 and 5xx retried;
+/// 3xx (redirects are not followed) and other 4xx final.
+pub fn classify_http(answer: &Answer) -> Verdict {
+    match answer {
+        Answer::Transport { kind, message } => match kind {
+            TransportKind::Connect | TransportKind::Timeout | TransportKind::Io => Verdict::Retry {
+                reason: format!("{}: {message}", kind.as_str()),
+                retry_after: None,
+            },
+            TransportKind::Refused | TransportKind::Request => Verdict::Final {
+                reason: format!("{}: {message}", kind.as_str()),
+            },
+        },
+        Answer::Response {
+            status,
+            retry_after,
+            ..
+        } => match *status {
+            200..=299 => Verdict::Delivered {
+                reason: format!("HTTP {status}"),
+            },
+            408 | 425 | 429 | 500..=599 => Verdict::Retry {
+                reason: format!("HTTP {status}"),
+                retry_after: *retry_after,
+            },
+            300..=399 => Verdict::Final {
+                reason: format!("HTTP {status}: redirect not followed"),
+            },
+            _ => Verdict::Final {
+                reason: format!("HTTP {status}"),
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Answer {
+        Answer::Response {
+            status: code,
+            retry_after: None,
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn http_outcome_table() {
+        let table: &[(u16, &str)] = &[
+            (200, "delivered"),
+            (204, "delivered"),
+            (299, "delivered"),
+            (301, "final"),
+            (302, "final"),
+            (307, "final"),
+            (400, "final"),
+            (401, "final"),
+            (404, "final"),
+            (410, "final"),
+            (408, "retry"),
+            (425, "retry"),
+            (429, "retry"),
+            (500, "retry"),
+            (503, "retry"),
+            (599, "retry"),
+        ];
+        for &(code, expected) in table {
+            let got = match classify_http(&status(code)) {
+                Verdict::Delivered { .. } => "delivered",
+                Verdict::Retry { .. } => "retry",
+                Verdict::Final { .. } => "final",
+            };
+            assert_eq!(got, expected, "HTTP {code}");
+        }
+    }
+
+    #[test]
+    fn transport_errors_retry_unless_refused() {
+        let t = |kind| Answer::Transport {
+            kind,
+            message: "x".into(),
+        };
+        assert!(matches!(
+            classify_http(&t(TransportKind::Connect)),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(
+            classify_http(&t(TransportKind::Timeout)),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(
+            classify_http(&t(TransportKind::Io)),
+            Verdict::Retry { .. }
+        ));
+        assert!(matches!(
+            classify_http(&t(TransportKind::Refused)),
+            Verdict::Final { .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_is_carried_into_the_verdict() {
+        let answer = Answer::Response {
+            status: 429,
+            retry_after: Some(Duration::from_secs(2)),
+            body: Bytes::new(),
+        };
+        assert_eq!(
+            classify_http(&answer),
+            Verdict::Retry {
+                reason: "HTTP 429".into(),
+                retry_after: Some(Duration::from_secs(2))
+            }
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! hookd: a reliable outbound webhook dispatcher.
+//!
+//! Reading order:
+//! - [`model`]: the domain words (message, attempt, state).
+//! - [`config`]: the TOML file, validated into [`config::Config`].
+//! - [`store`]: the durable sled queue; the only module that names sled.
+//! - [`formats`]: receiver protocols, pure render/classify functions.
+//! - [`retry`]: the pure retry decision.
+//! - [`guard`] and [`http_client`]: where requests may go, and the one HTTP client.
+//! - [`dispatch`]: per-endpoint lanes that lease due messages and run attempts.
+//! - [`api`]: the Unix-socket API and its client.
+//! - [`daemon`]: start-up and ordered shutdown; [`cli`]: the `hookd` command.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod dispatch;
+pub mod formats;
+pub mod guard;
+pub mod http_client;
+pub mod model;
+pub mod retry;
+pub mod store;

@@ -1,0 +1,176 @@
+//! Domain types shared by the store, the dispatcher and the API.
+//!
+//! These are the words of hookd's contract: a [`MessageId`] names a message for its whole life, a
+//! [`MessageRecord`] is what the store keeps about it, an [`AttemptRecord`] is one try at delivering it,
+//! and [`State`] is the word the API reports. Timestamps are milliseconds since the Unix epoch (`u64`),
+//! because they are persisted and compared as big-endian keys.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch, the one clock of records and keys.
+pub type Millis = u64;
+
+/// The wall clock in [`Millis`].
+pub fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A message's identity: a UUID v7, so ids sort by creation time. It is sent to receivers as
+/// `webhook-id` on every attempt, so they can de-duplicate an at-least-once delivery.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(Uuid);
+
+impl MessageId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The 16 bytes used in store keys (time-ordered, so key order is creation order).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    /// Reads an id back from its 16 key bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        Uuid::from_slice(bytes).ok().map(Self)
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({})", self.0)
+    }
+}
+
+/// The error for a string that is not a message id.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a message id (expected a UUID)")]
+pub struct BadMessageId(String);
+
+impl FromStr for MessageId {
+    type Err = BadMessageId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| BadMessageId(s.to_owned()))
+    }
+}
+
+/// Where a message stands in its lifecycle, as stored. The API adds `held` on top (see [`State`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Waiting in the due index for `next_attempt_at`.
+    Queued,
+    /// Leased by a lane; an attempt is under way.
+    InFlight,
+    /// A receiver accepted it.
+    Delivered,
+    /// Parked in the dead-letter queue.
+    Dead,
+}
+
+/// The state word the API reports: the stored [`Stage`], or `held` when a queued message's endpoint cannot
+/// take it now (unknown to the running configuration; later also paused, disabled or unverified).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Queued,
+    InFlight,
+    Delivered,
+    Dead,
+    Held,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::InFlight => "in_flight",
+            State::Delivered => "delivered",
+            State::Dead => "dead",
+            State::Held => "held",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the store keeps about one message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: MessageId,
+    pub endpoint: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The payload exactly as the client sent it (compact JSON text).
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+    pub created_at: Millis,
+    pub stage: Stage,
+    /// When the next attempt is due (meaningful while queued).
+    pub next_attempt_at: Millis,
+    /// Attempts made since the message was enqueued or last replayed; `max_attempts` counts these.
+    pub cycle_attempts: u32,
+    /// When the current cycle began (enqueue or replay); `max_age` counts from here.
+    pub cycle_started_at: Millis,
+    /// Attempts ever made, across replays: the number of the last attempt record.
+    pub total_attempts: u32,
+    pub delivered_at: Option<Millis>,
+    /// Why it is dead, while it is.
+    pub dead_reason: Option<String>,
+    pub dead_at: Option<Millis>,
+}
+
+/// How one attempt ended, as recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptResult {
+    Delivered,
+    Retry,
+    Final,
+}
+
+/// One try at delivering a message: kept for `hookd msg show` and the dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1-based, counted across replays.
+    pub number: u32,
+    pub started_at: Millis,
+    pub duration_ms: u64,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// The transport error kind (`connect`, `timeout`, ...), when it did not.
+    pub error: Option<String>,
+    /// Why the answer was classified as it was, in words.
+    pub reason: String,
+    pub result: AttemptResult,
+    /// The first bytes of the answer body, lossily decoded.
+    pub body_excerpt: String,
+}

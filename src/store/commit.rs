@@ -1,0 +1,154 @@
+//! Group commit: the durability point of an enqueue.
+//!
+//! sled 0.34's `flush_async` ends in `sync_file_range`, which does not persist file metadata, and values over
+//! ~128 KiB go to blob files that sled never fsyncs (sled issue #1452). So a commit here is `flush_async` *and*
+//! `fdatasync` of sled's log file plus any new blob files and their directory. That costs a few milliseconds,
+//! so it is shared: every enqueue waiting when a commit starts is served by the next one. Writers call
+//! [`GroupCommit::wait`] after their sled write; the answer comes once a sync that began after the write ended.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a commit failed (the store is then not trusted for new acknowledgements).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CommitError(Arc<str>);
+
+type Waiter = oneshot::Sender<Result<(), CommitError>>;
+
+/// A handle to the group-commit task; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct GroupCommit {
+    requests: mpsc::UnboundedSender<Waiter>,
+}
+
+impl GroupCommit {
+    /// Starts the commit task for `db`, whose files live in `dir`. Must be called inside a tokio runtime.
+    pub fn start(db: sled::Db, dir: PathBuf) -> GroupCommit {
+        let (requests, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(db, dir, receiver));
+        GroupCommit { requests }
+    }
+
+    /// Waits until everything written before this call is on disk.
+    pub async fn wait(&self) -> Result<(), CommitError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(tx)
+            .map_err(|_| CommitError("the commit task has stopped".into()))?;
+        rx.await
+            .map_err(|_| CommitError("the commit task has stopped".into()))?
+    }
+}
+
+async fn run(db: sled::Db, dir: PathBuf, mut receiver: mpsc::UnboundedReceiver<Waiter>) {
+    let files = Arc::new(Mutex::new(SyncedFiles::new(dir)));
+    let mut batch = Vec::new();
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
+        }
+        let result = commit_once(&db, &files).await;
+        if let Err(error) = &result {
+            tracing::error!(%error, "group commit failed; enqueues are refused until it succeeds");
+        }
+        for waiter in batch.drain(..) {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+async fn commit_once(db: &sled::Db, files: &Arc<Mutex<SyncedFiles>>) -> Result<(), CommitError> {
+    db.flush_async()
+        .await
+        .map_err(|e| CommitError(format!("flush failed: {e}").into()))?;
+    let files = Arc::clone(files);
+    tokio::task::spawn_blocking(move || match files.lock() {
+        Ok(mut files) => files.sync(),
+        Err(_) => Err(std::io::Error::other("a previous fsync panicked")),
+    })
+    .await
+    .map_err(|e| CommitError(format!("fsync task failed: {e}").into()))?
+    .map_err(|e| CommitError(format!("fsync failed: {e}").into()))
+}
+
+/// sled's files that must be fsynced, and the blob files already synced.
+struct SyncedFiles {
+    dir: PathBuf,
+    log: Option<File>,
+    blobs_seen: HashSet<PathBuf>,
+    blobs_dir_mtime: Option<SystemTime>,
+    dir_synced: bool,
+}
+
+impl SyncedFiles {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            log: None,
+            blobs_seen: HashSet::new(),
+            blobs_dir_mtime: None,
+            dir_synced: false,
+        }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        if self.log.is_none() {
+            self.log = Some(File::open(self.dir.join("db"))?);
+        }
+        if let Some(log) = &self.log {
+            log.sync_data()?;
+        }
+        if !self.dir_synced {
+            // The data dir's entries (db, conf, blobs/) exist from sled's open; persist them once.
+            sync_dir(&self.dir)?;
+            File::open(self.dir.join("conf"))?.sync_all()?;
+            self.dir_synced = true;
+        }
+        self.sync_new_blobs()
+    }
+
+    /// New blob files appear as new entries in `blobs/`, which changes its mtime: list it only then.
+    fn sync_new_blobs(&mut self) -> std::io::Result<()> {
+        let blobs = self.dir.join("blobs");
+        let mtime = match std::fs::metadata(&blobs) {
+            Ok(meta) => meta.modified().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if mtime.is_some() && mtime == self.blobs_dir_mtime {
+            return Ok(());
+        }
+        let mut synced_any = false;
+        for entry in std::fs::read_dir(&blobs)? {
+            let path = entry?.path();
+            if self.blobs_seen.contains(&path) {
+                continue;
+            }
+            match File::open(&path) {
+                Ok(file) => file.sync_all()?,
+                // sled removes blobs it no longer needs; a vanished one needs no sync.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            self.blobs_seen.insert(path);
+            synced_any = true;
+        }
+        self.blobs_seen.retain(|p| p.exists());
+        if synced_any {
+            sync_dir(&blobs)?;
+        }
+        self.blobs_dir_mtime = mtime;
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}

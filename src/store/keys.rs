@@ -1,0 +1,79 @@
+//! Byte layouts of the store's keys. Numbers are big-endian so that sled's byte order is numeric order.
+//!
+//! | tree      | key                                   | value              |
+//! |-----------|---------------------------------------|--------------------|
+//! | `msg`     | id (16)                               | `MessageRecord` JSON |
+//! | `due`     | endpoint ‖ 0x00 ‖ due_ms (8) ‖ id (16) | empty              |
+//! | `lease`   | id (16)                               | lease deadline (8) |
+//! | `attempt` | id (16) ‖ number (4)                  | `AttemptRecord` JSON |
+//! | `dead`    | id (16)                               | empty              |
+//! | `idem`    | endpoint ‖ 0x00 ‖ idempotency key     | id (16)            |
+//! | `done`    | delivered_ms (8) ‖ id (16)            | empty              |
+//!
+//! The due index is grouped by endpoint so that each lane reads only its own due messages: a hanging
+//! endpoint's backlog is never scanned by anyone else. Endpoint names never contain 0x00 (see
+//! `config::validate_endpoint_name`), so the separator is unambiguous.
+
+use crate::model::{MessageId, Millis};
+
+pub fn endpoint_prefix(endpoint: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(endpoint.len() + 1);
+    key.extend_from_slice(endpoint.as_bytes());
+    key.push(0);
+    key
+}
+
+pub fn due(endpoint: &str, due_at: Millis, id: MessageId) -> Vec<u8> {
+    let mut key = endpoint_prefix(endpoint);
+    key.extend_from_slice(&due_at.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Splits the part of a due key after the endpoint prefix into (due time, id).
+pub fn parse_due_suffix(suffix: &[u8]) -> Option<(Millis, MessageId)> {
+    let (time, id) = suffix.split_at_checked(8)?;
+    let time = Millis::from_be_bytes(time.try_into().ok()?);
+    Some((time, MessageId::from_slice(id)?))
+}
+
+pub fn attempt(id: MessageId, number: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(20);
+    key.extend_from_slice(id.as_bytes());
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+pub fn idempotency(endpoint: &str, idempotency_key: &str) -> Vec<u8> {
+    let mut key = endpoint_prefix(endpoint);
+    key.extend_from_slice(idempotency_key.as_bytes());
+    key
+}
+
+pub fn done(delivered_at: Millis, id: MessageId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(24);
+    key.extend_from_slice(&delivered_at.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub fn parse_done(key: &[u8]) -> Option<(Millis, MessageId)> {
+    parse_due_suffix(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_keys_sort_by_time_within_an_endpoint() {
+        let a = MessageId::new();
+        let early = due("e", 5, a);
+        let late = due("e", 256, a);
+        assert!(early < late);
+        let prefix = endpoint_prefix("e");
+        assert_eq!(parse_due_suffix(&late[prefix.len()..]), Some((256, a)));
+        // `e` and `e2` do not share a prefix.
+        assert!(!due("e2", 0, a).starts_with(&prefix));
+    }
+}

@@ -1,0 +1,598 @@
+//! The durable queue: the only module that names sled.
+//!
+//! Everything else speaks in domain verbs: [`Store::enqueue`], [`Store::commit`], [`Store::lease_due`],
+//! [`Store::record_attempt`], [`Store::replay`], [`Store::purge`]. Every state change that touches more than
+//! one tree runs in one sled transaction, so the indexes (`due`, `lease`, `dead`, `done`, `idem`) always agree
+//! with the message records. Key layouts are in [`keys`]; the durability point is in [`commit`].
+
+mod commit;
+pub mod keys;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+
+pub use commit::CommitError;
+use commit::GroupCommit;
+
+use crate::model::{AttemptRecord, MessageId, MessageRecord, Millis, Stage};
+use crate::retry::Decision;
+
+/// Store failures. A receiver's answer is never one of these: only the disk or the data can fail here.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data dir {0} is in use by another hookd process (sled's lock is held)")]
+    Locked(PathBuf),
+    #[error("cannot open the store in {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("store I/O failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot make the write durable: {0}")]
+    Commit(#[from] CommitError),
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(e: TransactionError<StoreError>) -> Self {
+        match e {
+            TransactionError::Abort(inner) => inner,
+            TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// A message as handed to [`Store::enqueue`].
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub endpoint: String,
+    pub kind: String,
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// The answer to an enqueue (not yet durable: call [`Store::commit`] before acknowledging).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: MessageId,
+    /// True when the idempotency key was already known: `id` is the first message's, nothing was queued.
+    pub duplicate: bool,
+}
+
+/// What a lane found when it asked for due work.
+#[derive(Debug)]
+pub enum Lease {
+    /// These messages are now in flight (leased) for the caller.
+    Taken(Vec<MessageRecord>),
+    /// Nothing due yet; the earliest message is due at this time.
+    NextDueAt(Millis),
+    /// The endpoint has nothing queued.
+    Idle,
+}
+
+/// Which dead letters a replay or purge applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    Ids(Vec<MessageId>),
+    All { endpoint: Option<String> },
+}
+
+/// One page of the dead-letter queue.
+#[derive(Debug)]
+pub struct DeadPage {
+    pub items: Vec<MessageRecord>,
+    /// The cursor for the next page, when there is one.
+    pub next: Option<MessageId>,
+}
+
+/// Message counts by endpoint and stage.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub by_endpoint: BTreeMap<String, StageCounts>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StageCounts {
+    pub queued: u64,
+    pub in_flight: u64,
+    pub delivered: u64,
+    pub dead: u64,
+}
+
+/// The queue. Cheap to clone; all clones share one sled database and one group-commit task.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    trees: Trees,
+    committer: GroupCommit,
+}
+
+#[derive(Clone)]
+struct Trees {
+    msg: Tree,
+    due: Tree,
+    lease: Tree,
+    attempt: Tree,
+    dead: Tree,
+    idem: Tree,
+    done: Tree,
+}
+
+/// The trees as seen inside a transaction, by name.
+struct Tx<'a> {
+    msg: &'a TransactionalTree,
+    due: &'a TransactionalTree,
+    lease: &'a TransactionalTree,
+    attempt: &'a TransactionalTree,
+    dead: &'a TransactionalTree,
+    idem: &'a TransactionalTree,
+    done: &'a TransactionalTree,
+}
+
+impl Tx<'_> {
+    fn get_record(&self, id: MessageId) -> TxResult<Option<MessageRecord>> {
+        match self.msg.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(ConflictableTransactionError::Abort),
+        }
+    }
+
+    fn put_record(&self, record: &MessageRecord) -> TxResult<()> {
+        let bytes = encode(record).map_err(ConflictableTransactionError::Abort)?;
+        self.msg.insert(record.id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Puts a message (back) in the due index as queued.
+    fn queue(&self, record: &mut MessageRecord, due_at: Millis) -> TxResult<()> {
+        record.stage = Stage::Queued;
+        record.next_attempt_at = due_at;
+        self.due
+            .insert(keys::due(&record.endpoint, due_at, record.id), &[])?;
+        self.put_record(record)
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and starts its group-commit task; must run inside tokio.
+    /// A second process on the same dir gets [`StoreError::Locked`].
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.to_owned(),
+            source: e.into(),
+        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked(dir.to_owned())
+                }
+                _ => StoreError::Open {
+                    path: dir.to_owned(),
+                    source,
+                },
+            })?;
+        let tree = |name: &str| db.open_tree(name);
+        let trees = Trees {
+            msg: tree("msg")?,
+            due: tree("due")?,
+            lease: tree("lease")?,
+            attempt: tree("attempt")?,
+            dead: tree("dead")?,
+            idem: tree("idem")?,
+            done: tree("done")?,
+        };
+        let committer = GroupCommit::start(db.clone(), dir.to_owned());
+        Ok(Store {
+            db,
+            trees,
+            committer,
+        })
+    }
+
+    fn transaction<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+        let t = &self.trees;
+        let result = (
+            &t.msg, &t.due, &t.lease, &t.attempt, &t.dead, &t.idem, &t.done,
+        )
+            .transaction(|(msg, due, lease, attempt, dead, idem, done)| {
+                f(&Tx {
+                    msg,
+                    due,
+                    lease,
+                    attempt,
+                    dead,
+                    idem,
+                    done,
+                })
+            })?;
+        Ok(result)
+    }
+
+    /// Records a new message as queued and due now, unless its idempotency key is known on that endpoint.
+    /// The write is not yet durable: acknowledge only after [`Store::commit`].
+    pub fn enqueue(&self, new: &NewMessage, now: Millis) -> Result<Enqueued, StoreError> {
+        let id = MessageId::new();
+        let record = MessageRecord {
+            id,
+            endpoint: new.endpoint.clone(),
+            kind: new.kind.clone(),
+            payload: new.payload.clone(),
+            idempotency_key: new.idempotency_key.clone(),
+            created_at: now,
+            stage: Stage::Queued,
+            next_attempt_at: now,
+            cycle_attempts: 0,
+            cycle_started_at: now,
+            total_attempts: 0,
+            delivered_at: None,
+            dead_reason: None,
+            dead_at: None,
+        };
+        let idem_key = new
+            .idempotency_key
+            .as_deref()
+            .map(|k| keys::idempotency(&new.endpoint, k));
+        self.transaction(|tx| {
+            if let Some(key) = &idem_key {
+                if let Some(existing) = tx.idem.get(key)? {
+                    let first = MessageId::from_slice(&existing).ok_or_else(|| {
+                        ConflictableTransactionError::Abort(StoreError::Corrupt(
+                            "idempotency entry is not an id".into(),
+                        ))
+                    })?;
+                    return Ok(Enqueued {
+                        id: first,
+                        duplicate: true,
+                    });
+                }
+                tx.idem.insert(key.as_slice(), id.as_bytes())?;
+            }
+            tx.queue(&mut record.clone(), now)?;
+            Ok(Enqueued {
+                id,
+                duplicate: false,
+            })
+        })
+    }
+
+    /// Waits until every write made before the call is durable on disk (group commit).
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        Ok(self.committer.wait().await?)
+    }
+
+    pub fn get(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        self.trees
+            .msg
+            .get(id.as_bytes())?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    /// Every attempt ever made for a message, oldest first.
+    pub fn attempts(&self, id: MessageId) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.trees
+            .attempt
+            .scan_prefix(id.as_bytes())
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Leases up to `max` messages of `endpoint` that are due at `now`, marking them in flight until
+    /// `lease_until`. Only the endpoint's own lane calls this, so it never races with itself.
+    pub fn lease_due(
+        &self,
+        endpoint: &str,
+        now: Millis,
+        max: usize,
+        lease_until: Millis,
+    ) -> Result<Lease, StoreError> {
+        let prefix = keys::endpoint_prefix(endpoint);
+        let mut taken = Vec::new();
+        for key in self.trees.due.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let (due_at, id) = keys::parse_due_suffix(&key[prefix.len()..])
+                .ok_or_else(|| StoreError::Corrupt("malformed due key".into()))?;
+            if due_at > now {
+                if taken.is_empty() {
+                    return Ok(Lease::NextDueAt(due_at));
+                }
+                break;
+            }
+            let leased = self.transaction(|tx| {
+                if tx.due.remove(key.as_ref())?.is_none() {
+                    return Ok(None);
+                }
+                let Some(mut record) = tx.get_record(id)? else {
+                    return Ok(None);
+                };
+                if record.stage != Stage::Queued {
+                    return Ok(None);
+                }
+                record.stage = Stage::InFlight;
+                tx.lease.insert(id.as_bytes(), &lease_until.to_be_bytes())?;
+                tx.put_record(&record)?;
+                Ok(Some(record))
+            })?;
+            taken.extend(leased);
+            if taken.len() >= max {
+                break;
+            }
+        }
+        Ok(if taken.is_empty() {
+            Lease::Idle
+        } else {
+            Lease::Taken(taken)
+        })
+    }
+
+    /// Records an attempt on a leased message and applies the decision: delivered, queued again at the retry
+    /// time, or dead. The attempt's `number` must be the record's `total_attempts + 1`.
+    pub fn record_attempt(
+        &self,
+        id: MessageId,
+        attempt: &AttemptRecord,
+        decision: &Decision,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let attempt_bytes = encode(attempt)?;
+        self.transaction(|tx| {
+            let Some(mut record) = tx.get_record(id)? else {
+                return Ok(());
+            };
+            tx.lease.remove(id.as_bytes())?;
+            tx.attempt
+                .insert(keys::attempt(id, attempt.number), attempt_bytes.as_slice())?;
+            record.cycle_attempts += 1;
+            record.total_attempts = record.total_attempts.max(attempt.number);
+            match decision {
+                Decision::Delivered => {
+                    record.stage = Stage::Delivered;
+                    record.delivered_at = Some(now);
+                    tx.done.insert(keys::done(now, id), &[])?;
+                    tx.put_record(&record)
+                }
+                Decision::RetryAt(due_at) => tx.queue(&mut record, *due_at),
+                Decision::Dead { reason } => {
+                    record.stage = Stage::Dead;
+                    record.dead_reason = Some(reason.clone());
+                    record.dead_at = Some(now);
+                    tx.dead.insert(id.as_bytes(), &[])?;
+                    tx.put_record(&record)
+                }
+            }
+        })
+    }
+
+    /// Puts a leased message back to due at `now` without counting an attempt (shutdown, restart).
+    pub fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
+        self.transaction(|tx| {
+            if tx.lease.remove(id.as_bytes())?.is_none() {
+                return Ok(());
+            }
+            match tx.get_record(id)? {
+                Some(mut record) if record.stage == Stage::InFlight => tx.queue(&mut record, now),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    /// On start: every message still leased by a previous run goes back to due now. Returns how many.
+    pub fn release_all_leases(&self, now: Millis) -> Result<usize, StoreError> {
+        let ids = self
+            .trees
+            .lease
+            .iter()
+            .keys()
+            .map(|k| {
+                k.map_err(StoreError::from).and_then(|k| {
+                    MessageId::from_slice(&k)
+                        .ok_or_else(|| StoreError::Corrupt("malformed lease key".into()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for id in &ids {
+            self.release(*id, now)?;
+        }
+        Ok(ids.len())
+    }
+
+    /// A page of dead letters, oldest first, optionally of one endpoint, starting after `after`.
+    pub fn list_dead(
+        &self,
+        endpoint: Option<&str>,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<DeadPage, StoreError> {
+        let start = after.map(|id| id.as_bytes().to_vec()).unwrap_or_default();
+        let mut items = Vec::new();
+        let mut next = None;
+        for key in self.trees.dead.range(start..).keys() {
+            let key = key?;
+            let id = MessageId::from_slice(&key)
+                .ok_or_else(|| StoreError::Corrupt("malformed dead key".into()))?;
+            if Some(id) == after {
+                continue;
+            }
+            let Some(record) = self.get(id)? else {
+                continue;
+            };
+            if endpoint.is_some_and(|e| e != record.endpoint) {
+                continue;
+            }
+            if items.len() == limit {
+                next = items.last().map(|r: &MessageRecord| r.id);
+                break;
+            }
+            items.push(record);
+        }
+        Ok(DeadPage { items, next })
+    }
+
+    fn select_dead(&self, selection: &Selection) -> Result<Vec<MessageId>, StoreError> {
+        match selection {
+            Selection::Ids(ids) => Ok(ids.clone()),
+            Selection::All { endpoint } => {
+                let mut ids = Vec::new();
+                let mut after = None;
+                loop {
+                    let page = self.list_dead(endpoint.as_deref(), after, 1_000)?;
+                    ids.extend(page.items.iter().map(|r| r.id));
+                    match page.next {
+                        Some(next) => after = Some(next),
+                        None => return Ok(ids),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves dead letters back to the queue, due now, with a fresh attempt count and age (history kept).
+    /// Returns the replayed messages' endpoints (so their lanes can be woken); ids not dead are skipped.
+    pub fn replay(&self, selection: &Selection, now: Millis) -> Result<Vec<String>, StoreError> {
+        let mut endpoints = Vec::new();
+        for id in self.select_dead(selection)? {
+            let replayed = self.transaction(|tx| {
+                if tx.dead.remove(id.as_bytes())?.is_none() {
+                    return Ok(None);
+                }
+                let Some(mut record) = tx.get_record(id)? else {
+                    return Ok(None);
+                };
+                record.cycle_attempts = 0;
+                record.cycle_started_at = now;
+                record.dead_reason = None;
+                record.dead_at = None;
+                tx.queue(&mut record, now)?;
+                Ok(Some(record.endpoint))
+            })?;
+            endpoints.extend(replayed);
+        }
+        Ok(endpoints)
+    }
+
+    /// Deletes dead letters for good: record, attempts and idempotency key. Returns how many.
+    pub fn purge(&self, selection: &Selection) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for id in self.select_dead(selection)? {
+            if self.delete_if(id, Stage::Dead)? {
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Deletes a message and everything about it if it is in `stage`.
+    fn delete_if(&self, id: MessageId, stage: Stage) -> Result<bool, StoreError> {
+        let attempt_keys = self
+            .trees
+            .attempt
+            .scan_prefix(id.as_bytes())
+            .keys()
+            .collect::<Result<Vec<_>, _>>()?;
+        self.transaction(|tx| {
+            let Some(record) = tx.get_record(id)? else {
+                return Ok(false);
+            };
+            if record.stage != stage {
+                return Ok(false);
+            }
+            tx.msg.remove(id.as_bytes())?;
+            tx.dead.remove(id.as_bytes())?;
+            if let Some(at) = record.delivered_at {
+                tx.done.remove(keys::done(at, id))?;
+            }
+            if let Some(key) = &record.idempotency_key {
+                tx.idem.remove(keys::idempotency(&record.endpoint, key))?;
+            }
+            for key in &attempt_keys {
+                tx.attempt.remove(key)?;
+            }
+            Ok(true)
+        })
+    }
+
+    /// Removes delivered messages delivered before `before` (the retention window). Returns how many.
+    pub fn prune_delivered(&self, before: Millis) -> Result<usize, StoreError> {
+        let mut pruned = 0;
+        // A done key starting with a time below `before` sorts below the bare 8-byte time.
+        for key in self.trees.done.range(..before.to_be_bytes()).keys() {
+            let key = key?;
+            let Some((_, id)) = keys::parse_done(&key) else {
+                return Err(StoreError::Corrupt("malformed done key".into()));
+            };
+            if self.delete_if(id, Stage::Delivered)? {
+                pruned += 1;
+            } else {
+                self.trees.done.remove(key)?;
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Counts per endpoint and stage, read from the indexes.
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        let mut counts = Counts::default();
+        for key in self.trees.due.iter().keys() {
+            let key = key?;
+            let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+            let name = String::from_utf8_lossy(&key[..end]).into_owned();
+            counts.by_endpoint.entry(name).or_default().queued += 1;
+        }
+        let mut by_record = |tree: &Tree, bump: fn(&mut StageCounts)| -> Result<(), StoreError> {
+            for key in tree.iter().keys() {
+                let key = key?;
+                let id_bytes = if key.len() == 16 {
+                    &key[..]
+                } else {
+                    &key[key.len().saturating_sub(16)..]
+                };
+                let Some(id) = MessageId::from_slice(id_bytes) else {
+                    continue;
+                };
+                if let Some(record) = self.get(id)? {
+                    bump(counts.by_endpoint.entry(record.endpoint).or_default());
+                }
+            }
+            Ok(())
+        };
+        by_record(&self.trees.lease, |c| c.in_flight += 1)?;
+        by_record(&self.trees.dead, |c| c.dead += 1)?;
+        by_record(&self.trees.done, |c| c.delivered += 1)?;
+        Ok(counts)
+    }
+
+    /// Bytes sled reports on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
+}
