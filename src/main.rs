@@ -1,5 +1,6 @@
 //! The `hookd` binary: parse the command line, set up logging, run, map failures to an exit code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -38,6 +39,7 @@ async fn serve(config_path: &std::path::Path) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let config = Config::load(config_path)?;
     hookd::daemon::run(config, hookd::daemon::shutdown_signal())

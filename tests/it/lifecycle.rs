@@ -1,0 +1,113 @@
+//! The daemon's life: a second daemon on the same data dir, graceful stop, held messages, CLI failures.
+
+use std::time::Duration;
+
+use crate::harness::{FAST_RETRY, HOOKD, Reply, TestDaemon, TestReceiver, cli_at, endpoint};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_data_dir_fails_clearly() {
+    let receiver = TestReceiver::start(|_| Reply::ok()).await;
+    let daemon = TestDaemon::start(&[endpoint("ok", &receiver.url("/"), FAST_RETRY)], "").await;
+    let output = std::process::Command::new(HOOKD)
+        .args(["serve", "--config"])
+        .arg(&daemon.config_path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("in use by another hookd process"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The first daemon still serves on its socket.
+    daemon.client().health().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_attempt_in_flight_finish_and_exits_zero() {
+    let receiver = TestReceiver::start(|_| Reply::ok().delayed(Duration::from_millis(500))).await;
+    let mut daemon =
+        TestDaemon::start(&[endpoint("slow", &receiver.url("/"), FAST_RETRY)], "").await;
+    let id = daemon.send("slow", "event", "{}").await;
+    receiver.wait_for(1, WAIT).await;
+    let status = daemon.terminate();
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        daemon.log()
+    );
+    assert!(
+        !daemon.socket.exists(),
+        "the socket file is removed on a clean stop"
+    );
+    daemon.spawn().await;
+    let view = daemon.message(&id).await;
+    assert_eq!(
+        view.state.as_str(),
+        "delivered",
+        "the attempt in flight finished before exit"
+    );
+    assert_eq!(view.attempts.len(), 1);
+    assert_eq!(receiver.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_an_endpoint_missing_from_the_config_are_held_not_dropped() {
+    let receiver = TestReceiver::start(|_| Reply::hang()).await;
+    let mut daemon = TestDaemon::start(
+        &[endpoint(
+            "gone",
+            &receiver.url("/"),
+            "concurrency = 1\ntimeout_ms = 60000",
+        )],
+        "",
+    )
+    .await;
+    let first = daemon.send("gone", "event", "{}").await;
+    let second = daemon.send("gone", "event", "{}").await;
+    receiver.wait_for(1, WAIT).await;
+    daemon.kill();
+    let healthy = TestReceiver::start(|_| Reply::ok()).await;
+    daemon.rewrite_config(&[endpoint("other", &healthy.url("/"), FAST_RETRY)]);
+    daemon.spawn().await;
+    for id in [&first, &second] {
+        assert_eq!(daemon.message(id).await.state.as_str(), "held", "{id}");
+    }
+    let stats = daemon.client().stats().await.unwrap();
+    assert_eq!(stats.held_endpoints, vec!["gone".to_owned()]);
+
+    daemon.kill();
+    receiver.set_script(|_| Reply::ok());
+    daemon.rewrite_config(&[endpoint("gone", &receiver.url("/"), FAST_RETRY)]);
+    daemon.spawn().await;
+    daemon.wait_state(&first, "delivered", WAIT).await;
+    daemon.wait_state(&second, "delivered", WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_fails_with_one_line_when_the_daemon_is_not_running_or_the_id_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, stderr) = cli_at(&dir.path().join("none.sock"), &["status"]);
+    assert!(!ok);
+    assert!(stderr.contains("hookd is not running"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+
+    let receiver = TestReceiver::start(|_| Reply::ok()).await;
+    let daemon = TestDaemon::start(&[endpoint("ok", &receiver.url("/"), FAST_RETRY)], "").await;
+    let (ok, _, stderr) = daemon.cli(&["msg", "show", "0190d3a2-0000-7000-8000-000000000000"]);
+    assert!(!ok);
+    assert!(stderr.contains("no message"), "{stderr}");
+    let (ok, _, stderr) = daemon.cli(&["send", "--endpoint", "ok", "--type", "event", "{broken"]);
+    assert!(!ok);
+    assert!(stderr.contains("not valid JSON"), "{stderr}");
+    let (ok, stdout, _) = daemon.cli(&["endpoints", "list"]);
+    assert!(ok);
+    assert!(stdout.contains("ok") && stdout.contains("json"), "{stdout}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&daemon.socket).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the socket is private to its owner");
+}
