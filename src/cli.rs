@@ -14,6 +14,17 @@ use crate::api::wire::{DlqSelection, EndpointView, EnqueueRequest, MessageView};
 use crate::config::{Config, ConfigError};
 use crate::model::Millis;
 
+/// `println!` that ends the process quietly when stdout is closed (`hookd dlq list | head`), instead of
+/// panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// Where the CLI looks for a config when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "config/hookd.toml";
 
@@ -98,7 +109,7 @@ pub enum MsgVerb {
 
 #[derive(Debug, Subcommand)]
 pub enum DlqVerb {
-    /// Dead letters, oldest first.
+    /// Dead letters, in enqueue order.
     List {
         #[arg(long)]
         endpoint: Option<String>,
@@ -131,7 +142,13 @@ pub struct SelectionArgs {
 #[derive(Debug, Subcommand)]
 pub enum EndpointsVerb {
     List,
-    Show { name: String },
+    Show {
+        name: String,
+    },
+    /// Run the verification handshake now (endpoints with `verification`).
+    Verify {
+        name: String,
+    },
 }
 
 /// A CLI failure, printed as one line.
@@ -196,12 +213,13 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             if connection.json {
                 print_json(&answer);
             } else if answer.duplicate {
-                println!(
+                outln!(
                     "{} (duplicate of an earlier message, {})",
-                    answer.id, answer.status
+                    answer.id,
+                    answer.status
                 );
             } else {
-                println!("{}", answer.id);
+                outln!("{}", answer.id);
             }
             Ok(())
         }
@@ -226,6 +244,16 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                 EndpointsVerb::Show { name } => {
                     let endpoint = client.endpoint(&name).await?;
                     output(&connection, &endpoint, print_endpoint);
+                }
+                EndpointsVerb::Verify { name } => {
+                    let endpoint = client.verify_endpoint(&name).await?;
+                    output(&connection, &endpoint, print_endpoint);
+                    if endpoint.state != "active" {
+                        return Err(CliError::Partial(format!(
+                            "endpoint `{name}` is {}",
+                            endpoint.state
+                        )));
+                    }
                 }
             }
             Ok(())
@@ -260,12 +288,12 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                 ]);
                 print_table(&rows);
                 if !s.held_endpoints.is_empty() {
-                    println!(
+                    outln!(
                         "held (endpoint not configured): {}",
                         s.held_endpoints.join(", ")
                     );
                 }
-                println!("store size on disk: {} bytes", s.size_on_disk);
+                outln!("store size on disk: {} bytes", s.size_on_disk);
             });
             Ok(())
         }
@@ -299,7 +327,7 @@ async fn run_dlq(verb: DlqVerb, connection: &Connection) -> Result<(), CliError>
                 }
                 print_table(&rows);
                 if let Some(next) = &l.next {
-                    println!("more: --after {next}");
+                    outln!("more: --after {next}");
                 }
             });
         }
@@ -310,7 +338,7 @@ async fn run_dlq(verb: DlqVerb, connection: &Connection) -> Result<(), CliError>
         DlqVerb::Replay(args) => {
             let asked = args.ids.len();
             let answer = client.dlq_replay(&selection(args)).await?;
-            output(connection, &answer, |a| println!("replayed {}", a.replayed));
+            output(connection, &answer, |a| outln!("replayed {}", a.replayed));
             if !answer.not_dead.is_empty() {
                 return Err(CliError::Partial(format!(
                     "{} of {asked} ids are not in the dead-letter queue: {}",
@@ -322,7 +350,7 @@ async fn run_dlq(verb: DlqVerb, connection: &Connection) -> Result<(), CliError>
         DlqVerb::Purge(args) => {
             let asked = args.ids.len();
             let answer = client.dlq_purge(&selection(args)).await?;
-            output(connection, &answer, |a| println!("purged {}", a.purged));
+            output(connection, &answer, |a| outln!("purged {}", a.purged));
             if !answer.not_dead.is_empty() {
                 return Err(CliError::Partial(format!(
                     "{} of {asked} ids are not in the dead-letter queue: {}",
@@ -353,7 +381,7 @@ fn output<T: Serialize>(connection: &Connection, value: &T, human: impl FnOnce(&
 
 fn print_json<T: Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => outln!("{text}"),
         Err(e) => eprintln!("hookd: cannot print JSON: {e}"),
     }
 }
@@ -388,26 +416,26 @@ fn print_table(rows: &[Vec<String>]) {
                 line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
             }
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end());
     }
 }
 
 fn print_message(m: &MessageView) {
-    println!("id:        {}", m.id);
-    println!("endpoint:  {}", m.endpoint);
-    println!("type:      {}", m.kind);
-    println!("state:     {}", m.state);
-    println!("created:   {}", time(m.created_at));
+    outln!("id:        {}", m.id);
+    outln!("endpoint:  {}", m.endpoint);
+    outln!("type:      {}", m.kind);
+    outln!("state:     {}", m.state);
+    outln!("created:   {}", time(m.created_at));
     if let Some(at) = m.next_attempt_at {
-        println!("next:      {}", time(at));
+        outln!("next:      {}", time(at));
     }
     if let Some(at) = m.delivered_at {
-        println!("delivered: {}", time(at));
+        outln!("delivered: {}", time(at));
     }
     if let Some(reason) = &m.dead_reason {
-        println!("dead:      {reason}");
+        outln!("dead:      {reason}");
     }
-    println!(
+    outln!(
         "attempts:  {} ({} in this cycle)",
         m.attempts.len(),
         m.cycle_attempts
@@ -434,6 +462,7 @@ fn print_message(m: &MessageView) {
             status,
             format!("{:?}", a.result).to_lowercase(),
             a.reason.clone(),
+            a.receipt.clone().unwrap_or_else(|| "-".into()),
             excerpt,
         ]);
     }
@@ -467,19 +496,22 @@ fn print_endpoints(endpoints: &[EndpointView]) {
 }
 
 fn print_endpoint(e: &EndpointView) {
-    println!("name:         {}", e.name);
-    println!("url:          {}", e.url);
-    println!("format:       {}", e.format);
-    println!("state:        {}", e.state);
-    println!("timeout_ms:   {}", e.timeout_ms);
-    println!("concurrency:  {}", e.concurrency);
-    println!("max_attempts: {}", e.max_attempts);
-    println!("max_age:      {}", e.max_age);
-    println!("retry:        {}", e.retry);
-    println!("auth:         {}", e.auth.as_deref().unwrap_or("none"));
+    outln!("name:         {}", e.name);
+    outln!("url:          {}", e.url);
+    outln!("format:       {}", e.format);
+    outln!("state:        {}", e.state);
+    outln!("timeout_ms:   {}", e.timeout_ms);
+    outln!("concurrency:  {}", e.concurrency);
+    outln!("max_attempts: {}", e.max_attempts);
+    outln!("max_age:      {}", e.max_age);
+    outln!("retry:        {}", e.retry);
+    outln!("auth:         {}", e.auth.as_deref().unwrap_or("none"));
     let c = &e.counts;
-    println!(
+    outln!(
         "messages:     {} queued, {} in flight, {} delivered, {} dead",
-        c.queued, c.in_flight, c.delivered, c.dead
+        c.queued,
+        c.in_flight,
+        c.delivered,
+        c.dead
     );
 }

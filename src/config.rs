@@ -97,6 +97,16 @@ pub struct RawEndpoint {
     pub concurrency: Option<usize>,
     pub auth: Option<RawAuth>,
     pub retry: Option<RawRetry>,
+    pub batch_max: Option<usize>,
+    pub batch_linger_ms: Option<u64>,
+    pub verification: Option<RawVerification>,
+    pub max_pending_per_contact: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerification {
+    pub validation_key: Secret,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +160,20 @@ pub struct EndpointConfig {
     pub concurrency: usize,
     pub auth: Option<Auth>,
     pub retry: RetryPolicy,
+    /// Messages per request (more than 1 only for formats that batch).
+    pub batch_max: usize,
+    /// How long a lane waits for a batch to fill before sending what it has.
+    pub batch_linger: Duration,
+    /// The handshake that must succeed before the first delivery (seed 002).
+    pub verification: Option<Verification>,
+    /// The most undelivered messages one contact may have on this endpoint (seed 004).
+    pub max_pending_per_contact: Option<usize>,
+}
+
+/// Seed 002's verification handshake settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub validation_key: Secret,
 }
 
 impl Config {
@@ -291,6 +315,55 @@ impl RawEndpoint {
             None => Backoff::default_schedule(),
             Some(raw) => raw.validate()?,
         };
+        let batch_max = match (self.batch_max, format.batch_max()) {
+            (None, default) => default,
+            (Some(n), 1) if n != 1 => {
+                return Err((
+                    "batch_max",
+                    format!("the {} format sends one message per request", format.name()),
+                ));
+            }
+            (Some(n), limit) if n == 0 || n > limit => {
+                return Err(("batch_max", format!("{n} must be between 1 and {limit}")));
+            }
+            (Some(n), _) => n,
+        };
+        if self.batch_linger_ms.is_some() && format.batch_max() == 1 {
+            return Err((
+                "batch_linger_ms",
+                format!("the {} format does not batch", format.name()),
+            ));
+        }
+        let batch_linger = Duration::from_millis(self.batch_linger_ms.unwrap_or(100));
+        let verification = match self.verification {
+            Some(_) if !format.verifies() => {
+                return Err((
+                    "verification",
+                    format!("the {} format has no verification handshake", format.name()),
+                ));
+            }
+            Some(raw) if raw.validation_key.expose().is_empty() => {
+                return Err(("verification.validation_key", "must not be empty".into()));
+            }
+            Some(raw) => Some(Verification {
+                validation_key: raw.validation_key,
+            }),
+            None => None,
+        };
+        let max_pending_per_contact = match (self.max_pending_per_contact, format.caps_contacts()) {
+            (Some(_), false) => {
+                return Err((
+                    "max_pending_per_contact",
+                    format!("the {} format has no contacts", format.name()),
+                ));
+            }
+            (Some(0), true) => {
+                return Err(("max_pending_per_contact", "must be greater than 0".into()));
+            }
+            (Some(n), true) => Some(n),
+            (None, true) => Some(1000),
+            (None, false) => None,
+        };
         let auth = self.auth.map(|a| match a {
             RawAuth::Bearer { token } => Auth::Bearer { token },
             RawAuth::Basic { username, password } => Auth::Basic { username, password },
@@ -307,6 +380,10 @@ impl RawEndpoint {
                 max_attempts,
                 max_age,
             },
+            batch_max,
+            batch_linger,
+            verification,
+            max_pending_per_contact,
         })
     }
 }

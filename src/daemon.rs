@@ -32,7 +32,7 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Client(#[from] ClientBuildError),
-    #[error("socket {path}: {source}")]
+    #[error("{path}: {source}")]
     Socket {
         path: PathBuf,
         #[source]
@@ -45,6 +45,7 @@ pub enum DaemonError {
 /// Runs the daemon until `shutdown` resolves, then shuts down in order.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let config = Arc::new(config);
+    create_private_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir, config.sled_cache_bytes)?;
     let released = store.release_all_leases(now_millis())?;
     if released > 0 {
@@ -71,7 +72,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let state = AppState {
         store: store.clone(),
         config: Arc::clone(&config),
-        wakers: dispatcher.wakers(),
+        lanes: dispatcher.lanes(),
     };
     let pruner = tokio::spawn(prune_delivered(
         store.clone(),
@@ -111,6 +112,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 }
 
+/// Creates a directory hookd owns (data dir, socket dir) as 0700 when it does not exist yet.
+fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let fail = |source| DaemonError::Socket {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
+}
+
 /// Binds the socket: its directory is created private (0700) when missing, a stale socket file is removed
 /// (the store's lock proved no other daemon owns it), and the socket is made 0600.
 fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
@@ -118,11 +132,8 @@ fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
-        }
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket file"),

@@ -73,6 +73,10 @@ impl HttpSender {
         if let Some(first) = ids.first() {
             builder = builder.header("webhook-id", first.to_string());
         }
+        if ids.len() > 1 {
+            let all: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            builder = builder.header("webhook-batch", all.join(","));
+        }
         builder = match &endpoint.auth {
             None => builder,
             Some(Auth::Bearer { token }) => {

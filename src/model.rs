@@ -132,6 +132,9 @@ pub struct MessageRecord {
     /// The payload exactly as the client sent it (compact JSON text).
     pub payload: String,
     pub idempotency_key: Option<String>,
+    /// The contact the message is for, on formats that cap pending messages per contact (seed 004).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
     pub created_at: Millis,
     pub stage: Stage,
     /// When the next attempt is due (meaningful while queued).
@@ -173,4 +176,7 @@ pub struct AttemptRecord {
     pub result: AttemptResult,
     /// The first bytes of the answer body, lossily decoded.
     pub body_excerpt: String,
+    /// The receiver's own reference for the message, when its protocol gives one (seed 000's `delivery_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }

@@ -157,6 +157,11 @@ impl Client {
         .await
     }
 
+    pub async fn verify_endpoint(&self, name: &str) -> Result<EndpointView, ClientError> {
+        let path = format!("/v1/endpoints/{}/verify", encode(name));
+        self.call(Method::POST, &path, None::<&()>).await
+    }
+
     pub async fn stats(&self) -> Result<Stats, ClientError> {
         self.call(Method::GET, "/v1/stats", None::<&()>).await
     }

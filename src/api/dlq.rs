@@ -127,11 +127,12 @@ pub(super) async fn replay(
     let body: DlqSelection = parse_json(&read_body(body)?)?;
     let (selection, not_dead) = selection(&state, body)?;
     let endpoints = state.store.replay(&selection, now_millis())?;
+    state.store.commit().await?;
     let mut woken = endpoints.clone();
     woken.sort();
     woken.dedup();
     for endpoint in &woken {
-        state.wakers.wake(endpoint);
+        state.lanes.wake(endpoint);
     }
     Ok(Json(ReplayResponse {
         replayed: endpoints.len(),
@@ -146,5 +147,6 @@ pub(super) async fn purge(
     let body: DlqSelection = parse_json(&read_body(body)?)?;
     let (selection, not_dead) = selection(&state, body)?;
     let purged = state.store.purge(&selection)?;
+    state.store.commit().await?;
     Ok(Json(PurgeResponse { purged, not_dead }))
 }

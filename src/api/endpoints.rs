@@ -7,10 +7,15 @@ use super::AppState;
 use super::error::ApiError;
 use super::wire::{EndpointList, EndpointView, Stats};
 use crate::config::{Auth, EndpointConfig};
+use crate::dispatch::LaneStatus;
 use crate::retry::Backoff;
 use crate::store::StageCounts;
 
-fn describe(endpoint: &EndpointConfig, counts: StageCounts) -> EndpointView {
+fn describe(
+    endpoint: &EndpointConfig,
+    status: Option<LaneStatus>,
+    counts: StageCounts,
+) -> EndpointView {
     let retry = match &endpoint.retry.backoff {
         Backoff::Schedule { delays, jitter } => format!(
             "schedule [{}] jitter {jitter}",
@@ -33,9 +38,13 @@ fn describe(endpoint: &EndpointConfig, counts: StageCounts) -> EndpointView {
     };
     EndpointView {
         name: endpoint.name.clone(),
-        url: endpoint.url.to_string(),
+        url: masked_url(&endpoint.url),
         format: endpoint.format.name().into(),
-        state: "active".into(),
+        state: match status {
+            Some(LaneStatus::Active) => "active".into(),
+            Some(LaneStatus::Unverified { reason }) => format!("unverified: {reason}"),
+            None => "not running".into(),
+        },
         timeout_ms: endpoint.timeout.as_millis() as u64,
         concurrency: endpoint.concurrency,
         max_attempts: endpoint.retry.max_attempts,
@@ -49,6 +58,22 @@ fn describe(endpoint: &EndpointConfig, counts: StageCounts) -> EndpointView {
     }
 }
 
+/// The URL with its password and query values masked: customers put tokens there.
+fn masked_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    if shown.query().is_some() {
+        let masked: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, _)| (key.into_owned(), "***".to_owned()))
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(masked);
+    }
+    shown.to_string()
+}
+
 pub(super) async fn list(
     AxumState(state): AxumState<AppState>,
 ) -> Result<Json<EndpointList>, ApiError> {
@@ -58,10 +83,8 @@ pub(super) async fn list(
         .endpoints
         .iter()
         .map(|e| {
-            describe(
-                e,
-                counts.by_endpoint.get(&e.name).copied().unwrap_or_default(),
-            )
+            let own = counts.by_endpoint.get(&e.name).copied().unwrap_or_default();
+            describe(e, state.lanes.status(&e.name), own)
         })
         .collect();
     Ok(Json(EndpointList { endpoints }))
@@ -77,7 +100,26 @@ pub(super) async fn show(
         .ok_or_else(|| ApiError::unknown_endpoint(&name))?;
     let counts = state.store.counts()?;
     let own = counts.by_endpoint.get(&name).copied().unwrap_or_default();
-    Ok(Json(describe(endpoint, own)))
+    Ok(Json(describe(endpoint, state.lanes.status(&name), own)))
+}
+
+/// `POST /v1/endpoints/{name}/verify`: runs the verification handshake now; answers the endpoint.
+pub(super) async fn verify(
+    AxumState(state): AxumState<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let endpoint = state
+        .config
+        .endpoint(&name)
+        .ok_or_else(|| ApiError::unknown_endpoint(&name))?;
+    if state.lanes.verify(&name).await.is_none() {
+        return Err(ApiError::invalid(format!(
+            "endpoint `{name}` has no verification handshake"
+        )));
+    }
+    let counts = state.store.counts()?;
+    let own = counts.by_endpoint.get(&name).copied().unwrap_or_default();
+    Ok(Json(describe(endpoint, state.lanes.status(&name), own)))
 }
 
 pub(super) async fn stats(AxumState(state): AxumState<AppState>) -> Result<Json<Stats>, ApiError> {
@@ -92,7 +134,7 @@ pub(super) async fn stats(AxumState(state): AxumState<AppState>) -> Result<Json<
     let held_endpoints = counts
         .by_endpoint
         .iter()
-        .filter(|(name, c)| c.queued > 0 && !state.wakers.has_lane(name))
+        .filter(|(name, c)| c.queued > 0 && !state.lanes.is_active(name))
         .map(|(name, _)| name.clone())
         .collect();
     Ok(Json(Stats {

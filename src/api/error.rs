@@ -50,6 +50,13 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
+        if let StoreError::ContactFull { .. } = error {
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "contact_limit",
+                error.to_string(),
+            );
+        }
         tracing::error!(%error, "store error answered as 503");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

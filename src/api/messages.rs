@@ -13,7 +13,7 @@ use super::wire::{
     BatchRequest, BatchResponse, BatchResult, EnqueueRequest, EnqueueResponse, MessageView,
 };
 use crate::model::{MessageId, MessageRecord, State, now_millis};
-use crate::store::{Enqueued, NewMessage};
+use crate::store::{ContactLimit, Enqueued, NewMessage};
 
 /// Room for the envelope around a maximal payload in a single enqueue request.
 const ENVELOPE_SLACK: usize = 16 * 1024;
@@ -45,7 +45,7 @@ pub(super) async fn enqueue(
     let message = validate(&state, request)?;
     let enqueued = state.store.enqueue(&message, now_millis())?;
     state.store.commit().await?;
-    state.wakers.wake(&message.endpoint);
+    state.lanes.wake(&message.endpoint);
     Ok((StatusCode::ACCEPTED, Json(answer(&state, enqueued)?)))
 }
 
@@ -72,7 +72,7 @@ pub(super) async fn enqueue_batch(
     for outcome in outcomes {
         results.push(match outcome {
             Ok((endpoint, enqueued)) => {
-                state.wakers.wake(&endpoint);
+                state.lanes.wake(&endpoint);
                 BatchResult::Queued(answer(&state, enqueued)?)
             }
             Err(error) => BatchResult::Error {
@@ -111,11 +111,22 @@ fn validate(state: &AppState, request: EnqueueRequest) -> Result<NewMessage, Api
         .format
         .validate(&request.kind, &request.payload)
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let contact = match endpoint.max_pending_per_contact {
+        Some(max_pending) => endpoint
+            .format
+            .contact(request.payload.get())
+            .map(|contact| ContactLimit {
+                contact,
+                max_pending,
+            }),
+        None => None,
+    };
     Ok(NewMessage {
         endpoint: endpoint.name.clone(),
         kind: request.kind,
         payload: compact(&request.payload),
         idempotency_key: request.idempotency_key,
+        contact,
     })
 }
 

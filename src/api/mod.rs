@@ -18,7 +18,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
 use crate::config::Config;
-use crate::dispatch::Wakers;
+use crate::dispatch::Lanes;
 use crate::model::{MessageRecord, Stage, State};
 use crate::store::Store;
 
@@ -27,14 +27,14 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
-    pub wakers: Wakers,
+    pub lanes: Lanes,
 }
 
 impl AppState {
     /// The state word for a record: `held` when it is queued for an endpoint with no running lane.
     pub fn state_of(&self, record: &MessageRecord) -> State {
         match record.stage {
-            Stage::Queued if !self.wakers.has_lane(&record.endpoint) => State::Held,
+            Stage::Queued if !self.lanes.is_active(&record.endpoint) => State::Held,
             Stage::Queued => State::Queued,
             Stage::InFlight => State::InFlight,
             Stage::Delivered => State::Delivered,
@@ -58,7 +58,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dlq/purge", post(dlq::purge))
         .route("/v1/endpoints", get(endpoints::list))
         .route("/v1/endpoints/{name}", get(endpoints::show))
+        .route("/v1/endpoints/{name}/verify", post(endpoints::verify))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -68,6 +70,14 @@ async fn health() -> axum::Json<wire::Health> {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     })
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

@@ -39,11 +39,20 @@ pub(super) async fn run_attempt(
         },
     };
     let duration_ms = clock.elapsed().as_millis() as u64;
-    let verdicts = endpoint.format.classify(&answer, &messages);
+    let mut verdicts = endpoint.format.classify(&answer, &messages);
+    // Every leased message must get an outcome, or it would stay in flight until a restart.
+    verdicts.resize_with(messages.len(), || {
+        Verdict::Retry {
+            reason: "the format gave no verdict for this message".into(),
+            retry_after: None,
+        }
+        .into()
+    });
     let (status, error, excerpt) = describe(&answer);
     let now = now_millis();
     let mut retry_scheduled = false;
-    for (message, verdict) in messages.iter().zip(verdicts) {
+    for (message, classified) in messages.iter().zip(verdicts) {
+        let verdict = classified.verdict;
         let facts = CycleFacts {
             attempts: message.cycle_attempts + 1,
             cycle_started_at: message.cycle_started_at,
@@ -69,6 +78,7 @@ pub(super) async fn run_attempt(
                 Verdict::Final { .. } => AttemptResult::Final,
             },
             body_excerpt: excerpt.clone(),
+            receipt: classified.receipt,
         };
         log_outcome(&endpoint.name, message, &record, &decision);
         retry_scheduled |= matches!(decision, Decision::RetryAt(_));

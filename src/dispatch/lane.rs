@@ -6,18 +6,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::RwLock;
+
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::DispatchContext;
 use super::attempt::run_attempt;
+use super::{DispatchContext, LaneStatus, verify, write_status};
 use crate::config::EndpointConfig;
 use crate::model::now_millis;
 use crate::store::Lease;
 
 /// Extra lease time beyond the request timeout; leases only matter to a restart, which releases them all.
 const LEASE_MARGIN_MS: u64 = 30_000;
+/// How often an unverified endpoint's handshake is tried again without an operator asking.
+const VERIFY_RETRY: Duration = Duration::from_secs(300);
 /// How long a lane waits before asking a failing store again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -26,6 +30,9 @@ pub(super) struct Lane {
     pub endpoint: Arc<EndpointConfig>,
     /// Nudged by enqueues, replays and this lane's own retries, so the lane re-reads its next due time.
     pub wake: Arc<Notify>,
+    /// Nudged when an operator ran the verification handshake.
+    pub recheck: Arc<Notify>,
+    pub status: Arc<RwLock<LaneStatus>>,
     pub shutdown: CancellationToken,
 }
 
@@ -35,6 +42,9 @@ impl Lane {
         let mut attempts = JoinSet::new();
         let name = self.endpoint.name.as_str();
         tracing::debug!(endpoint = name, "lane started");
+        if !self.wait_until_verified().await {
+            return;
+        }
         loop {
             while attempts.try_join_next().is_some() {}
             let permit = tokio::select! {
@@ -47,13 +57,16 @@ impl Lane {
             };
             let now = now_millis();
             let lease_until = now + self.endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
-            let batch_max = self.endpoint.format.batch_max();
+            let batch_max = self.endpoint.batch_max;
             let sleep_for = match self
                 .context
                 .store
                 .lease_due(name, now, batch_max, lease_until)
             {
-                Ok(Lease::Taken(messages)) => {
+                Ok(Lease::Taken(mut messages)) => {
+                    if messages.len() < batch_max {
+                        self.fill_batch(&mut messages, batch_max).await;
+                    }
                     attempts.spawn(run_attempt(
                         Arc::clone(&self.context),
                         Arc::clone(&self.endpoint),
@@ -86,6 +99,57 @@ impl Lane {
             }
         }
         self.finish(attempts).await;
+    }
+
+    /// Holds the lane until the endpoint passed its verification handshake (at once when it needs none or
+    /// passed before). Returns false when shutdown came first.
+    async fn wait_until_verified(&self) -> bool {
+        loop {
+            if verify::already_verified(&self.context, &self.endpoint) {
+                write_status(&self.status, LaneStatus::Active);
+                return true;
+            }
+            let status = verify::verify_now(&self.context, &self.endpoint, &self.status).await;
+            if status == LaneStatus::Active {
+                return true;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = self.recheck.notified() => {}
+                _ = tokio::time::sleep(VERIFY_RETRY) => {}
+            }
+        }
+    }
+
+    /// For batching formats: waits up to `batch_linger` for more due messages (woken by enqueues) so one
+    /// request carries up to `batch_max` of them.
+    async fn fill_batch(&self, messages: &mut Vec<crate::model::MessageRecord>, batch_max: usize) {
+        let deadline = tokio::time::Instant::now() + self.endpoint.batch_linger;
+        while messages.len() < batch_max {
+            let woken = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = self.wake.notified() => true,
+                _ = tokio::time::sleep_until(deadline) => false,
+            };
+            let now = now_millis();
+            let lease_until = now + self.endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
+            let room = batch_max - messages.len();
+            match self
+                .context
+                .store
+                .lease_due(&self.endpoint.name, now, room, lease_until)
+            {
+                Ok(Lease::Taken(more)) => messages.extend(more),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(endpoint = %self.endpoint.name, %error, "lane cannot read the store");
+                    return;
+                }
+            }
+            if !woken {
+                return;
+            }
+        }
     }
 
     /// Lets in-flight attempts finish within the grace period, then aborts the rest and releases their

@@ -7,9 +7,10 @@
 
 mod attempt;
 mod lane;
+mod verify;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -31,11 +32,32 @@ pub struct DispatchContext {
     pub shutdown_grace: Duration,
 }
 
+/// Whether a lane is sending.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LaneStatus {
+    Active,
+    /// The verification handshake has not passed (seed 002); messages wait, nothing is dropped.
+    Unverified {
+        reason: String,
+    },
+}
+
+/// One running lane as seen from outside.
+#[derive(Debug)]
+struct LaneHandle {
+    endpoint: Arc<EndpointConfig>,
+    /// Nudges the lane to re-read its due messages.
+    wake: Arc<Notify>,
+    /// Nudges a lane waiting for verification to look again.
+    recheck: Arc<Notify>,
+    status: Arc<RwLock<LaneStatus>>,
+}
+
 /// Handles to the running lanes: wake them, or wait for them to stop.
 #[derive(Debug)]
 pub struct Dispatcher {
-    wakers: HashMap<String, Arc<Notify>>,
-    lanes: JoinSet<()>,
+    lanes: Lanes,
+    tasks: JoinSet<()>,
 }
 
 impl Dispatcher {
@@ -45,47 +67,100 @@ impl Dispatcher {
         endpoints: &[EndpointConfig],
         shutdown: CancellationToken,
     ) -> Dispatcher {
-        let mut wakers = HashMap::new();
-        let mut lanes = JoinSet::new();
+        let mut handles = HashMap::new();
+        let mut tasks = JoinSet::new();
         for endpoint in endpoints {
-            let wake = Arc::new(Notify::new());
-            wakers.insert(endpoint.name.clone(), Arc::clone(&wake));
+            let initial = match endpoint.verification {
+                Some(_) => LaneStatus::Unverified {
+                    reason: "verification handshake not yet run".into(),
+                },
+                None => LaneStatus::Active,
+            };
+            let handle = LaneHandle {
+                endpoint: Arc::new(endpoint.clone()),
+                wake: Arc::new(Notify::new()),
+                recheck: Arc::new(Notify::new()),
+                status: Arc::new(RwLock::new(initial)),
+            };
             let lane = lane::Lane {
                 context: Arc::clone(&context),
-                endpoint: Arc::new(endpoint.clone()),
-                wake,
+                endpoint: Arc::clone(&handle.endpoint),
+                wake: Arc::clone(&handle.wake),
+                recheck: Arc::clone(&handle.recheck),
+                status: Arc::clone(&handle.status),
                 shutdown: shutdown.clone(),
             };
-            lanes.spawn(lane.run());
+            tasks.spawn(lane.run());
+            handles.insert(endpoint.name.clone(), handle);
         }
-        Dispatcher { wakers, lanes }
+        Dispatcher {
+            lanes: Lanes {
+                handles: Arc::new(handles),
+                context,
+            },
+            tasks,
+        }
     }
 
-    /// The waker of each lane, for the API to nudge after enqueues and replays.
-    pub fn wakers(&self) -> Wakers {
-        Wakers(Arc::new(self.wakers.clone()))
+    /// A cheap handle for the API: wake lanes, read their status, run a verification.
+    pub fn lanes(&self) -> Lanes {
+        self.lanes.clone()
     }
 
     /// Waits until every lane has stopped (after shutdown was cancelled).
     pub async fn join(mut self) {
-        while self.lanes.join_next().await.is_some() {}
+        while self.tasks.join_next().await.is_some() {}
     }
 }
 
-/// Cheap, cloneable access to the lanes' wakers.
-#[derive(Clone, Debug, Default)]
-pub struct Wakers(Arc<HashMap<String, Arc<Notify>>>);
+/// Cheap, cloneable access to the running lanes.
+#[derive(Clone, Debug)]
+pub struct Lanes {
+    handles: Arc<HashMap<String, LaneHandle>>,
+    context: Arc<DispatchContext>,
+}
 
-impl Wakers {
+impl Lanes {
     /// Tells the endpoint's lane there may be due work. Unknown endpoints have no lane: nothing to wake.
     pub fn wake(&self, endpoint: &str) {
-        if let Some(notify) = self.0.get(endpoint) {
-            notify.notify_one();
+        if let Some(handle) = self.handles.get(endpoint) {
+            handle.wake.notify_one();
         }
     }
 
-    /// Whether a lane is running for the endpoint (otherwise its queued messages are held).
-    pub fn has_lane(&self, endpoint: &str) -> bool {
-        self.0.contains_key(endpoint)
+    /// The lane's status; `None` when no lane runs for the endpoint (its queued messages are held).
+    pub fn status(&self, endpoint: &str) -> Option<LaneStatus> {
+        let handle = self.handles.get(endpoint)?;
+        Some(read_status(&handle.status))
+    }
+
+    /// Whether the endpoint's lane is sending (otherwise its queued messages are held).
+    pub fn is_active(&self, endpoint: &str) -> bool {
+        self.status(endpoint) == Some(LaneStatus::Active)
+    }
+
+    /// Runs the endpoint's verification handshake now and lets its lane go on if it passed.
+    /// `None` when the endpoint has no lane or no verification.
+    pub async fn verify(&self, endpoint: &str) -> Option<LaneStatus> {
+        let handle = self.handles.get(endpoint)?;
+        handle.endpoint.verification.as_ref()?;
+        let status = verify::verify_now(&self.context, &handle.endpoint, &handle.status).await;
+        handle.recheck.notify_one();
+        Some(status)
+    }
+}
+
+/// Reads a status lock; a poisoned lock still holds the last status written.
+fn read_status(status: &RwLock<LaneStatus>) -> LaneStatus {
+    match status.read() {
+        Ok(guard) => guard.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+fn write_status(status: &RwLock<LaneStatus>, value: LaneStatus) {
+    match status.write() {
+        Ok(mut guard) => *guard = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
     }
 }

@@ -70,6 +70,7 @@ mod tests {
             kind: kind.into(),
             payload: payload.into(),
             idempotency_key: None,
+            contact: None,
             created_at: 1_700_000_000_123,
             stage: Stage::Queued,
             next_attempt_at: 0,

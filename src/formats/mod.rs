@@ -4,7 +4,12 @@
 //! `render` (messages to an HTTP request) and `classify` (an answer to one [`Verdict`] per message). They are
 //! pure functions, so every outcome rule is tested without a network; the dispatcher does the I/O.
 
+pub mod app_inbox;
+pub mod dlr_json;
+pub mod gateway_json;
 pub mod json;
+pub mod notification;
+pub mod sms_status_xml;
 
 use std::time::Duration;
 
@@ -18,6 +23,16 @@ use crate::retry::Verdict;
 pub enum FormatKind {
     /// The generic `{"id","type","timestamp","data"}` envelope for any event name.
     Json,
+    /// Seed 000: SMS/PUSH notifications answered with a `status_code` model.
+    Notification,
+    /// Seed 001: SMS status reports batched in XML, acknowledged by echoed `id_sms`.
+    SmsStatusXml,
+    /// Seed 002: JSON delivery reports, bearer secret, verification handshake.
+    DlrJson,
+    /// Seed 003: device status and incoming-SMS webhooks.
+    GatewayJson,
+    /// Seed 004: App-Inbox messages, optional Basic auth, per-contact cap.
+    AppInbox,
 }
 
 /// A payload or type refused at enqueue; the API answers 422 with this text.
@@ -34,6 +49,23 @@ impl PayloadError {
         Self {
             field: field.into(),
             reason: reason.into(),
+        }
+    }
+}
+
+/// How a format reads the answer for one message: the verdict, and the receiver's own reference for it
+/// (seed 000's `delivery_id`), kept on the attempt record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classified {
+    pub verdict: Verdict,
+    pub receipt: Option<String>,
+}
+
+impl From<Verdict> for Classified {
+    fn from(verdict: Verdict) -> Self {
+        Classified {
+            verdict,
+            receipt: None,
         }
     }
 }
@@ -89,31 +121,84 @@ impl TransportKind {
 
 impl FormatKind {
     /// The names accepted in `format = ".."`.
-    pub const NAMES: &'static [&'static str] = &["json"];
+    pub const NAMES: &'static [&'static str] = &[
+        "json",
+        "notification",
+        "sms-status-xml",
+        "dlr-json",
+        "gateway-json",
+        "app-inbox",
+    ];
+
+    const ALL: [FormatKind; 6] = [
+        FormatKind::Json,
+        FormatKind::Notification,
+        FormatKind::SmsStatusXml,
+        FormatKind::DlrJson,
+        FormatKind::GatewayJson,
+        FormatKind::AppInbox,
+    ];
 
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "json" => Some(FormatKind::Json),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             FormatKind::Json => "json",
+            FormatKind::Notification => "notification",
+            FormatKind::SmsStatusXml => "sms-status-xml",
+            FormatKind::DlrJson => "dlr-json",
+            FormatKind::GatewayJson => "gateway-json",
+            FormatKind::AppInbox => "app-inbox",
         }
     }
 
-    /// `max_attempts` when the config does not say: the default schedule's nine retries plus the first try.
+    /// The message types the format carries; `None` means any event name (`json`).
+    pub fn types(self) -> Option<&'static [&'static str]> {
+        match self {
+            FormatKind::Json => None,
+            FormatKind::Notification => Some(notification::TYPES),
+            FormatKind::SmsStatusXml => Some(sms_status_xml::TYPES),
+            FormatKind::DlrJson => Some(dlr_json::TYPES),
+            FormatKind::GatewayJson => Some(gateway_json::TYPES),
+            FormatKind::AppInbox => Some(app_inbox::TYPES),
+        }
+    }
+
+    /// `max_attempts` when the config does not say: the default schedule's nine retries plus the first try,
+    /// or the seed's own number.
     pub fn default_max_attempts(self) -> u32 {
         match self {
-            FormatKind::Json => 10,
+            FormatKind::SmsStatusXml => sms_status_xml::DEFAULT_MAX_ATTEMPTS,
+            _ => 10,
         }
     }
 
-    /// How many messages one request may carry.
+    /// The most messages one request may carry (and the default `batch_max`).
     pub fn batch_max(self) -> usize {
-        1
+        match self {
+            FormatKind::SmsStatusXml => sms_status_xml::DEFAULT_BATCH_MAX,
+            _ => 1,
+        }
+    }
+
+    /// Whether the endpoint may use a verification handshake before use (seed 002).
+    pub fn verifies(self) -> bool {
+        self == FormatKind::DlrJson
+    }
+
+    /// Whether messages belong to contacts with a pending cap (seed 004).
+    pub fn caps_contacts(self) -> bool {
+        self == FormatKind::AppInbox
+    }
+
+    /// The contact a message belongs to, for formats that cap pending messages per contact.
+    pub fn contact(self, payload: &str) -> Option<String> {
+        match self {
+            FormatKind::AppInbox => app_inbox::contact(payload),
+            _ => None,
+        }
     }
 
     /// Checks that `kind` is a type this format carries and that the payload has what it needs.
@@ -122,21 +207,48 @@ impl FormatKind {
         kind: &str,
         payload: &serde_json::value::RawValue,
     ) -> Result<(), PayloadError> {
+        if let Some(types) = self.types() {
+            if !types.contains(&kind) {
+                return Err(PayloadError::new(
+                    "type",
+                    format!(
+                        "`{kind}` cannot be carried by the {} format (it carries: {})",
+                        self.name(),
+                        types.join(", ")
+                    ),
+                ));
+            }
+        }
         match self {
             FormatKind::Json => json::validate(kind, payload),
+            FormatKind::Notification => notification::validate(kind, payload),
+            FormatKind::SmsStatusXml => sms_status_xml::validate(kind, payload),
+            FormatKind::DlrJson => dlr_json::validate(kind, payload),
+            FormatKind::GatewayJson => gateway_json::validate(kind, payload),
+            FormatKind::AppInbox => app_inbox::validate(kind, payload),
         }
     }
 
     pub fn render(self, messages: &[MessageRecord]) -> Result<RenderedRequest, PayloadError> {
         match self {
             FormatKind::Json => json::render(messages),
+            FormatKind::Notification => notification::render(messages),
+            FormatKind::SmsStatusXml => sms_status_xml::render(messages),
+            FormatKind::DlrJson => dlr_json::render(messages),
+            FormatKind::GatewayJson => gateway_json::render(messages),
+            FormatKind::AppInbox => app_inbox::render(messages),
         }
     }
 
     /// One verdict per message, in the order given.
-    pub fn classify(self, answer: &Answer, messages: &[MessageRecord]) -> Vec<Verdict> {
+    pub fn classify(self, answer: &Answer, messages: &[MessageRecord]) -> Vec<Classified> {
         match self {
-            FormatKind::Json => vec![classify_http(answer); messages.len()],
+            FormatKind::Json => vec![classify_http(answer).into(); messages.len()],
+            FormatKind::Notification => notification::classify(answer, messages),
+            FormatKind::SmsStatusXml => sms_status_xml::classify(answer, messages),
+            FormatKind::DlrJson => dlr_json::classify(answer, messages),
+            FormatKind::GatewayJson => gateway_json::classify(answer, messages),
+            FormatKind::AppInbox => app_inbox::classify(answer, messages),
         }
     }
 }

@@ -122,7 +122,11 @@ impl SyncedFiles {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        if mtime.is_some() && mtime == self.blobs_dir_mtime {
+        // An unchanged mtime proves nothing new only once it is older than the clock's granularity could hide.
+        let settled = mtime
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(2));
+        if settled && mtime == self.blobs_dir_mtime {
             return Ok(());
         }
         let mut synced_any = false;

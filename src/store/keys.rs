@@ -9,6 +9,7 @@
 //! | `dead`    | id (16)                               | empty              |
 //! | `idem`    | endpoint ‖ 0x00 ‖ idempotency key     | id (16)            |
 //! | `done`    | delivered_ms (8) ‖ id (16)            | empty              |
+//! | `contact` | endpoint ‖ 0x00 ‖ contact ‖ 0x00 ‖ id (16) | empty (pending messages only) |
 //!
 //! The due index is grouped by endpoint so that each lane reads only its own due messages: a hanging
 //! endpoint's backlog is never scanned by anyone else. Endpoint names never contain 0x00 (see
@@ -47,6 +48,20 @@ pub fn attempt(id: MessageId, number: u32) -> Vec<u8> {
 pub fn idempotency(endpoint: &str, idempotency_key: &str) -> Vec<u8> {
     let mut key = endpoint_prefix(endpoint);
     key.extend_from_slice(idempotency_key.as_bytes());
+    key
+}
+
+/// The prefix of one contact's pending messages on an endpoint.
+pub fn contact_prefix(endpoint: &str, contact: &str) -> Vec<u8> {
+    let mut key = endpoint_prefix(endpoint);
+    key.extend_from_slice(contact.as_bytes());
+    key.push(0);
+    key
+}
+
+pub fn contact(endpoint: &str, contact: &str, id: MessageId) -> Vec<u8> {
+    let mut key = contact_prefix(endpoint, contact);
+    key.extend_from_slice(id.as_bytes());
     key
 }
 

@@ -10,6 +10,7 @@ pub mod keys;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::{Transactional, Tree};
@@ -37,6 +38,14 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot make the write durable: {0}")]
     Commit(#[from] CommitError),
+    #[error(
+        "contact `{contact}` already has {max} undelivered messages on endpoint `{endpoint}` (max_pending_per_contact)"
+    )]
+    ContactFull {
+        endpoint: String,
+        contact: String,
+        max: usize,
+    },
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -57,6 +66,15 @@ pub struct NewMessage {
     pub kind: String,
     pub payload: String,
     pub idempotency_key: Option<String>,
+    /// The contact and its cap of undelivered messages, on formats that have contacts.
+    pub contact: Option<ContactLimit>,
+}
+
+/// At most `max_pending` undelivered messages for `contact` on the message's endpoint.
+#[derive(Debug, Clone)]
+pub struct ContactLimit {
+    pub contact: String,
+    pub max_pending: usize,
 }
 
 /// The answer to an enqueue (not yet durable: call [`Store::commit`] before acknowledging).
@@ -107,12 +125,28 @@ pub struct StageCounts {
     pub dead: u64,
 }
 
+/// Per-endpoint facts kept across runs.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EndpointState {
+    /// The fingerprint of the (url, validation key) that last passed the verification handshake.
+    #[serde(default)]
+    pub verified_fingerprint: Option<u64>,
+    #[serde(default)]
+    pub verified_at: Option<Millis>,
+    /// Why the last handshake failed, while it has.
+    #[serde(default)]
+    pub verification_error: Option<String>,
+}
+
 /// The queue. Cheap to clone; all clones share one sled database and one group-commit task.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     trees: Trees,
     committer: GroupCommit,
+    /// Serialises capped enqueues: sled transactions cannot count, so the count and the insert of a
+    /// contact's message happen under this lock.
+    contact_gate: Arc<Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -124,6 +158,9 @@ struct Trees {
     dead: Tree,
     idem: Tree,
     done: Tree,
+    contact: Tree,
+    /// Per-endpoint state that outlives a run (verification); outside the message transactions.
+    endpoint: Tree,
 }
 
 /// The trees as seen inside a transaction, by name.
@@ -135,6 +172,7 @@ struct Tx<'a> {
     dead: &'a TransactionalTree,
     idem: &'a TransactionalTree,
     done: &'a TransactionalTree,
+    contact: &'a TransactionalTree,
 }
 
 impl Tx<'_> {
@@ -155,6 +193,10 @@ impl Tx<'_> {
 
     /// Puts a message (back) in the due index as queued.
     fn queue(&self, record: &mut MessageRecord, due_at: Millis) -> TxResult<()> {
+        if let Some(contact) = &record.contact {
+            self.contact
+                .insert(keys::contact(&record.endpoint, contact, record.id), &[])?;
+        }
         record.stage = Stage::Queued;
         record.next_attempt_at = due_at;
         self.due
@@ -200,21 +242,25 @@ impl Store {
             dead: tree("dead")?,
             idem: tree("idem")?,
             done: tree("done")?,
+            contact: tree("contact")?,
+            endpoint: tree("endpoint")?,
         };
         let committer = GroupCommit::start(db.clone(), dir.to_owned());
         Ok(Store {
             db,
             trees,
             committer,
+            contact_gate: Arc::new(Mutex::new(())),
         })
     }
 
     fn transaction<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
         let t = &self.trees;
-        let result = (
-            &t.msg, &t.due, &t.lease, &t.attempt, &t.dead, &t.idem, &t.done,
-        )
-            .transaction(|(msg, due, lease, attempt, dead, idem, done)| {
+        let trees = (
+            &t.msg, &t.due, &t.lease, &t.attempt, &t.dead, &t.idem, &t.done, &t.contact,
+        );
+        let result =
+            trees.transaction(|(msg, due, lease, attempt, dead, idem, done, contact)| {
                 f(&Tx {
                     msg,
                     due,
@@ -223,6 +269,7 @@ impl Store {
                     dead,
                     idem,
                     done,
+                    contact,
                 })
             })?;
         Ok(result)
@@ -238,6 +285,7 @@ impl Store {
             kind: new.kind.clone(),
             payload: new.payload.clone(),
             idempotency_key: new.idempotency_key.clone(),
+            contact: new.contact.as_ref().map(|c| c.contact.clone()),
             created_at: now,
             stage: Stage::Queued,
             next_attempt_at: now,
@@ -252,6 +300,25 @@ impl Store {
             .idempotency_key
             .as_deref()
             .map(|k| keys::idempotency(&new.endpoint, k));
+        // Held for the count and the insert together; a poisoned lock only means another enqueue panicked.
+        let _gate = new.contact.as_ref().map(|_| {
+            self.contact_gate
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        });
+        let over_limit = match &new.contact {
+            Some(limit) => {
+                let prefix = keys::contact_prefix(&new.endpoint, &limit.contact);
+                self.trees
+                    .contact
+                    .scan_prefix(prefix)
+                    .keys()
+                    .take(limit.max_pending)
+                    .count()
+                    >= limit.max_pending
+            }
+            None => false,
+        };
         self.transaction(|tx| {
             if let Some(key) = &idem_key {
                 if let Some(existing) = tx.idem.get(key)? {
@@ -266,6 +333,17 @@ impl Store {
                     });
                 }
                 tx.idem.insert(key.as_slice(), id.as_bytes())?;
+            }
+            if over_limit {
+                if let Some(limit) = &new.contact {
+                    return Err(ConflictableTransactionError::Abort(
+                        StoreError::ContactFull {
+                            endpoint: new.endpoint.clone(),
+                            contact: limit.contact.clone(),
+                            max: limit.max_pending,
+                        },
+                    ));
+                }
             }
             tx.queue(&mut record.clone(), now)?;
             Ok(Enqueued {
@@ -299,7 +377,8 @@ impl Store {
     }
 
     /// Leases up to `max` messages of `endpoint` that are due at `now`, marking them in flight until
-    /// `lease_until`. Only the endpoint's own lane calls this, so it never races with itself.
+    /// `lease_until` (`max` 0 leases nothing). Only the endpoint's own lane calls this, so it never races
+    /// with itself.
     pub fn lease_due(
         &self,
         endpoint: &str,
@@ -310,6 +389,9 @@ impl Store {
         let prefix = keys::endpoint_prefix(endpoint);
         let mut taken = Vec::new();
         for key in self.trees.due.scan_prefix(&prefix).keys() {
+            if taken.len() >= max {
+                break;
+            }
             let key = key?;
             let (due_at, id) = keys::parse_due_suffix(&key[prefix.len()..])
                 .ok_or_else(|| StoreError::Corrupt("malformed due key".into()))?;
@@ -335,9 +417,6 @@ impl Store {
                 Ok(Some(record))
             })?;
             taken.extend(leased);
-            if taken.len() >= max {
-                break;
-            }
         }
         Ok(if taken.is_empty() {
             Lease::Idle
@@ -365,6 +444,12 @@ impl Store {
                 .insert(keys::attempt(id, attempt.number), attempt_bytes.as_slice())?;
             record.cycle_attempts += 1;
             record.total_attempts = record.total_attempts.max(attempt.number);
+            if let (Some(contact), false) =
+                (&record.contact, matches!(decision, Decision::RetryAt(_)))
+            {
+                tx.contact
+                    .remove(keys::contact(&record.endpoint, contact, id))?;
+            }
             match decision {
                 Decision::Delivered => {
                     record.stage = Stage::Delivered;
@@ -417,7 +502,7 @@ impl Store {
         Ok(ids.len())
     }
 
-    /// A page of dead letters, oldest first, optionally of one endpoint, starting after `after`.
+    /// A page of dead letters in enqueue order (ids are time-ordered), optionally of one endpoint, starting after `after`.
     pub fn list_dead(
         &self,
         endpoint: Option<&str>,
@@ -580,6 +665,26 @@ impl Store {
         by_record(&self.trees.dead, |c| c.dead += 1)?;
         by_record(&self.trees.done, |c| c.delivered += 1)?;
         Ok(counts)
+    }
+
+    /// What the store remembers about an endpoint (a default record when nothing yet).
+    pub fn endpoint_state(&self, name: &str) -> Result<EndpointState, StoreError> {
+        match self.trees.endpoint.get(name.as_bytes())? {
+            Some(bytes) => decode(&bytes),
+            None => Ok(EndpointState::default()),
+        }
+    }
+
+    /// Replaces what the store remembers about an endpoint, durably.
+    pub async fn set_endpoint_state(
+        &self,
+        name: &str,
+        state: &EndpointState,
+    ) -> Result<(), StoreError> {
+        self.trees
+            .endpoint
+            .insert(name.as_bytes(), encode(state)?)?;
+        self.commit().await
     }
 
     /// Bytes sled reports on disk.

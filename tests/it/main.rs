@@ -5,5 +5,6 @@ mod bad_input;
 mod crash;
 mod dead_letters;
 mod delivery;
+mod formats;
 mod harness;
 mod lifecycle;

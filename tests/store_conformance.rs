@@ -1,0 +1,1412 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Conformance suite for the durable queue, `hookd::store::Store`, driven only through its public verbs.
+//!
+//! It pins each verb's contract: `enqueue` (the record it writes, queued and due now, idempotency keys
+//! scoped to their endpoint), `commit` (writes survive closing and reopening the data dir) and the data dir
+//! lock, `lease_due` (idle, next due time, at most `max`, only the named endpoint, in flight),
+//! `record_attempt` (delivered, retry at a time, dead; counters and attempt history), `release` and
+//! `release_all_leases`, `list_dead` (endpoint filter and cursor paging), `replay`, `purge`,
+//! `prune_delivered` and `counts`. Every test opens its own store in a fresh temporary directory and passes
+//! explicit millisecond times, so nothing depends on the wall clock or on sleeping.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+
+use hookd::model::{AttemptRecord, AttemptResult, MessageId, MessageRecord, Millis, Stage};
+use hookd::retry::Decision;
+use hookd::store::{
+    ContactLimit, Counts, DeadPage, Lease, NewMessage, Selection, StageCounts, Store, StoreError,
+};
+
+const CACHE_BYTES: u64 = 1 << 20;
+/// How long a lease lasts in these tests; no verb under test reads the deadline back.
+const LEASE_MS: Millis = 30_000;
+const E: &str = "e";
+/// Shares `E` as a byte prefix, so a prefix scan that forgets the separator would mix the two.
+const E2: &str = "e2";
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, CACHE_BYTES).expect("open the store")
+}
+
+fn message(endpoint: &str, idempotency_key: Option<&str>) -> NewMessage {
+    NewMessage {
+        endpoint: endpoint.to_owned(),
+        kind: "order.created".to_owned(),
+        payload: r#"{"order":42,"lines":[1,2]}"#.to_owned(),
+        idempotency_key: idempotency_key.map(str::to_owned),
+        contact: None,
+    }
+}
+
+/// Enqueues a fresh message (no idempotency key), due at `now`.
+fn enqueue(store: &Store, endpoint: &str, now: Millis) -> MessageId {
+    let enqueued = store.enqueue(&message(endpoint, None), now).unwrap();
+    assert!(
+        !enqueued.duplicate,
+        "a message without key is never a duplicate"
+    );
+    enqueued.id
+}
+
+fn record(store: &Store, id: MessageId) -> MessageRecord {
+    store
+        .get(id)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no record for {id}"))
+}
+
+fn stage(store: &Store, id: MessageId) -> Stage {
+    record(store, id).stage
+}
+
+fn taken(lease: Lease) -> Vec<MessageRecord> {
+    match lease {
+        Lease::Taken(records) => records,
+        other => panic!("expected Lease::Taken, got {other:?}"),
+    }
+}
+
+fn ids(records: &[MessageRecord]) -> Vec<MessageId> {
+    records.iter().map(|r| r.id).collect()
+}
+
+/// Leases the one due message of `endpoint` and checks that it is `id`.
+fn lease_exactly(store: &Store, endpoint: &str, id: MessageId, now: Millis) {
+    let records = taken(store.lease_due(endpoint, now, 1, now + LEASE_MS).unwrap());
+    assert_eq!(ids(&records), [id], "leased the wrong message");
+}
+
+/// The attempt the dispatcher would record next for `id` (number = `total_attempts + 1`).
+fn next_attempt(
+    store: &Store,
+    id: MessageId,
+    started_at: Millis,
+    result: AttemptResult,
+) -> AttemptRecord {
+    let number = record(store, id).total_attempts + 1;
+    let (status, reason) = match result {
+        AttemptResult::Delivered => (200, "HTTP 200"),
+        AttemptResult::Retry => (503, "HTTP 503"),
+        AttemptResult::Final => (400, "HTTP 400"),
+    };
+    AttemptRecord {
+        number,
+        started_at,
+        duration_ms: 17,
+        status: Some(status),
+        error: None,
+        reason: reason.to_owned(),
+        result,
+        body_excerpt: format!("attempt {number}"),
+        // Some and None both round-trip through the store.
+        receipt: (result == AttemptResult::Delivered).then(|| format!("receipt-{number}")),
+    }
+}
+
+/// Records the next attempt on the leased message `id` with `decision`, and returns the attempt.
+fn attempt(store: &Store, id: MessageId, decision: &Decision, now: Millis) -> AttemptRecord {
+    let result = match decision {
+        Decision::Delivered => AttemptResult::Delivered,
+        Decision::RetryAt(_) => AttemptResult::Retry,
+        Decision::Dead { .. } => AttemptResult::Final,
+    };
+    let attempt = next_attempt(store, id, now, result);
+    store.record_attempt(id, &attempt, decision, now).unwrap();
+    attempt
+}
+
+fn dead(reason: &str) -> Decision {
+    Decision::Dead {
+        reason: reason.to_owned(),
+    }
+}
+
+/// Enqueues a message at `now`, leases it and records a final attempt: a dead letter (dead at `now + 1`).
+/// The endpoint must have nothing else due at `now`.
+fn dead_letter(store: &Store, endpoint: &str, now: Millis) -> MessageId {
+    let id = enqueue(store, endpoint, now);
+    lease_exactly(store, endpoint, id, now);
+    attempt(store, id, &dead("HTTP 400"), now + 1);
+    id
+}
+
+/// Enqueues a message at `now`, leases it and records a delivery at `delivered_at`.
+/// The endpoint must have nothing else due at `now`.
+fn delivered(store: &Store, endpoint: &str, now: Millis, delivered_at: Millis) -> MessageId {
+    let id = enqueue(store, endpoint, now);
+    lease_exactly(store, endpoint, id, now);
+    attempt(store, id, &Decision::Delivered, delivered_at);
+    id
+}
+
+/// Reads every page of the dead-letter queue with `limit`, checking the cursor contract on the way.
+fn all_dead_pages(store: &Store, endpoint: Option<&str>, limit: usize) -> Vec<DeadPage> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_dead(endpoint, after, limit).unwrap();
+        assert!(
+            page.items.len() <= limit,
+            "a page holds at most `limit` items"
+        );
+        let next = page.next;
+        if let Some(next) = next {
+            assert_eq!(page.items.len(), limit, "only a full page has a next page");
+            assert_eq!(
+                Some(next),
+                page.items.last().map(|r| r.id),
+                "the cursor is the page's last id"
+            );
+        }
+        pages.push(page);
+        match next {
+            Some(next) => after = Some(next),
+            None => return pages,
+        }
+        assert!(pages.len() < 100, "the cursor does not advance");
+    }
+}
+
+fn stage_counts(queued: u64, in_flight: u64, delivered: u64, dead: u64) -> StageCounts {
+    StageCounts {
+        queued,
+        in_flight,
+        delivered,
+        dead,
+    }
+}
+
+fn counts_of(entries: &[(&str, StageCounts)]) -> Counts {
+    Counts {
+        by_endpoint: entries
+            .iter()
+            .map(|(name, c)| ((*name).to_owned(), *c))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// Runs `work` on a runtime of its own and drops that runtime before returning.
+///
+/// Dropping a `Store` does not release the data dir: its group-commit task holds a `sled::Db` clone (and with
+/// it sled's file lock) until the runtime polls the task again or drops it. Dropping the runtime drops the
+/// task, so the next open of the same dir is not refused as `Locked`.
+fn in_own_runtime<T>(work: impl Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let out = runtime.block_on(work);
+    drop(runtime);
+    out
+}
+
+// ---------------------------------------------------------------------------------------------- enqueue
+
+#[tokio::test]
+async fn enqueue_records_the_message_queued_and_due_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let new = message(E, Some("order-42"));
+
+    let enqueued = store.enqueue(&new, 1_000).unwrap();
+
+    assert!(!enqueued.duplicate);
+    let expected = MessageRecord {
+        id: enqueued.id,
+        endpoint: E.to_owned(),
+        kind: new.kind.clone(),
+        payload: new.payload.clone(),
+        idempotency_key: Some("order-42".to_owned()),
+        contact: None,
+        created_at: 1_000,
+        stage: Stage::Queued,
+        next_attempt_at: 1_000,
+        cycle_attempts: 0,
+        cycle_started_at: 1_000,
+        total_attempts: 0,
+        delivered_at: None,
+        dead_reason: None,
+        dead_at: None,
+    };
+    assert_eq!(store.get(enqueued.id).unwrap(), Some(expected.clone()));
+    assert!(store.attempts(enqueued.id).unwrap().is_empty());
+    // Due at `now`, and not a millisecond earlier.
+    assert!(matches!(
+        store.lease_due(E, 999, 10, 999 + LEASE_MS).unwrap(),
+        Lease::NextDueAt(1_000)
+    ));
+    let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+    assert_eq!(
+        leased,
+        [MessageRecord {
+            stage: Stage::InFlight,
+            ..expected
+        }]
+    );
+}
+
+#[tokio::test]
+async fn enqueue_gives_every_message_its_own_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+
+    let a = enqueue(&store, E, 1_000);
+    let b = enqueue(&store, E, 1_000);
+
+    assert_ne!(a, b);
+    assert_eq!(
+        ids(&taken(
+            store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap()
+        )),
+        [a, b]
+    );
+}
+
+#[tokio::test]
+async fn enqueue_with_a_known_idempotency_key_returns_the_first_id_and_queues_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store.enqueue(&message(E, Some("k")), 1_000).unwrap();
+    let mut again = message(E, Some("k"));
+    again.payload = r#"{"order":43}"#.to_owned();
+
+    let second = store.enqueue(&again, 2_000).unwrap();
+
+    assert!(!first.duplicate);
+    assert!(second.duplicate);
+    assert_eq!(second.id, first.id);
+    let kept = record(&store, first.id);
+    assert_eq!(
+        kept.payload,
+        message(E, None).payload,
+        "the first message is kept as it was"
+    );
+    assert_eq!(kept.created_at, 1_000);
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(1, 0, 0, 0))])
+    );
+    assert_eq!(
+        ids(&taken(
+            store.lease_due(E, 5_000, 10, 5_000 + LEASE_MS).unwrap()
+        )),
+        [first.id]
+    );
+}
+
+#[tokio::test]
+async fn enqueue_with_a_known_idempotency_key_is_a_duplicate_even_after_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store.enqueue(&message(E, Some("k")), 1_000).unwrap().id;
+    lease_exactly(&store, E, first, 1_000);
+    attempt(&store, first, &Decision::Delivered, 1_100);
+
+    let again = store.enqueue(&message(E, Some("k")), 2_000).unwrap();
+
+    assert!(again.duplicate);
+    assert_eq!(again.id, first);
+    assert!(matches!(
+        store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap(),
+        Lease::Idle
+    ));
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_scoped_to_their_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+
+    let on_e = store.enqueue(&message(E, Some("k")), 1_000).unwrap();
+    let on_e2 = store.enqueue(&message(E2, Some("k")), 1_000).unwrap();
+
+    assert!(!on_e.duplicate);
+    assert!(
+        !on_e2.duplicate,
+        "the same key on another endpoint is another message"
+    );
+    assert_ne!(on_e.id, on_e2.id);
+    assert_eq!(record(&store, on_e2.id).endpoint, E2);
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[
+            (E, stage_counts(1, 0, 0, 0)),
+            (E2, stage_counts(1, 0, 0, 0))
+        ])
+    );
+    // And each endpoint still deduplicates its own key.
+    assert_eq!(
+        store.enqueue(&message(E, Some("k")), 2_000).unwrap().id,
+        on_e.id
+    );
+    assert_eq!(
+        store.enqueue(&message(E2, Some("k")), 2_000).unwrap().id,
+        on_e2.id
+    );
+}
+
+// ----------------------------------------------------------------------------------- commit and reopen
+
+#[tokio::test]
+async fn commit_succeeds_after_writes_and_when_there_is_nothing_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+
+    store.commit().await.unwrap();
+    enqueue(&store, E, 1_000);
+    store.commit().await.unwrap();
+    let clone = store.clone();
+    let (a, b) = tokio::join!(store.commit(), clone.commit());
+    a.unwrap();
+    b.unwrap();
+}
+
+#[test]
+fn committed_state_survives_closing_and_reopening_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = in_own_runtime(async {
+        let store = open(dir.path());
+        let with_key = store.enqueue(&message(E, Some("k")), 1_000).unwrap().id;
+        let mut attempts = vec![];
+        lease_exactly(&store, E, with_key, 1_000);
+        attempts.push(attempt(&store, with_key, &Decision::RetryAt(5_000), 1_100));
+        let gone_dead = dead_letter(&store, E2, 2_000);
+        let done = delivered(&store, E2, 3_000, 3_100);
+        let queued = enqueue(&store, E2, 4_000);
+        store.commit().await.unwrap();
+        let records: Vec<MessageRecord> = [with_key, gone_dead, done, queued]
+            .iter()
+            .map(|id| record(&store, *id))
+            .collect();
+        (records, attempts, store.counts().unwrap())
+    });
+    let (records, attempts, counts) = before;
+
+    in_own_runtime(async {
+        let store = open(dir.path());
+        for r in &records {
+            assert_eq!(
+                store.get(r.id).unwrap().as_ref(),
+                Some(r),
+                "record survives reopen"
+            );
+        }
+        assert_eq!(store.attempts(records[0].id).unwrap(), attempts);
+        assert_eq!(store.counts().unwrap(), counts);
+        assert_eq!(
+            ids(&store.list_dead(None, None, 10).unwrap().items),
+            [records[1].id]
+        );
+        // The indexes survive too: the idempotency key still dedups, the retry is due at its time.
+        let again = store.enqueue(&message(E, Some("k")), 9_000).unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.id, records[0].id);
+        assert!(matches!(
+            store.lease_due(E, 4_999, 10, 4_999 + LEASE_MS).unwrap(),
+            Lease::NextDueAt(5_000)
+        ));
+        assert_eq!(
+            ids(&taken(
+                store.lease_due(E2, 9_000, 10, 9_000 + LEASE_MS).unwrap()
+            )),
+            [records[3].id]
+        );
+    });
+}
+
+#[test]
+fn release_all_leases_after_reopen_requeues_what_the_previous_run_had_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leased, waiting) = in_own_runtime(async {
+        let store = open(dir.path());
+        let leased = enqueue(&store, E, 1_000);
+        lease_exactly(&store, E, leased, 1_000);
+        let waiting = enqueue(&store, E, 2_000);
+        store.commit().await.unwrap();
+        (leased, waiting)
+    });
+
+    in_own_runtime(async {
+        let store = open(dir.path());
+        assert_eq!(
+            stage(&store, leased),
+            Stage::InFlight,
+            "the lease survives the restart"
+        );
+
+        assert_eq!(store.release_all_leases(5_000).unwrap(), 1);
+
+        let r = record(&store, leased);
+        assert_eq!(
+            (r.stage, r.next_attempt_at, r.cycle_attempts),
+            (Stage::Queued, 5_000, 0)
+        );
+        assert_eq!(
+            ids(&taken(
+                store.lease_due(E, 5_000, 10, 5_000 + LEASE_MS).unwrap()
+            )),
+            [waiting, leased]
+        );
+    });
+}
+
+#[tokio::test]
+async fn opening_a_data_dir_that_is_open_fails_with_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+
+    let second = Store::open(dir.path(), CACHE_BYTES);
+
+    match second {
+        Err(StoreError::Locked(path)) => assert_eq!(path, dir.path()),
+        other => panic!("expected StoreError::Locked, got {other:?}"),
+    }
+    // The first store is unaffected.
+    assert_eq!(stage(&store, id), Stage::Queued);
+    store.commit().await.unwrap();
+}
+
+// ------------------------------------------------------------------------------------------- lease_due
+
+#[tokio::test]
+async fn lease_due_on_an_endpoint_with_nothing_queued_is_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert!(matches!(
+        store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap(),
+        Lease::Idle
+    ));
+
+    // Only other endpoints' messages, or only in-flight, delivered or dead ones: still idle.
+    enqueue(&store, E2, 1_000);
+    let in_flight = enqueue(&store, E, 1_000);
+    lease_exactly(&store, E, in_flight, 1_000);
+    assert!(matches!(
+        store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap(),
+        Lease::Idle
+    ));
+    attempt(&store, in_flight, &Decision::Delivered, 1_100);
+    dead_letter(&store, E, 2_000);
+    assert!(matches!(
+        store.lease_due(E, 3_000, 10, 3_000 + LEASE_MS).unwrap(),
+        Lease::Idle
+    ));
+}
+
+#[tokio::test]
+async fn lease_due_reports_the_earliest_due_time_when_nothing_is_due_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let late = enqueue(&store, E, 3_000);
+    let early = enqueue(&store, E, 2_000);
+    enqueue(&store, E2, 500);
+
+    let lease = store.lease_due(E, 1_999, 10, 1_999 + LEASE_MS).unwrap();
+
+    assert!(matches!(lease, Lease::NextDueAt(2_000)), "{lease:?}");
+    assert_eq!(stage(&store, early), Stage::Queued, "nothing was leased");
+    assert_eq!(stage(&store, late), Stage::Queued);
+}
+
+#[tokio::test]
+async fn lease_due_takes_only_what_is_due_and_leaves_later_messages_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let due = enqueue(&store, E, 1_000);
+    let exactly_due = enqueue(&store, E, 2_000);
+    let later = enqueue(&store, E, 2_001);
+
+    let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+
+    assert_eq!(ids(&leased), [due, exactly_due]);
+    assert_eq!(stage(&store, later), Stage::Queued);
+    assert!(matches!(
+        store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap(),
+        Lease::NextDueAt(2_001)
+    ));
+}
+
+#[tokio::test]
+async fn lease_due_takes_at_most_max_earliest_due_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Enqueued out of due order: the lease follows due time, not insertion.
+    let d3 = enqueue(&store, E, 103);
+    let d1 = enqueue(&store, E, 101);
+    let d5 = enqueue(&store, E, 105);
+    let d2 = enqueue(&store, E, 102);
+    let d4 = enqueue(&store, E, 104);
+
+    let first = taken(store.lease_due(E, 1_000, 3, 1_000 + LEASE_MS).unwrap());
+    let second = taken(store.lease_due(E, 1_000, 3, 1_000 + LEASE_MS).unwrap());
+    let third = store.lease_due(E, 1_000, 3, 1_000 + LEASE_MS).unwrap();
+
+    assert_eq!(ids(&first), [d1, d2, d3]);
+    assert_eq!(ids(&second), [d4, d5]);
+    assert!(matches!(third, Lease::Idle), "{third:?}");
+}
+
+#[tokio::test]
+async fn lease_due_with_max_zero_leases_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+
+    let lease = store.lease_due(E, 1_000, 0, 1_000 + LEASE_MS).unwrap();
+
+    assert!(
+        !matches!(&lease, Lease::Taken(r) if !r.is_empty()),
+        "{lease:?}"
+    );
+    assert_eq!(stage(&store, id), Stage::Queued);
+}
+
+#[tokio::test]
+async fn lease_takes_only_due_messages_of_its_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let e2_early = enqueue(&store, E2, 100);
+    let e_msg = enqueue(&store, E, 200);
+    let e2_late = enqueue(&store, E2, 300);
+    let other = enqueue(&store, "f", 50);
+
+    let for_e = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+    assert_eq!(
+        ids(&for_e),
+        [e_msg],
+        "`e` must not see `e2`'s or `f`'s messages"
+    );
+    assert!(matches!(
+        store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap(),
+        Lease::Idle
+    ));
+    assert_eq!(stage(&store, e2_early), Stage::Queued);
+    assert_eq!(stage(&store, e2_late), Stage::Queued);
+    assert_eq!(stage(&store, other), Stage::Queued);
+
+    let for_e2 = taken(store.lease_due(E2, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+    assert_eq!(ids(&for_e2), [e2_early, e2_late]);
+    assert_eq!(stage(&store, other), Stage::Queued);
+}
+
+#[tokio::test]
+async fn lease_due_marks_taken_messages_in_flight_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = enqueue(&store, E, 1_000);
+    let b = enqueue(&store, E, 1_000);
+
+    let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+
+    assert!(
+        leased.iter().all(|r| r.stage == Stage::InFlight),
+        "{leased:?}"
+    );
+    assert_eq!(stage(&store, a), Stage::InFlight);
+    assert_eq!(stage(&store, b), Stage::InFlight);
+    let r = record(&store, a);
+    assert_eq!(
+        (r.cycle_attempts, r.total_attempts),
+        (0, 0),
+        "a lease is not an attempt"
+    );
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(0, 2, 0, 0))])
+    );
+    assert!(
+        matches!(
+            store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap(),
+            Lease::Idle
+        ),
+        "never leased twice"
+    );
+}
+
+// -------------------------------------------------------------------------------------- record_attempt
+
+#[tokio::test]
+async fn delivered_attempt_marks_the_message_delivered_and_keeps_the_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+    lease_exactly(&store, E, id, 1_000);
+
+    let made = attempt(&store, id, &Decision::Delivered, 1_250);
+
+    let r = record(&store, id);
+    assert_eq!(r.stage, Stage::Delivered);
+    assert_eq!(r.delivered_at, Some(1_250));
+    assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
+    assert_eq!((r.dead_reason, r.dead_at), (None, None));
+    assert_eq!(store.attempts(id).unwrap(), [made]);
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(0, 0, 1, 0))])
+    );
+    assert!(matches!(
+        store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap(),
+        Lease::Idle
+    ));
+}
+
+#[tokio::test]
+async fn retry_attempt_makes_the_message_due_again_at_the_retry_time_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+    lease_exactly(&store, E, id, 1_000);
+
+    let made = attempt(&store, id, &Decision::RetryAt(5_000), 1_100);
+
+    let r = record(&store, id);
+    assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 5_000));
+    assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
+    assert_eq!(
+        (r.delivered_at, r.dead_reason.as_deref(), r.dead_at),
+        (None, None, None)
+    );
+    assert_eq!(store.attempts(id).unwrap(), [made]);
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(1, 0, 0, 0))])
+    );
+    assert!(matches!(
+        store.lease_due(E, 4_999, 10, 4_999 + LEASE_MS).unwrap(),
+        Lease::NextDueAt(5_000)
+    ));
+    assert_eq!(
+        ids(&taken(
+            store.lease_due(E, 5_000, 10, 5_000 + LEASE_MS).unwrap()
+        )),
+        [id]
+    );
+}
+
+#[tokio::test]
+async fn dead_attempt_parks_the_message_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+    lease_exactly(&store, E, id, 1_000);
+
+    let made = attempt(&store, id, &dead("HTTP 410 gone"), 1_300);
+
+    let r = record(&store, id);
+    assert_eq!(r.stage, Stage::Dead);
+    assert_eq!(r.dead_reason.as_deref(), Some("HTTP 410 gone"));
+    assert_eq!(r.dead_at, Some(1_300));
+    assert_eq!(r.delivered_at, None);
+    assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
+    assert_eq!(store.attempts(id).unwrap(), [made]);
+    assert_eq!(ids(&store.list_dead(None, None, 10).unwrap().items), [id]);
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(0, 0, 0, 1))])
+    );
+    assert!(matches!(
+        store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap(),
+        Lease::Idle
+    ));
+}
+
+#[tokio::test]
+async fn attempts_accumulate_oldest_first_and_count_every_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+    let mut made = Vec::new();
+    let mut now = 1_000;
+    // Enough attempts that a text-ordered attempt number (1, 10, 11, 2, ...) would show.
+    for _ in 0..11 {
+        lease_exactly(&store, E, id, now);
+        made.push(attempt(&store, id, &Decision::RetryAt(now + 100), now + 10));
+        now += 100;
+    }
+    lease_exactly(&store, E, id, now);
+    made.push(attempt(&store, id, &Decision::Delivered, now + 10));
+
+    let history = store.attempts(id).unwrap();
+
+    assert_eq!(history, made);
+    assert_eq!(
+        history.iter().map(|a| a.number).collect::<Vec<_>>(),
+        (1..=12).collect::<Vec<_>>()
+    );
+    let r = record(&store, id);
+    assert_eq!(
+        (r.stage, r.cycle_attempts, r.total_attempts),
+        (Stage::Delivered, 12, 12)
+    );
+}
+
+#[tokio::test]
+async fn attempt_histories_of_messages_do_not_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = enqueue(&store, E, 1_000);
+    let b = enqueue(&store, E, 1_000);
+    let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+    assert_eq!(ids(&leased), [a, b]);
+
+    let on_a = attempt(&store, a, &Decision::Delivered, 1_100);
+    let on_b = attempt(&store, b, &dead("HTTP 400"), 1_200);
+
+    assert_eq!(store.attempts(a).unwrap(), [on_a]);
+    assert_eq!(store.attempts(b).unwrap(), [on_b]);
+    assert!(store.attempts(MessageId::new()).unwrap().is_empty());
+}
+
+// ------------------------------------------------------------------------------------------- release
+
+#[tokio::test]
+async fn release_puts_a_leased_message_back_due_now_without_counting_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+    lease_exactly(&store, E, id, 1_000);
+
+    store.release(id, 2_000).unwrap();
+
+    let r = record(&store, id);
+    assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 2_000));
+    assert_eq!((r.cycle_attempts, r.total_attempts), (0, 0));
+    assert!(store.attempts(id).unwrap().is_empty());
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(1, 0, 0, 0))])
+    );
+    assert!(matches!(
+        store.lease_due(E, 1_999, 10, 1_999 + LEASE_MS).unwrap(),
+        Lease::NextDueAt(2_000)
+    ));
+    assert_eq!(
+        ids(&taken(
+            store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap()
+        )),
+        [id]
+    );
+}
+
+#[tokio::test]
+async fn release_of_a_message_that_is_not_leased_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let done = delivered(&store, E, 1_000, 1_100);
+    let gone = dead_letter(&store, E, 2_000);
+    let queued = enqueue(&store, E, 3_000);
+    let before: Vec<MessageRecord> = [done, gone, queued]
+        .iter()
+        .map(|id| record(&store, *id))
+        .collect();
+
+    for id in [done, gone, queued, MessageId::new()] {
+        store.release(id, 9_000).unwrap();
+    }
+
+    for r in &before {
+        assert_eq!(&record(&store, r.id), r);
+    }
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(1, 0, 1, 1))])
+    );
+    assert_eq!(
+        ids(&taken(
+            store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap()
+        )),
+        [queued]
+    );
+}
+
+#[tokio::test]
+async fn release_all_leases_requeues_every_leased_message_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let e_leased = [enqueue(&store, E, 1_000), enqueue(&store, E, 1_000)];
+    assert_eq!(
+        ids(&taken(
+            store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap()
+        )),
+        e_leased
+    );
+    let e2_leased = enqueue(&store, E2, 1_000);
+    lease_exactly(&store, E2, e2_leased, 1_000);
+    let e2_queued = enqueue(&store, E2, 5_000);
+    let e2_done = delivered(&store, E2, 1_600, 1_700);
+
+    let released = store.release_all_leases(3_000).unwrap();
+
+    assert_eq!(released, 3);
+    for id in [e_leased[0], e_leased[1], e2_leased] {
+        let r = record(&store, id);
+        assert_eq!(
+            (r.stage, r.next_attempt_at, r.total_attempts),
+            (Stage::Queued, 3_000, 0)
+        );
+        assert!(store.attempts(id).unwrap().is_empty());
+    }
+    assert_eq!(record(&store, e2_queued).next_attempt_at, 5_000);
+    assert_eq!(stage(&store, e2_done), Stage::Delivered);
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[
+            (E, stage_counts(2, 0, 0, 0)),
+            (E2, stage_counts(2, 0, 1, 0))
+        ])
+    );
+    assert_eq!(
+        store.release_all_leases(4_000).unwrap(),
+        0,
+        "nothing is leased any more"
+    );
+    assert_eq!(
+        ids(&taken(
+            store.lease_due(E, 3_000, 10, 3_000 + LEASE_MS).unwrap()
+        )),
+        e_leased
+    );
+}
+
+// ----------------------------------------------------------------------------------------- list_dead
+
+#[tokio::test]
+async fn list_dead_filters_by_endpoint_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let e_first = dead_letter(&store, E, 1_000);
+    let e2_first = dead_letter(&store, E2, 1_000);
+    let e_second = dead_letter(&store, E, 2_000);
+    delivered(&store, E, 3_000, 3_100);
+    enqueue(&store, E, 4_000);
+
+    assert_eq!(
+        ids(&store.list_dead(Some(E), None, 10).unwrap().items),
+        [e_first, e_second]
+    );
+    assert_eq!(
+        ids(&store.list_dead(Some(E2), None, 10).unwrap().items),
+        [e2_first]
+    );
+    assert_eq!(
+        ids(&store.list_dead(None, None, 10).unwrap().items),
+        [e_first, e2_first, e_second]
+    );
+    let none = store.list_dead(Some("unknown"), None, 10).unwrap();
+    assert!(none.items.is_empty() && none.next.is_none(), "{none:?}");
+    let page = store.list_dead(Some(E), None, 10).unwrap();
+    assert!(
+        page.items
+            .iter()
+            .all(|r| r.stage == Stage::Dead && r.endpoint == E)
+    );
+    assert_eq!(page.next, None);
+}
+
+#[tokio::test]
+async fn list_dead_pages_cover_every_dead_letter_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut all = Vec::new();
+    let mut of_e = Vec::new();
+    for i in 0..10 {
+        let endpoint = if i % 3 == 1 { E2 } else { E };
+        let id = dead_letter(&store, endpoint, 1_000 * (i + 1));
+        all.push(id);
+        if endpoint == E {
+            of_e.push(id);
+        }
+    }
+    assert_eq!(of_e.len(), 7);
+    delivered(&store, E, 20_000, 20_100);
+    enqueue(&store, E, 21_000);
+
+    let pages = all_dead_pages(&store, Some(E), 3);
+    assert_eq!(
+        pages.iter().map(|p| p.items.len()).collect::<Vec<_>>(),
+        [3, 3, 1]
+    );
+    let listed: Vec<MessageId> = pages.iter().flat_map(|p| ids(&p.items)).collect();
+    assert_eq!(listed, of_e);
+
+    let pages = all_dead_pages(&store, None, 4);
+    assert_eq!(
+        pages.iter().map(|p| p.items.len()).collect::<Vec<_>>(),
+        [4, 4, 2]
+    );
+    let listed: Vec<MessageId> = pages.iter().flat_map(|p| ids(&p.items)).collect();
+    assert_eq!(listed, all);
+}
+
+#[tokio::test]
+async fn list_dead_has_no_cursor_after_the_last_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let dead: Vec<MessageId> = (1..=4).map(|i| dead_letter(&store, E, i * 1_000)).collect();
+
+    // Exactly two full pages: the second has no cursor, as no third page exists.
+    let pages = all_dead_pages(&store, Some(E), 2);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+    assert_eq!(pages[0].next, Some(dead[1]));
+    assert_eq!(pages[1].next, None);
+
+    // A dead letter of another endpoint after the last one of `e` does not make a page.
+    dead_letter(&store, E2, 9_000);
+    let pages = all_dead_pages(&store, Some(E), 2);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+
+    let one_page = store.list_dead(Some(E), None, 4).unwrap();
+    assert_eq!((ids(&one_page.items), one_page.next), (dead, None));
+}
+
+// --------------------------------------------------------------------------------------------- replay
+
+#[tokio::test]
+async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+    lease_exactly(&store, E, id, 1_000);
+    let first = attempt(&store, id, &Decision::RetryAt(2_000), 1_100);
+    lease_exactly(&store, E, id, 2_000);
+    let second = attempt(&store, id, &dead("gave up"), 2_100);
+
+    let endpoints = store.replay(&Selection::Ids(vec![id]), 9_000).unwrap();
+
+    assert_eq!(endpoints, [E]);
+    let r = record(&store, id);
+    assert_eq!(r.stage, Stage::Queued);
+    assert_eq!(r.next_attempt_at, 9_000);
+    assert_eq!(r.cycle_attempts, 0, "a replay starts a fresh cycle");
+    assert_eq!(r.cycle_started_at, 9_000);
+    assert_eq!(
+        r.total_attempts, 2,
+        "the attempt count across replays is kept"
+    );
+    assert_eq!((r.dead_reason, r.dead_at), (None, None));
+    assert_eq!(r.created_at, 1_000);
+    assert_eq!(store.attempts(id).unwrap(), [first.clone(), second.clone()]);
+    assert!(store.list_dead(None, None, 10).unwrap().items.is_empty());
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(1, 0, 0, 0))])
+    );
+    assert!(matches!(
+        store.lease_due(E, 8_999, 10, 8_999 + LEASE_MS).unwrap(),
+        Lease::NextDueAt(9_000)
+    ));
+
+    // The next attempt continues the numbering and counts in the new cycle.
+    lease_exactly(&store, E, id, 9_000);
+    let third = attempt(&store, id, &Decision::Delivered, 9_100);
+    assert_eq!(third.number, 3);
+    let r = record(&store, id);
+    assert_eq!(
+        (r.stage, r.cycle_attempts, r.total_attempts),
+        (Stage::Delivered, 1, 3)
+    );
+    assert_eq!(store.attempts(id).unwrap(), [first, second, third]);
+}
+
+#[tokio::test]
+async fn replay_skips_ids_that_are_not_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let done = delivered(&store, E, 1_000, 1_100);
+    let in_flight = enqueue(&store, E, 2_000);
+    lease_exactly(&store, E, in_flight, 2_000);
+    let queued = enqueue(&store, E, 3_000);
+    let gone = dead_letter(&store, E2, 3_000);
+    let before: Vec<MessageRecord> = [done, in_flight, queued]
+        .iter()
+        .map(|id| record(&store, *id))
+        .collect();
+
+    let endpoints = store
+        .replay(
+            &Selection::Ids(vec![done, in_flight, queued, MessageId::new(), gone, gone]),
+            9_000,
+        )
+        .unwrap();
+
+    assert_eq!(endpoints, [E2], "only the dead letter is replayed, once");
+    for r in &before {
+        assert_eq!(&record(&store, r.id), r);
+    }
+    assert_eq!(stage(&store, gone), Stage::Queued);
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[
+            (E, stage_counts(1, 1, 1, 0)),
+            (E2, stage_counts(1, 0, 0, 0))
+        ])
+    );
+}
+
+#[tokio::test]
+async fn replay_all_of_an_endpoint_leaves_other_endpoints_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let e_dead = [dead_letter(&store, E, 1_000), dead_letter(&store, E, 2_000)];
+    let e2_dead = dead_letter(&store, E2, 1_000);
+
+    let endpoints = store
+        .replay(
+            &Selection::All {
+                endpoint: Some(E.to_owned()),
+            },
+            9_000,
+        )
+        .unwrap();
+
+    assert_eq!(endpoints, [E, E]);
+    for id in e_dead {
+        let r = record(&store, id);
+        assert_eq!(
+            (
+                r.stage,
+                r.next_attempt_at,
+                r.cycle_attempts,
+                r.total_attempts
+            ),
+            (Stage::Queued, 9_000, 0, 1)
+        );
+    }
+    assert_eq!(stage(&store, e2_dead), Stage::Dead);
+    assert_eq!(
+        ids(&store.list_dead(None, None, 10).unwrap().items),
+        [e2_dead]
+    );
+    assert_eq!(
+        ids(&taken(
+            store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap()
+        )),
+        e_dead
+    );
+}
+
+#[tokio::test]
+async fn replay_all_without_endpoint_replays_every_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let gone = [
+        dead_letter(&store, E, 1_000),
+        dead_letter(&store, E2, 1_000),
+        dead_letter(&store, E, 2_000),
+    ];
+    let done = delivered(&store, E, 3_000, 3_100);
+
+    let endpoints = store
+        .replay(&Selection::All { endpoint: None }, 9_000)
+        .unwrap();
+
+    assert_eq!(endpoints, [E, E2, E]);
+    for id in gone {
+        assert_eq!(stage(&store, id), Stage::Queued);
+    }
+    assert_eq!(stage(&store, done), Stage::Delivered);
+    assert!(store.list_dead(None, None, 10).unwrap().items.is_empty());
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[
+            (E, stage_counts(2, 0, 1, 0)),
+            (E2, stage_counts(1, 0, 0, 0))
+        ])
+    );
+    assert!(
+        store
+            .replay(&Selection::All { endpoint: None }, 9_500)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------- purge
+
+#[tokio::test]
+async fn purge_deletes_the_record_and_its_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+    lease_exactly(&store, E, id, 1_000);
+    attempt(&store, id, &Decision::RetryAt(2_000), 1_100);
+    lease_exactly(&store, E, id, 2_000);
+    attempt(&store, id, &dead("HTTP 400"), 2_100);
+    let kept = dead_letter(&store, E, 3_000);
+
+    let purged = store.purge(&Selection::Ids(vec![id])).unwrap();
+
+    assert_eq!(purged, 1);
+    assert_eq!(store.get(id).unwrap(), None);
+    assert!(store.attempts(id).unwrap().is_empty());
+    assert_eq!(ids(&store.list_dead(None, None, 10).unwrap().items), [kept]);
+    assert_eq!(
+        store.attempts(kept).unwrap().len(),
+        1,
+        "other messages' attempts stay"
+    );
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(0, 0, 0, 1))])
+    );
+    assert!(
+        store
+            .replay(&Selection::Ids(vec![id]), 9_000)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn purge_frees_the_idempotency_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store.enqueue(&message(E, Some("k")), 1_000).unwrap().id;
+    lease_exactly(&store, E, first, 1_000);
+    attempt(&store, first, &dead("HTTP 400"), 1_100);
+    assert_eq!(store.purge(&Selection::Ids(vec![first])).unwrap(), 1);
+
+    let again = store.enqueue(&message(E, Some("k")), 2_000).unwrap();
+
+    assert!(
+        !again.duplicate,
+        "the key is free once its message is purged"
+    );
+    assert_ne!(again.id, first);
+    let r = record(&store, again.id);
+    assert_eq!(
+        (r.stage, r.created_at, r.total_attempts),
+        (Stage::Queued, 2_000, 0)
+    );
+    assert!(store.attempts(again.id).unwrap().is_empty());
+    // The new message now owns the key.
+    assert_eq!(
+        store.enqueue(&message(E, Some("k")), 3_000).unwrap().id,
+        again.id
+    );
+}
+
+#[tokio::test]
+async fn purge_skips_messages_that_are_not_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let done = delivered(&store, E, 1_000, 1_100);
+    let in_flight = enqueue(&store, E, 2_000);
+    lease_exactly(&store, E, in_flight, 2_000);
+    let queued = store.enqueue(&message(E, Some("k")), 3_000).unwrap().id;
+    let before: Vec<MessageRecord> = [done, in_flight, queued]
+        .iter()
+        .map(|id| record(&store, *id))
+        .collect();
+
+    let purged = store
+        .purge(&Selection::Ids(vec![
+            done,
+            in_flight,
+            queued,
+            MessageId::new(),
+        ]))
+        .unwrap();
+
+    assert_eq!(purged, 0);
+    for r in &before {
+        assert_eq!(&record(&store, r.id), r);
+    }
+    assert_eq!(store.attempts(done).unwrap().len(), 1);
+    assert!(
+        store
+            .enqueue(&message(E, Some("k")), 4_000)
+            .unwrap()
+            .duplicate,
+        "the key is still held"
+    );
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(1, 1, 1, 0))])
+    );
+}
+
+#[tokio::test]
+async fn purge_all_of_an_endpoint_leaves_other_endpoints_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let e_dead = [dead_letter(&store, E, 1_000), dead_letter(&store, E, 2_000)];
+    let e2_dead = dead_letter(&store, E2, 1_000);
+
+    assert_eq!(
+        store
+            .purge(&Selection::All {
+                endpoint: Some(E.to_owned())
+            })
+            .unwrap(),
+        2
+    );
+
+    for id in e_dead {
+        assert_eq!(store.get(id).unwrap(), None);
+    }
+    assert_eq!(
+        ids(&store.list_dead(None, None, 10).unwrap().items),
+        [e2_dead]
+    );
+    assert_eq!(store.purge(&Selection::All { endpoint: None }).unwrap(), 1);
+    assert_eq!(store.get(e2_dead).unwrap(), None);
+    assert_eq!(store.counts().unwrap(), Counts::default());
+}
+
+// ------------------------------------------------------------------------------------ prune_delivered
+
+#[tokio::test]
+async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let old = delivered(&store, E, 100, 1_000);
+    let at_cutoff = delivered(&store, E2, 100, 2_000);
+    let recent = delivered(&store, E, 200, 3_000);
+    let gone = dead_letter(&store, E, 300);
+    let queued = enqueue(&store, E, 400);
+
+    let pruned = store.prune_delivered(2_000).unwrap();
+
+    assert_eq!(pruned, 1);
+    assert_eq!(store.get(old).unwrap(), None);
+    assert!(store.attempts(old).unwrap().is_empty());
+    assert_eq!(
+        stage(&store, at_cutoff),
+        Stage::Delivered,
+        "the cutoff itself is kept"
+    );
+    assert_eq!(stage(&store, recent), Stage::Delivered);
+    assert_eq!(store.attempts(recent).unwrap().len(), 1);
+    assert_eq!(stage(&store, gone), Stage::Dead);
+    assert_eq!(stage(&store, queued), Stage::Queued);
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[
+            (E, stage_counts(1, 0, 1, 1)),
+            (E2, stage_counts(0, 0, 1, 0))
+        ])
+    );
+    assert_eq!(
+        store.prune_delivered(2_000).unwrap(),
+        0,
+        "pruning again finds nothing"
+    );
+    assert_eq!(store.prune_delivered(u64::MAX).unwrap(), 2);
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[(E, stage_counts(1, 0, 0, 1))])
+    );
+}
+
+// --------------------------------------------------------------------------------------------- counts
+
+#[tokio::test]
+async fn counts_report_every_endpoint_by_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.counts().unwrap(), Counts::default());
+
+    delivered(&store, E, 100, 150);
+    delivered(&store, E, 200, 250);
+    dead_letter(&store, E, 300);
+    let in_flight = enqueue(&store, E, 400);
+    lease_exactly(&store, E, in_flight, 400);
+    let retried = enqueue(&store, E, 500);
+    lease_exactly(&store, E, retried, 500);
+    attempt(&store, retried, &Decision::RetryAt(10_000), 550);
+    enqueue(&store, E, 600);
+    enqueue(&store, E, 1_000_000);
+    dead_letter(&store, E2, 100);
+    dead_letter(&store, E2, 200);
+    let e2_in_flight = enqueue(&store, E2, 300);
+    lease_exactly(&store, E2, e2_in_flight, 300);
+    delivered(&store, "f", 100, 150);
+
+    assert_eq!(
+        store.counts().unwrap(),
+        counts_of(&[
+            (E, stage_counts(3, 1, 2, 1)),
+            (E2, stage_counts(0, 1, 0, 2)),
+            ("f", stage_counts(0, 0, 1, 0)),
+        ])
+    );
+}
+
+fn for_contact(endpoint: &str, contact: &str, max_pending: usize) -> NewMessage {
+    NewMessage {
+        contact: Some(ContactLimit {
+            contact: contact.to_owned(),
+            max_pending,
+        }),
+        ..message(endpoint, None)
+    }
+}
+
+#[tokio::test]
+async fn a_contact_at_its_cap_is_refused_until_one_of_its_messages_is_settled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = store
+        .enqueue(&for_contact(E, "alice", 2), 1_000)
+        .unwrap()
+        .id;
+    store.enqueue(&for_contact(E, "alice", 2), 1_000).unwrap();
+
+    let refused = store
+        .enqueue(&for_contact(E, "alice", 2), 1_000)
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::ContactFull { contact, max: 2, .. } if contact == "alice"),
+        "{refused:?}"
+    );
+    // Other contacts, and the same contact on another endpoint, have their own count.
+    store.enqueue(&for_contact(E, "bob", 2), 1_000).unwrap();
+    store.enqueue(&for_contact(E2, "alice", 2), 1_000).unwrap();
+    assert_eq!(
+        counts_queued(&store, E),
+        3,
+        "the refused enqueue queued nothing"
+    );
+
+    // A retry keeps the message pending; delivery frees its place.
+    lease_exactly(&store, E, first, 1_000);
+    attempt(&store, first, &Decision::RetryAt(2_000), 1_000);
+    assert!(store.enqueue(&for_contact(E, "alice", 2), 1_500).is_err());
+    let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+    assert!(ids(&leased).contains(&first));
+    attempt(&store, first, &Decision::Delivered, 2_000);
+    store.enqueue(&for_contact(E, "alice", 2), 2_000).unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_letter_frees_its_contact_place_and_a_replay_takes_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = store
+        .enqueue(&for_contact(E, "carol", 1), 1_000)
+        .unwrap()
+        .id;
+    lease_exactly(&store, E, id, 1_000);
+    attempt(&store, id, &dead("HTTP 400"), 1_000);
+    let second = store
+        .enqueue(&for_contact(E, "carol", 1), 1_100)
+        .unwrap()
+        .id;
+    assert_ne!(second, id);
+    store.replay(&Selection::Ids(vec![id]), 1_200).unwrap();
+    let refused = store.enqueue(&for_contact(E, "carol", 1), 1_300);
+    assert!(
+        matches!(refused, Err(StoreError::ContactFull { .. })),
+        "{refused:?}"
+    );
+}
+
+fn counts_queued(store: &Store, endpoint: &str) -> u64 {
+    store
+        .counts()
+        .unwrap()
+        .by_endpoint
+        .get(endpoint)
+        .map_or(0, |c| c.queued)
+}
