@@ -50,6 +50,9 @@ pub struct Connection {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The API access token, when tokens are in force.
+    #[arg(long, env = "HOOKD_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +94,13 @@ pub enum Command {
     Endpoints {
         #[command(subcommand)]
         verb: EndpointsVerb,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// API access tokens.
+    Tokens {
+        #[command(subcommand)]
+        verb: TokensVerb,
         #[command(flatten)]
         connection: Connection,
     },
@@ -140,6 +150,18 @@ pub struct SelectionArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TokensVerb {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        name: String,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum EndpointsVerb {
     List,
     Show {
@@ -179,6 +201,11 @@ fn socket_path(connection: &Connection) -> Result<PathBuf, CliError> {
     Ok(PathBuf::from("data/hookd.sock"))
 }
 
+/// A client for the chosen socket, with the token if one was given.
+fn connect(connection: &Connection) -> Result<Client, CliError> {
+    Ok(Client::new(&socket_path(connection)?)?.with_token(connection.token.clone()))
+}
+
 /// Runs a client verb (everything but `serve`) and prints its output.
 pub async fn run_client(command: Command) -> Result<(), CliError> {
     match command {
@@ -201,7 +228,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             };
             let payload = serde_json::value::RawValue::from_string(text)
                 .map_err(|e| CliError::Usage(format!("the payload is not valid JSON: {e}")))?;
-            let client = Client::new(&socket_path(&connection)?)?;
+            let client = connect(&connection)?;
             let answer = client
                 .enqueue(&EnqueueRequest {
                     endpoint,
@@ -224,7 +251,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Msg { verb, connection } => {
-            let client = Client::new(&socket_path(&connection)?)?;
+            let client = connect(&connection)?;
             match verb {
                 MsgVerb::Show { id } => {
                     let message = client.message(&id).await?;
@@ -234,8 +261,32 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Dlq { verb, connection } => run_dlq(verb, &connection).await,
+        Command::Tokens { verb, connection } => {
+            let client = connect(&connection)?;
+            match verb {
+                TokensVerb::Create { name } => {
+                    let created = client.create_token(&name).await?;
+                    output(&connection, &created, |c| outln!("{}", c.token));
+                }
+                TokensVerb::List => {
+                    let list = client.tokens().await?;
+                    output(&connection, &list, |l| {
+                        let mut rows = vec![row(["NAME", "CREATED"])];
+                        for t in &l.tokens {
+                            rows.push(vec![t.name.clone(), time(t.created_at)]);
+                        }
+                        print_table(&rows);
+                    });
+                }
+                TokensVerb::Revoke { name } => {
+                    let revoked = client.revoke_token(&name).await?;
+                    output(&connection, &revoked, |_| outln!("revoked {name}"));
+                }
+            }
+            Ok(())
+        }
         Command::Endpoints { verb, connection } => {
-            let client = Client::new(&socket_path(&connection)?)?;
+            let client = connect(&connection)?;
             match verb {
                 EndpointsVerb::List => {
                     let list = client.endpoints().await?;
@@ -259,7 +310,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Status { connection } => {
-            let client = Client::new(&socket_path(&connection)?)?;
+            let client = connect(&connection)?;
             let stats = client.stats().await?;
             output(&connection, &stats, |s| {
                 let mut rows = vec![row([
@@ -301,7 +352,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
 }
 
 async fn run_dlq(verb: DlqVerb, connection: &Connection) -> Result<(), CliError> {
-    let client = Client::new(&socket_path(connection)?)?;
+    let client = connect(connection)?;
     match verb {
         DlqVerb::List {
             endpoint,

@@ -73,9 +73,18 @@ pub struct RawConfig {
     pub connect_timeout_ms: Option<u64>,
     pub sled_cache_bytes: Option<u64>,
     #[serde(default)]
+    pub api: RawApi,
+    #[serde(default)]
     pub destinations: RawDestinations,
     #[serde(default)]
     pub endpoints: Vec<RawEndpoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    #[serde(default)]
+    pub require_token: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +148,8 @@ pub struct Config {
     pub response_body_cap: usize,
     pub connect_timeout: Duration,
     pub sled_cache_bytes: u64,
+    /// Every API request must carry an access token, even before one is created.
+    pub require_token: bool,
     pub allow: Vec<IpNet>,
     pub endpoints: Vec<EndpointConfig>,
 }
@@ -270,6 +281,7 @@ impl RawConfig {
             response_body_cap,
             connect_timeout,
             sled_cache_bytes: self.sled_cache_bytes.unwrap_or(64 * 1024 * 1024),
+            require_token: self.api.require_token,
             allow,
             endpoints,
         })

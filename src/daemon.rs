@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::tokens::TokenDigests;
 use crate::api::{AppState, router};
 use crate::config::Config;
 use crate::dispatch::{DispatchContext, Dispatcher};
@@ -73,6 +74,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         store: store.clone(),
         config: Arc::clone(&config),
         lanes: dispatcher.lanes(),
+        tokens: TokenDigests::load(&store)?,
     };
     let pruner = tokio::spawn(prune_delivered(
         store.clone(),

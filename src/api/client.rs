@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::ErrorBody;
+use super::tokens::{CreateToken, CreatedToken, Revoked, TokenList};
 use super::wire::{
     DeadList, DlqSelection, EndpointList, EndpointView, EnqueueRequest, EnqueueResponse, Health,
     MessageView, PurgeResponse, ReplayResponse, Stats,
@@ -34,6 +35,8 @@ pub enum ClientError {
 pub struct Client {
     http: reqwest::Client,
     socket: PathBuf,
+    /// The access token sent as `Authorization: Bearer`, when tokens are in force.
+    token: Option<String>,
 }
 
 impl Client {
@@ -46,7 +49,14 @@ impl Client {
         Ok(Client {
             http,
             socket: socket.to_owned(),
+            token: None,
         })
+    }
+
+    /// Sends `token` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     async fn call<T: DeserializeOwned>(
@@ -56,6 +66,9 @@ impl Client {
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T, ClientError> {
         let mut request = self.http.request(method, format!("http://hookd{path}"));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -160,6 +173,22 @@ impl Client {
     pub async fn verify_endpoint(&self, name: &str) -> Result<EndpointView, ClientError> {
         let path = format!("/v1/endpoints/{}/verify", encode(name));
         self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    pub async fn create_token(&self, name: &str) -> Result<CreatedToken, ClientError> {
+        let body = CreateToken {
+            name: name.to_owned(),
+        };
+        self.call(Method::POST, "/v1/tokens", Some(&body)).await
+    }
+
+    pub async fn tokens(&self) -> Result<TokenList, ClientError> {
+        self.call(Method::GET, "/v1/tokens", None::<&()>).await
+    }
+
+    pub async fn revoke_token(&self, name: &str) -> Result<Revoked, ClientError> {
+        let path = format!("/v1/tokens/{}", encode(name));
+        self.call(Method::DELETE, &path, None::<&()>).await
     }
 
     pub async fn stats(&self) -> Result<Stats, ClientError> {

@@ -9,13 +9,14 @@ mod dlq;
 mod endpoints;
 pub mod error;
 mod messages;
+pub mod tokens;
 pub mod wire;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::config::Config;
 use crate::dispatch::Lanes;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub lanes: Lanes,
+    /// Digests of the live access tokens.
+    pub tokens: tokens::TokenDigests,
 }
 
 impl AppState {
@@ -59,9 +62,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/endpoints", get(endpoints::list))
         .route("/v1/endpoints/{name}", get(endpoints::show))
         .route("/v1/endpoints/{name}/verify", post(endpoints::verify))
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/{name}", delete(tokens::revoke))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            tokens::check,
+        ))
         .with_state(state)
 }
 

@@ -38,6 +38,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot make the write durable: {0}")]
     Commit(#[from] CommitError),
+    #[error("a token named `{0}` exists already")]
+    TokenExists(String),
     #[error(
         "contact `{contact}` already has {max} undelivered messages on endpoint `{endpoint}` (max_pending_per_contact)"
     )]
@@ -138,6 +140,15 @@ pub struct EndpointState {
     pub verification_error: Option<String>,
 }
 
+/// An API access token as stored: never the token itself, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRecord {
+    pub name: String,
+    /// Hex SHA-256 of the token.
+    pub sha256: String,
+    pub created_at: Millis,
+}
+
 /// The queue. Cheap to clone; all clones share one sled database and one group-commit task.
 #[derive(Clone)]
 pub struct Store {
@@ -161,6 +172,8 @@ struct Trees {
     contact: Tree,
     /// Per-endpoint state that outlives a run (verification); outside the message transactions.
     endpoint: Tree,
+    /// API access tokens by name, stored hashed.
+    token: Tree,
 }
 
 /// The trees as seen inside a transaction, by name.
@@ -244,6 +257,7 @@ impl Store {
             done: tree("done")?,
             contact: tree("contact")?,
             endpoint: tree("endpoint")?,
+            token: tree("token")?,
         };
         let committer = GroupCommit::start(db.clone(), dir.to_owned());
         Ok(Store {
@@ -685,6 +699,37 @@ impl Store {
             .endpoint
             .insert(name.as_bytes(), encode(state)?)?;
         self.commit().await
+    }
+
+    /// Stores a new access token (its hash only), durably. Names are unique.
+    pub async fn create_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
+        let bytes = encode(record)?;
+        let inserted = self.trees.token.compare_and_swap(
+            record.name.as_bytes(),
+            None::<&[u8]>,
+            Some(bytes),
+        )?;
+        if inserted.is_err() {
+            return Err(StoreError::TokenExists(record.name.clone()));
+        }
+        self.commit().await
+    }
+
+    /// Every access token record, by name.
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.trees
+            .token
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    /// Removes a token, durably; false when no token has that name.
+    pub async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
+        let removed = self.trees.token.remove(name.as_bytes())?.is_some();
+        self.commit().await?;
+        Ok(removed)
     }
 
     /// Bytes sled reports on disk.

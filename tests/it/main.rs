@@ -8,3 +8,4 @@ mod delivery;
 mod formats;
 mod harness;
 mod lifecycle;
+mod tokens;

@@ -1,0 +1,211 @@
+//! Access tokens for the socket API (seed 000: settings are viewed and changed with an access token).
+//!
+//! A token is shown once, at creation; the store keeps only its SHA-256. When any token exists, or the
+//! config says `[api] require_token = true`, every request must carry `Authorization: Bearer <token>`;
+//! the check compares digests in constant time. The digests live in memory too, so the check reads no disk.
+
+use std::sync::{Arc, RwLock};
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State as AxumState};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use rand::distr::{Alphanumeric, SampleString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::{ApiError, parse_json};
+use super::messages::read_body;
+use crate::config::validate_endpoint_name;
+use crate::model::{Millis, now_millis};
+use crate::store::{Store, StoreError, TokenRecord};
+
+/// The digests of the live tokens, shared by the check and the token routes.
+#[derive(Debug, Clone, Default)]
+pub struct TokenDigests(Arc<RwLock<Vec<[u8; 32]>>>);
+
+impl TokenDigests {
+    /// Loads the digests of every stored token.
+    pub fn load(store: &Store) -> Result<TokenDigests, StoreError> {
+        let digests = store
+            .tokens()?
+            .iter()
+            .filter_map(|t| from_hex(&t.sha256))
+            .collect();
+        Ok(TokenDigests(Arc::new(RwLock::new(digests))))
+    }
+
+    fn replace(&self, store: &Store) -> Result<(), StoreError> {
+        let fresh = TokenDigests::load(store)?;
+        let digests = fresh.snapshot();
+        match self.0.write() {
+            Ok(mut guard) => *guard = digests,
+            Err(poisoned) => *poisoned.into_inner() = digests,
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Vec<[u8; 32]> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Compares two digests without an early exit, so timing does not reveal how much matched.
+fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses requests without a valid bearer token when tokens are in force.
+pub async fn check(
+    AxumState(state): AxumState<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let digests = state.tokens.snapshot();
+    if digests.is_empty() && !state.config.require_token {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|token| digest(token.trim()));
+    match presented {
+        Some(d) if digests.iter().any(|known| same_digest(known, &d)) => next.run(request).await,
+        Some(_) => unauthorized("the access token is not valid").into_response(),
+        None => unauthorized("an access token is required: send Authorization: Bearer <token>")
+            .into_response(),
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+}
+
+/// The one answer that shows a token.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub name: String,
+    pub token: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Revoked {
+    pub revoked: bool,
+}
+
+pub(super) async fn create(
+    AxumState(state): AxumState<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let request: CreateToken = parse_json(&read_body(body)?)?;
+    validate_endpoint_name(&request.name).map_err(|r| ApiError::invalid(format!("name: {r}")))?;
+    let token = format!("hkd_{}", Alphanumeric.sample_string(&mut rand::rng(), 40));
+    let record = TokenRecord {
+        name: request.name.clone(),
+        sha256: to_hex(&digest(&token)),
+        created_at: now_millis(),
+    };
+    state
+        .store
+        .create_token(&record)
+        .await
+        .map_err(|e| match e {
+            StoreError::TokenExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "exists", e.to_string())
+            }
+            other => other.into(),
+        })?;
+    state.tokens.replace(&state.store)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            name: request.name,
+            token,
+        }),
+    ))
+}
+
+pub(super) async fn list(
+    AxumState(state): AxumState<AppState>,
+) -> Result<Json<TokenList>, ApiError> {
+    let tokens = state
+        .store
+        .tokens()?
+        .into_iter()
+        .map(|t| TokenInfo {
+            name: t.name,
+            created_at: t.created_at,
+        })
+        .collect();
+    Ok(Json(TokenList { tokens }))
+}
+
+pub(super) async fn revoke(
+    AxumState(state): AxumState<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Revoked>, ApiError> {
+    if !state.store.revoke_token(&name).await? {
+        return Err(ApiError::not_found(format!("no token named `{name}`")));
+    }
+    state.tokens.replace(&state.store)?;
+    Ok(Json(Revoked { revoked: true }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_round_trip_through_hex_and_compare_exactly() {
+        let d = digest("hkd_secret");
+        assert_eq!(from_hex(&to_hex(&d)), Some(d));
+        assert!(same_digest(&d, &digest("hkd_secret")));
+        assert!(!same_digest(&d, &digest("hkd_secreT")));
+        assert_eq!(from_hex("zz"), None);
+    }
+}
