@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::api::client::{Client, ClientError};
 use crate::api::wire::{DlqSelection, EndpointView, EnqueueRequest, MessageView};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, EndpointSettings};
 use crate::model::Millis;
 
 /// `println!` that ends the process quietly when stdout is closed (`hookd dlq list | head`), instead of
@@ -171,6 +171,19 @@ pub enum EndpointsVerb {
     Verify {
         name: String,
     },
+    /// Change settings at run time (kept across restarts, laid over the config file).
+    Set {
+        name: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// e.g. "24h"
+        #[arg(long)]
+        max_age: Option<String>,
+    },
 }
 
 /// A CLI failure, printed as one line.
@@ -294,6 +307,22 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                 }
                 EndpointsVerb::Show { name } => {
                     let endpoint = client.endpoint(&name).await?;
+                    output(&connection, &endpoint, print_endpoint);
+                }
+                EndpointsVerb::Set {
+                    name,
+                    url,
+                    timeout_ms,
+                    max_attempts,
+                    max_age,
+                } => {
+                    let settings = EndpointSettings {
+                        url,
+                        timeout_ms,
+                        max_attempts,
+                        max_age,
+                    };
+                    let endpoint = client.update_endpoint(&name, &settings).await?;
                     output(&connection, &endpoint, print_endpoint);
                 }
                 EndpointsVerb::Verify { name } => {

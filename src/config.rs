@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::formats::FormatKind;
 use crate::retry::{Backoff, RetryPolicy};
@@ -292,14 +292,7 @@ impl RawEndpoint {
     /// Validates one endpoint; an error is (field, reason).
     fn validate(self) -> Result<EndpointConfig, (&'static str, String)> {
         validate_endpoint_name(&self.name).map_err(|r| ("name", r))?;
-        let url = reqwest::Url::parse(&self.url)
-            .map_err(|e| ("url", format!("`{}` is not a URL ({e})", self.url)))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err((
-                "url",
-                format!("`{}` must be an http(s) URL with a host", self.url),
-            ));
-        }
+        let url = parse_url(&self.url)?;
         let format = match self.format.as_deref() {
             None => FormatKind::Json,
             Some(name) => FormatKind::from_name(name).ok_or_else(|| {
@@ -459,6 +452,72 @@ impl RawRetry {
             }
         }
     }
+}
+
+/// Settings changed at run time (`PUT /v1/endpoints/{name}`, `hookd endpoints set`), kept in the store and
+/// laid over the config file's endpoint on every start. Absent fields keep the file's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+impl EndpointSettings {
+    /// These settings over `older` ones: a field given here wins.
+    pub fn over(self, older: EndpointSettings) -> EndpointSettings {
+        EndpointSettings {
+            url: self.url.or(older.url),
+            timeout_ms: self.timeout_ms.or(older.timeout_ms),
+            max_attempts: self.max_attempts.or(older.max_attempts),
+            max_age: self.max_age.or(older.max_age),
+        }
+    }
+}
+
+impl EndpointConfig {
+    /// The endpoint with `settings` applied, validated by the same rules as the config file; an error is
+    /// (field, reason).
+    pub fn with_settings(
+        &self,
+        settings: &EndpointSettings,
+    ) -> Result<EndpointConfig, (&'static str, String)> {
+        let mut endpoint = self.clone();
+        if let Some(url) = &settings.url {
+            endpoint.url = parse_url(url)?;
+        }
+        if let Some(timeout_ms) = settings.timeout_ms {
+            endpoint.timeout = Duration::from_millis(
+                positive(Some(timeout_ms), 1, "timeout_ms").map_err(|r| ("timeout_ms", r))?,
+            );
+        }
+        if let Some(max_attempts) = settings.max_attempts {
+            endpoint.retry.max_attempts =
+                positive(Some(max_attempts), 1, "max_attempts").map_err(|r| ("max_attempts", r))?;
+        }
+        if let Some(max_age) = &settings.max_age {
+            endpoint.retry.max_age = duration(Some(max_age), "24h").map_err(|r| ("max_age", r))?;
+        }
+        Ok(endpoint)
+    }
+}
+
+fn parse_url(text: &str) -> Result<reqwest::Url, (&'static str, String)> {
+    let url =
+        reqwest::Url::parse(text).map_err(|e| ("url", format!("`{text}` is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err((
+            "url",
+            format!("`{text}` must be an http(s) URL with a host"),
+        ));
+    }
+    Ok(url)
 }
 
 /// Endpoint names appear in store keys, URLs and CLI arguments: keep them plain.

@@ -12,6 +12,7 @@ use super::wire::{
     DeadList, DlqSelection, EndpointList, EndpointView, EnqueueRequest, EnqueueResponse, Health,
     MessageView, PurgeResponse, ReplayResponse, Stats,
 };
+use crate::config::EndpointSettings;
 
 /// Why a call to the daemon failed.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +169,15 @@ impl Client {
             None::<&()>,
         )
         .await
+    }
+
+    pub async fn update_endpoint(
+        &self,
+        name: &str,
+        settings: &EndpointSettings,
+    ) -> Result<EndpointView, ClientError> {
+        let path = format!("/v1/endpoints/{}", encode(name));
+        self.call(Method::PUT, &path, Some(settings)).await
     }
 
     pub async fn verify_endpoint(&self, name: &str) -> Result<EndpointView, ClientError> {

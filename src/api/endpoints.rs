@@ -6,7 +6,14 @@ use axum::extract::{Path, State as AxumState};
 use super::AppState;
 use super::error::ApiError;
 use super::wire::{EndpointList, EndpointView, Stats};
-use crate::config::{Auth, EndpointConfig};
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use bytes::Bytes;
+
+use super::error::parse_json;
+use super::messages::read_body;
+use crate::config::{Auth, EndpointConfig, EndpointSettings};
 use crate::dispatch::LaneStatus;
 use crate::retry::Backoff;
 use crate::store::StageCounts;
@@ -84,7 +91,11 @@ pub(super) async fn list(
         .iter()
         .map(|e| {
             let own = counts.by_endpoint.get(&e.name).copied().unwrap_or_default();
-            describe(e, state.lanes.status(&e.name), own)
+            let live = state
+                .lanes
+                .endpoint(&e.name)
+                .unwrap_or_else(|| Arc::new(e.clone()));
+            describe(&live, state.lanes.status(&e.name), own)
         })
         .collect();
     Ok(Json(EndpointList { endpoints }))
@@ -98,9 +109,51 @@ pub(super) async fn show(
         .config
         .endpoint(&name)
         .ok_or_else(|| ApiError::unknown_endpoint(&name))?;
+    Ok(Json(live_view(&state, endpoint)?))
+}
+
+/// The endpoint as it runs now (live settings), with its lane status and counts.
+fn live_view(state: &AppState, endpoint: &EndpointConfig) -> Result<EndpointView, ApiError> {
     let counts = state.store.counts()?;
-    let own = counts.by_endpoint.get(&name).copied().unwrap_or_default();
-    Ok(Json(describe(endpoint, state.lanes.status(&name), own)))
+    let own = counts
+        .by_endpoint
+        .get(&endpoint.name)
+        .copied()
+        .unwrap_or_default();
+    let live = state
+        .lanes
+        .endpoint(&endpoint.name)
+        .unwrap_or_else(|| Arc::new(endpoint.clone()));
+    Ok(describe(&live, state.lanes.status(&endpoint.name), own))
+}
+
+/// `PUT /v1/endpoints/{name}`: changes url, timeout_ms, max_attempts or max_age at run time. Validated like
+/// the config file, persisted in the store (surviving restarts), applied to the running lane at once.
+pub(super) async fn update(
+    AxumState(state): AxumState<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let endpoint = state
+        .config
+        .endpoint(&name)
+        .ok_or_else(|| ApiError::unknown_endpoint(&name))?;
+    let change: EndpointSettings = parse_json(&read_body(body)?)?;
+    if change == EndpointSettings::default() {
+        return Err(ApiError::invalid(
+            "give at least one of url, timeout_ms, max_attempts, max_age",
+        ));
+    }
+    let mut stored = state.store.endpoint_state(&name)?;
+    let merged = change.over(stored.settings.clone());
+    let live = endpoint
+        .with_settings(&merged)
+        .map_err(|(field, reason)| ApiError::invalid(format!("{field}: {reason}")))?;
+    stored.settings = merged;
+    state.store.set_endpoint_state(&name, &stored).await?;
+    tracing::info!(endpoint = %name, "endpoint settings changed at run time");
+    state.lanes.update(live);
+    Ok(Json(live_view(&state, endpoint)?))
 }
 
 /// `POST /v1/endpoints/{name}/verify`: runs the verification handshake now; answers the endpoint.
@@ -117,9 +170,7 @@ pub(super) async fn verify(
             "endpoint `{name}` has no verification handshake"
         )));
     }
-    let counts = state.store.counts()?;
-    let own = counts.by_endpoint.get(&name).copied().unwrap_or_default();
-    Ok(Json(describe(endpoint, state.lanes.status(&name), own)))
+    Ok(Json(live_view(&state, endpoint)?))
 }
 
 pub(super) async fn stats(AxumState(state): AxumState<AppState>) -> Result<Json<Stats>, ApiError> {

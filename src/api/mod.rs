@@ -60,7 +60,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dlq/replay", post(dlq::replay))
         .route("/v1/dlq/purge", post(dlq::purge))
         .route("/v1/endpoints", get(endpoints::list))
-        .route("/v1/endpoints/{name}", get(endpoints::show))
+        .route(
+            "/v1/endpoints/{name}",
+            get(endpoints::show).put(endpoints::update),
+        )
         .route("/v1/endpoints/{name}/verify", post(endpoints::verify))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{name}", delete(tokens::revoke))

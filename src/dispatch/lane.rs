@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use std::sync::RwLock;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -27,7 +27,9 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 
 pub(super) struct Lane {
     pub context: Arc<DispatchContext>,
-    pub endpoint: Arc<EndpointConfig>,
+    pub name: String,
+    /// The endpoint's live settings; `PUT /v1/endpoints/{name}` replaces them while the lane runs.
+    pub settings: watch::Receiver<Arc<EndpointConfig>>,
     /// Nudged by enqueues, replays and this lane's own retries, so the lane re-reads its next due time.
     pub wake: Arc<Notify>,
     /// Nudged when an operator ran the verification handshake.
@@ -38,9 +40,11 @@ pub(super) struct Lane {
 
 impl Lane {
     pub async fn run(self) {
-        let permits = Arc::new(Semaphore::new(self.endpoint.concurrency));
+        // Concurrency is fixed for the lane's life (a config file setting, not a run-time one).
+        let permits = Arc::new(Semaphore::new(self.current().concurrency));
         let mut attempts = JoinSet::new();
-        let name = self.endpoint.name.as_str();
+        let mut changes = self.settings.clone();
+        let name = self.name.as_str();
         tracing::debug!(endpoint = name, "lane started");
         if !self.wait_until_verified().await {
             return;
@@ -55,9 +59,10 @@ impl Lane {
                     Err(_) => break,
                 },
             };
+            let endpoint = self.current();
             let now = now_millis();
-            let lease_until = now + self.endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
-            let batch_max = self.endpoint.batch_max;
+            let lease_until = now + endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
+            let batch_max = endpoint.batch_max;
             let sleep_for = match self
                 .context
                 .store
@@ -65,11 +70,11 @@ impl Lane {
             {
                 Ok(Lease::Taken(mut messages)) => {
                     if messages.len() < batch_max {
-                        self.fill_batch(&mut messages, batch_max).await;
+                        self.fill_batch(&endpoint, &mut messages).await;
                     }
                     attempts.spawn(run_attempt(
                         Arc::clone(&self.context),
-                        Arc::clone(&self.endpoint),
+                        Arc::clone(&endpoint),
                         messages,
                         Arc::clone(&self.wake),
                         permit,
@@ -96,20 +101,32 @@ impl Lane {
                 _ = self.shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
                 _ = sleep => {}
+                changed = changes.changed() => {
+                    // New settings: a new URL or key must pass the handshake again before sending.
+                    if changed.is_ok() && !self.wait_until_verified().await {
+                        break;
+                    }
+                }
             }
         }
         self.finish(attempts).await;
+    }
+
+    /// The endpoint's settings now.
+    fn current(&self) -> Arc<EndpointConfig> {
+        Arc::clone(&self.settings.borrow())
     }
 
     /// Holds the lane until the endpoint passed its verification handshake (at once when it needs none or
     /// passed before). Returns false when shutdown came first.
     async fn wait_until_verified(&self) -> bool {
         loop {
-            if verify::already_verified(&self.context, &self.endpoint) {
+            let endpoint = self.current();
+            if verify::already_verified(&self.context, &endpoint) {
                 write_status(&self.status, LaneStatus::Active);
                 return true;
             }
-            let status = verify::verify_now(&self.context, &self.endpoint, &self.status).await;
+            let status = verify::verify_now(&self.context, &endpoint, &self.status).await;
             if status == LaneStatus::Active {
                 return true;
             }
@@ -123,8 +140,13 @@ impl Lane {
 
     /// For batching formats: waits up to `batch_linger` for more due messages (woken by enqueues) so one
     /// request carries up to `batch_max` of them.
-    async fn fill_batch(&self, messages: &mut Vec<crate::model::MessageRecord>, batch_max: usize) {
-        let deadline = tokio::time::Instant::now() + self.endpoint.batch_linger;
+    async fn fill_batch(
+        &self,
+        endpoint: &EndpointConfig,
+        messages: &mut Vec<crate::model::MessageRecord>,
+    ) {
+        let batch_max = endpoint.batch_max;
+        let deadline = tokio::time::Instant::now() + endpoint.batch_linger;
         while messages.len() < batch_max {
             let woken = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -132,17 +154,17 @@ impl Lane {
                 _ = tokio::time::sleep_until(deadline) => false,
             };
             let now = now_millis();
-            let lease_until = now + self.endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
+            let lease_until = now + endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
             let room = batch_max - messages.len();
             match self
                 .context
                 .store
-                .lease_due(&self.endpoint.name, now, room, lease_until)
+                .lease_due(&self.name, now, room, lease_until)
             {
                 Ok(Lease::Taken(more)) => messages.extend(more),
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::error!(endpoint = %self.endpoint.name, %error, "lane cannot read the store");
+                    tracing::error!(endpoint = %self.name, %error, "lane cannot read the store");
                     return;
                 }
             }
@@ -155,7 +177,7 @@ impl Lane {
     /// Lets in-flight attempts finish within the grace period, then aborts the rest and releases their
     /// messages back to due (no attempt counted).
     async fn finish(&self, mut attempts: JoinSet<()>) {
-        let name = self.endpoint.name.as_str();
+        let name = self.name.as_str();
         let grace = self.context.shutdown_grace;
         let all_done = async { while attempts.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, all_done).await.is_err() {

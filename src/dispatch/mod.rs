@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -45,7 +45,8 @@ pub enum LaneStatus {
 /// One running lane as seen from outside.
 #[derive(Debug)]
 struct LaneHandle {
-    endpoint: Arc<EndpointConfig>,
+    /// The live settings; replacing them reaches the lane at once.
+    settings: watch::Sender<Arc<EndpointConfig>>,
     /// Nudges the lane to re-read its due messages.
     wake: Arc<Notify>,
     /// Nudges a lane waiting for verification to look again.
@@ -76,15 +77,17 @@ impl Dispatcher {
                 },
                 None => LaneStatus::Active,
             };
+            let (settings, settings_rx) = watch::channel(Arc::new(endpoint.clone()));
             let handle = LaneHandle {
-                endpoint: Arc::new(endpoint.clone()),
+                settings,
                 wake: Arc::new(Notify::new()),
                 recheck: Arc::new(Notify::new()),
                 status: Arc::new(RwLock::new(initial)),
             };
             let lane = lane::Lane {
                 context: Arc::clone(&context),
-                endpoint: Arc::clone(&handle.endpoint),
+                name: endpoint.name.clone(),
+                settings: settings_rx,
                 wake: Arc::clone(&handle.wake),
                 recheck: Arc::clone(&handle.recheck),
                 status: Arc::clone(&handle.status),
@@ -139,12 +142,28 @@ impl Lanes {
         self.status(endpoint) == Some(LaneStatus::Active)
     }
 
+    /// The endpoint's live settings, when a lane runs for it.
+    pub fn endpoint(&self, name: &str) -> Option<Arc<EndpointConfig>> {
+        self.handles
+            .get(name)
+            .map(|h| Arc::clone(&h.settings.borrow()))
+    }
+
+    /// Replaces an endpoint's live settings; its lane re-verifies if the URL changed, and looks for work.
+    pub fn update(&self, endpoint: EndpointConfig) {
+        if let Some(handle) = self.handles.get(&endpoint.name) {
+            handle.settings.send_replace(Arc::new(endpoint));
+            handle.wake.notify_one();
+        }
+    }
+
     /// Runs the endpoint's verification handshake now and lets its lane go on if it passed.
     /// `None` when the endpoint has no lane or no verification.
     pub async fn verify(&self, endpoint: &str) -> Option<LaneStatus> {
         let handle = self.handles.get(endpoint)?;
-        handle.endpoint.verification.as_ref()?;
-        let status = verify::verify_now(&self.context, &handle.endpoint, &handle.status).await;
+        let settings = Arc::clone(&handle.settings.borrow());
+        settings.verification.as_ref()?;
+        let status = verify::verify_now(&self.context, &settings, &handle.status).await;
         handle.recheck.notify_one();
         Some(status)
     }

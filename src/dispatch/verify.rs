@@ -55,23 +55,24 @@ pub(super) async fn verify_now(
     url.query_pairs_mut().append_pair("token", key);
     let request = dlr_json::render_handshake(key, &challenge);
     let answer = context.sender.send(endpoint, &url, &[], request).await;
-    let (state, new_status) = match dlr_json::check_handshake(&answer, key, &challenge) {
+    let mut state = context
+        .store
+        .endpoint_state(&endpoint.name)
+        .unwrap_or_else(|_| EndpointState::default());
+    let new_status = match dlr_json::check_handshake(&answer, key, &challenge) {
         Ok(()) => {
             tracing::info!(endpoint = %endpoint.name, "verification handshake passed");
-            let state = EndpointState {
-                verified_fingerprint: Some(fingerprint(endpoint, key)),
-                verified_at: Some(now_millis()),
-                verification_error: None,
-            };
-            (state, LaneStatus::Active)
+            state.verified_fingerprint = Some(fingerprint(endpoint, key));
+            state.verified_at = Some(now_millis());
+            state.verification_error = None;
+            LaneStatus::Active
         }
         Err(reason) => {
             tracing::warn!(endpoint = %endpoint.name, %reason, "verification handshake failed; messages wait");
-            let state = EndpointState {
-                verification_error: Some(reason.clone()),
-                ..EndpointState::default()
-            };
-            (state, LaneStatus::Unverified { reason })
+            state.verified_fingerprint = None;
+            state.verified_at = None;
+            state.verification_error = Some(reason.clone());
+            LaneStatus::Unverified { reason }
         }
     };
     if let Err(error) = context

@@ -138,6 +138,9 @@ pub struct EndpointState {
     /// Why the last handshake failed, while it has.
     #[serde(default)]
     pub verification_error: Option<String>,
+    /// Settings changed at run time, laid over the config file's endpoint.
+    #[serde(default)]
+    pub settings: crate::config::EndpointSettings,
 }
 
 /// An API access token as stored: never the token itself, only its SHA-256.

@@ -8,4 +8,5 @@ mod delivery;
 mod formats;
 mod harness;
 mod lifecycle;
+mod settings;
 mod tokens;
