@@ -151,6 +151,35 @@ pub struct MessageRecord {
     pub dead_at: Option<Millis>,
 }
 
+impl MessageRecord {
+    /// A message just enqueued: queued and due at `now`, no attempts, no idempotency key or contact.
+    pub fn new_queued(
+        id: MessageId,
+        endpoint: &str,
+        kind: &str,
+        payload: &str,
+        now: Millis,
+    ) -> Self {
+        MessageRecord {
+            id,
+            endpoint: endpoint.to_owned(),
+            kind: kind.to_owned(),
+            payload: payload.to_owned(),
+            idempotency_key: None,
+            contact: None,
+            created_at: now,
+            stage: Stage::Queued,
+            next_attempt_at: now,
+            cycle_attempts: 0,
+            cycle_started_at: now,
+            total_attempts: 0,
+            delivered_at: None,
+            dead_reason: None,
+            dead_at: None,
+        }
+    }
+}
+
 /// How one attempt ended, as recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

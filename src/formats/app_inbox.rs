@@ -6,7 +6,6 @@
 //! the seed's table: 200 is success; 401, 429, 500, 502 and 503 are retried; 400 is not. Other statuses:
 //! other 2xx delivered, 3xx and other 4xx final, other 5xx retried.
 
-use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -75,18 +74,7 @@ pub fn validate(kind: &str, payload: &RawValue) -> Result<(), PayloadError> {
 
 /// One message per request: the stored payload, byte for byte.
 pub fn render(messages: &[MessageRecord]) -> Result<RenderedRequest, PayloadError> {
-    let [message] = messages else {
-        return Err(PayloadError::new(
-            "messages",
-            "the app-inbox format sends one message per request",
-        ));
-    };
-    serde_json::from_str::<&RawValue>(&message.payload)
-        .map_err(|e| PayloadError::new("payload", format!("stored payload is not JSON: {e}")))?;
-    Ok(RenderedRequest {
-        content_type: "application/json",
-        body: Bytes::from(message.payload.clone()),
-    })
+    super::render_payload_as_is("app-inbox", messages)
 }
 
 /// The seed's status table, the same verdict for every message.
@@ -133,28 +121,14 @@ fn classify_one(answer: &Answer) -> Verdict {
 mod tests {
     use std::time::Duration;
 
+    use bytes::Bytes;
+
     use super::*;
     use crate::formats::TransportKind;
-    use crate::model::{MessageId, Stage};
+    use crate::model::MessageId;
 
     fn record(kind: &str, payload: &str) -> MessageRecord {
-        MessageRecord {
-            id: MessageId::new(),
-            endpoint: "e".into(),
-            kind: kind.into(),
-            payload: payload.into(),
-            idempotency_key: None,
-            contact: None,
-            created_at: 1_700_000_000_123,
-            stage: Stage::Queued,
-            next_attempt_at: 0,
-            cycle_attempts: 0,
-            cycle_started_at: 0,
-            total_attempts: 0,
-            delivered_at: None,
-            dead_reason: None,
-            dead_at: None,
-        }
+        MessageRecord::new_queued(MessageId::new(), "e", kind, payload, 1_700_000_000_123)
     }
 
     const UUID: &str = "0b6f5d1e-3c1a-4f2e-9d8b-7a6c5e4d3b2a";

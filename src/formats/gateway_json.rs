@@ -5,7 +5,6 @@
 //! `{"address","date","date_sent","body","internal_id","sim","sms_id","device_id","device_name"}`. The body
 //! is the payload object as enqueued; answers follow [`super::classify_http`].
 
-use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -110,18 +109,7 @@ pub fn validate(kind: &str, payload: &RawValue) -> Result<(), PayloadError> {
 
 /// One message per request: the stored payload, byte for byte.
 pub fn render(messages: &[MessageRecord]) -> Result<RenderedRequest, PayloadError> {
-    let [message] = messages else {
-        return Err(PayloadError::new(
-            "messages",
-            "the gateway-json format sends one message per request",
-        ));
-    };
-    serde_json::from_str::<&RawValue>(&message.payload)
-        .map_err(|e| PayloadError::new("payload", format!("stored payload is not JSON: {e}")))?;
-    Ok(RenderedRequest {
-        content_type: "application/json",
-        body: Bytes::from(message.payload.clone()),
-    })
+    super::render_payload_as_is("gateway-json", messages)
 }
 
 /// Plain HTTP rules, the same verdict for every message.
@@ -131,29 +119,15 @@ pub fn classify(answer: &Answer, messages: &[MessageRecord]) -> Vec<Classified> 
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::formats::TransportKind;
-    use crate::model::{MessageId, Stage};
+    use crate::model::MessageId;
     use crate::retry::Verdict;
 
     fn record(kind: &str, payload: &str) -> MessageRecord {
-        MessageRecord {
-            id: MessageId::new(),
-            endpoint: "e".into(),
-            kind: kind.into(),
-            payload: payload.into(),
-            idempotency_key: None,
-            contact: None,
-            created_at: 1_700_000_000_123,
-            stage: Stage::Queued,
-            next_attempt_at: 0,
-            cycle_attempts: 0,
-            cycle_started_at: 0,
-            total_attempts: 0,
-            delivered_at: None,
-            dead_reason: None,
-            dead_at: None,
-        }
+        MessageRecord::new_queued(MessageId::new(), "e", kind, payload, 1_700_000_000_123)
     }
 
     /// A complete payload of `kind` with one field replaced (`None` removes it).

@@ -61,26 +61,10 @@ pub fn render(messages: &[MessageRecord]) -> Result<RenderedRequest, PayloadErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MessageId, Stage};
+    use crate::model::MessageId;
 
     fn record(kind: &str, payload: &str) -> MessageRecord {
-        MessageRecord {
-            id: MessageId::new(),
-            endpoint: "e".into(),
-            kind: kind.into(),
-            payload: payload.into(),
-            idempotency_key: None,
-            contact: None,
-            created_at: 1_700_000_000_123,
-            stage: Stage::Queued,
-            next_attempt_at: 0,
-            cycle_attempts: 0,
-            cycle_started_at: 0,
-            total_attempts: 0,
-            delivered_at: None,
-            dead_reason: None,
-            dead_at: None,
-        }
+        MessageRecord::new_queued(MessageId::new(), "e", kind, payload, 1_700_000_000_123)
     }
 
     #[test]

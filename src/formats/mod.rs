@@ -253,6 +253,34 @@ impl FormatKind {
     }
 }
 
+/// The one message of a request, for formats that send one message per request.
+pub fn single<'a>(
+    format: &str,
+    messages: &'a [MessageRecord],
+) -> Result<&'a MessageRecord, PayloadError> {
+    match messages {
+        [message] => Ok(message),
+        _ => Err(PayloadError::new(
+            "messages",
+            format!("the {format} format sends one message per request"),
+        )),
+    }
+}
+
+/// A request whose body is the stored payload, byte for byte (dlr-json, gateway-json, app-inbox).
+pub fn render_payload_as_is(
+    format: &str,
+    messages: &[MessageRecord],
+) -> Result<RenderedRequest, PayloadError> {
+    let message = single(format, messages)?;
+    serde_json::from_str::<&serde_json::value::RawValue>(&message.payload)
+        .map_err(|e| PayloadError::new("payload", format!("stored payload is not JSON: {e}")))?;
+    Ok(RenderedRequest {
+        content_type: "application/json",
+        body: Bytes::from(message.payload.clone()),
+    })
+}
+
 /// The plain HTTP rules most formats share: 2xx delivered; transport trouble, 408, 425, 429 and 5xx retried;
 /// 3xx (redirects are not followed) and other 4xx final.
 pub fn classify_http(answer: &Answer) -> Verdict {

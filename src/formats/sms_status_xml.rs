@@ -289,26 +289,16 @@ mod tests {
 
     use super::*;
     use crate::formats::TransportKind;
-    use crate::model::{MessageId, Stage};
+    use crate::model::MessageId;
 
     fn record(payload: &str) -> MessageRecord {
-        MessageRecord {
-            id: MessageId::new(),
-            endpoint: "e".into(),
-            kind: "sms_status".into(),
-            payload: payload.into(),
-            idempotency_key: None,
-            contact: None,
-            created_at: 1_700_000_000_123,
-            stage: Stage::Queued,
-            next_attempt_at: 0,
-            cycle_attempts: 0,
-            cycle_started_at: 0,
-            total_attempts: 0,
-            delivered_at: None,
-            dead_reason: None,
-            dead_at: None,
-        }
+        MessageRecord::new_queued(
+            MessageId::new(),
+            "e",
+            "sms_status",
+            payload,
+            1_700_000_000_123,
+        )
     }
 
     fn raw(text: &str) -> Box<RawValue> {

@@ -297,21 +297,9 @@ impl Store {
     pub fn enqueue(&self, new: &NewMessage, now: Millis) -> Result<Enqueued, StoreError> {
         let id = MessageId::new();
         let record = MessageRecord {
-            id,
-            endpoint: new.endpoint.clone(),
-            kind: new.kind.clone(),
-            payload: new.payload.clone(),
             idempotency_key: new.idempotency_key.clone(),
             contact: new.contact.as_ref().map(|c| c.contact.clone()),
-            created_at: now,
-            stage: Stage::Queued,
-            next_attempt_at: now,
-            cycle_attempts: 0,
-            cycle_started_at: now,
-            total_attempts: 0,
-            delivered_at: None,
-            dead_reason: None,
-            dead_at: None,
+            ..MessageRecord::new_queued(id, &new.endpoint, &new.kind, &new.payload, now)
         };
         let idem_key = new
             .idempotency_key
