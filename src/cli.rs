@@ -369,7 +369,7 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
                 print_table(&rows);
                 if !s.held_endpoints.is_empty() {
                     outln!(
-                        "held (endpoint not configured): {}",
+                        "held (endpoint not configured, or not verified): {}",
                         s.held_endpoints.join(", ")
                     );
                 }
@@ -521,7 +521,7 @@ fn print_message(m: &MessageView) {
         m.cycle_attempts
     );
     let mut rows = vec![row([
-        "#", "STARTED", "MS", "STATUS", "RESULT", "REASON", "ANSWER",
+        "#", "STARTED", "MS", "STATUS", "RESULT", "REASON", "RECEIPT", "ANSWER",
     ])];
     for a in &m.attempts {
         let status = match (a.status, &a.error) {

@@ -121,30 +121,25 @@ fn validate(state: &AppState, request: EnqueueRequest) -> Result<NewMessage, Api
             }),
         None => None,
     };
+    if contact.as_ref().is_some_and(|c| c.contact.contains('\0')) {
+        return Err(ApiError::invalid(
+            "payload: the contact id must not contain a NUL character",
+        ));
+    }
     Ok(NewMessage {
         endpoint: endpoint.name.clone(),
         kind: request.kind,
-        payload: compact(&request.payload),
+        // Stored exactly as the client sent it: formats that pass the payload on send these very bytes.
+        payload: request.payload.get().to_owned(),
         idempotency_key: request.idempotency_key,
         contact,
     })
 }
 
-/// The payload as compact JSON text (whitespace between tokens dropped, content untouched).
-fn compact(payload: &RawValue) -> String {
-    serde_json::from_str::<serde_json::Value>(payload.get())
-        .and_then(|value| serde_json::to_string(&value))
-        .unwrap_or_else(|_| payload.get().to_owned())
-}
-
 fn answer(state: &AppState, enqueued: Enqueued) -> Result<EnqueueResponse, ApiError> {
-    let status = if enqueued.duplicate {
-        match state.store.get(enqueued.id)? {
-            Some(record) => state.state_of(&record),
-            None => State::Queued,
-        }
-    } else {
-        State::Queued
+    let status = match state.store.get(enqueued.id)? {
+        Some(record) => state.state_of(&record),
+        None => State::Queued,
     };
     Ok(EnqueueResponse {
         id: enqueued.id.to_string(),

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::run_attempt;
-use super::{DispatchContext, LaneStatus, verify, write_status};
+use super::{DispatchContext, LaneStatus, read_status, verify, write_status};
 use crate::config::EndpointConfig;
 use crate::model::now_millis;
 use crate::store::Lease;
@@ -44,6 +44,7 @@ impl Lane {
         let permits = Arc::new(Semaphore::new(self.current().concurrency));
         let mut attempts = JoinSet::new();
         let mut changes = self.settings.clone();
+        let mut settings_dirty = false;
         let name = self.name.as_str();
         tracing::debug!(endpoint = name, "lane started");
         if !self.wait_until_verified().await {
@@ -51,6 +52,17 @@ impl Lane {
         }
         loop {
             while attempts.try_join_next().is_some() {}
+            // New settings (a new URL or key), or a failed re-verification: no sending until verified.
+            let settings_changed = settings_dirty || changes.has_changed().unwrap_or(false);
+            if settings_changed {
+                changes.borrow_and_update();
+                settings_dirty = false;
+            }
+            if (settings_changed || read_status(&self.status) != LaneStatus::Active)
+                && !self.wait_until_verified().await
+            {
+                break;
+            }
             let permit = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
@@ -101,12 +113,11 @@ impl Lane {
                 _ = self.shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
                 _ = sleep => {}
-                changed = changes.changed() => {
-                    // New settings: a new URL or key must pass the handshake again before sending.
-                    if changed.is_ok() && !self.wait_until_verified().await {
-                        break;
-                    }
-                }
+                changed = changes.changed() => match changed {
+                    Ok(()) => settings_dirty = true,
+                    // The API is gone (shutdown): no more changes can come.
+                    Err(_) => break,
+                },
             }
         }
         self.finish(attempts).await;

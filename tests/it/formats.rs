@@ -534,3 +534,53 @@ async fn app_inbox_refuses_a_contact_over_its_pending_cap() {
         "nothing was dropped, the refused one was never queued"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlr_json_verifies_again_after_the_url_changes() {
+    let answer_handshake = |r: &Received| {
+        let body = body_json(r);
+        let mut reply = Reply::ok().header("content-type", "application/json");
+        reply.body = json!({"validation_key": body["validation_key"]}).to_string();
+        reply
+    };
+    let first = TestReceiver::start(move |r| {
+        if body_json(r).get("challenge").is_some() {
+            answer_handshake(r)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    // The new URL refuses the handshake: nothing but the handshake may reach it.
+    let second = TestReceiver::start(|_| Reply::status(403)).await;
+    let extra = format!(
+        "format = \"dlr-json\"\nverification = {{ validation_key = \"K1\" }}\n{FAST_RETRY}"
+    );
+    let daemon = TestDaemon::start(&[endpoint("dlr", &first.url("/"), &extra)], "").await;
+    let payload = r#"{"id":"x:1","status":"DELIVRD"}"#;
+    let id = daemon.send("dlr", "dlr", payload).await;
+    daemon.wait_state(&id, "delivered", WAIT).await;
+
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "set", "dlr", "--url", &second.url("/new")]);
+    assert!(ok, "{stderr}");
+    let id = daemon.send("dlr", "dlr", payload).await;
+    second.wait_for(1, WAIT).await;
+    let view = crate::harness::eventually(WAIT, || {
+        let client = daemon.client();
+        let id = id.clone();
+        async move {
+            let view = client.message(&id).await.ok()?;
+            (view.state.as_str() == "held").then_some(view)
+        }
+    })
+    .await
+    .expect("the message waits for the new URL's handshake");
+    assert!(view.attempts.is_empty());
+    assert!(
+        second
+            .received()
+            .iter()
+            .all(|r| body_json(r).get("challenge").is_some()),
+        "only handshakes reached the new URL"
+    );
+}
