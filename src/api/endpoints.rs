@@ -105,11 +105,16 @@ pub(super) async fn show(
     AxumState(state): AxumState<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let endpoint = state
-        .config
-        .endpoint(&name)
-        .ok_or_else(|| ApiError::unknown_endpoint(&name))?;
+    let endpoint = configured(&state, &name)?;
     Ok(Json(live_view(&state, endpoint)?))
+}
+
+/// The endpoint of that name in the config file, or 404.
+fn configured<'a>(state: &'a AppState, name: &str) -> Result<&'a EndpointConfig, ApiError> {
+    state
+        .config
+        .endpoint(name)
+        .ok_or_else(|| ApiError::unknown_endpoint(name))
 }
 
 /// The endpoint as it runs now (live settings), with its lane status and counts.
@@ -134,10 +139,7 @@ pub(super) async fn update(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let endpoint = state
-        .config
-        .endpoint(&name)
-        .ok_or_else(|| ApiError::unknown_endpoint(&name))?;
+    let endpoint = configured(&state, &name)?;
     let change: EndpointSettings = parse_json(&read_body(body)?)?;
     if change == EndpointSettings::default() {
         return Err(ApiError::invalid(
@@ -161,10 +163,7 @@ pub(super) async fn verify(
     AxumState(state): AxumState<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let endpoint = state
-        .config
-        .endpoint(&name)
-        .ok_or_else(|| ApiError::unknown_endpoint(&name))?;
+    let endpoint = configured(&state, &name)?;
     if state.lanes.verify(&name).await.is_none() {
         return Err(ApiError::invalid(format!(
             "endpoint `{name}` has no verification handshake"
