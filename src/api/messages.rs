@@ -46,7 +46,10 @@ pub(super) async fn enqueue(
     let enqueued = state.store.enqueue(&message, now_millis())?;
     state.store.commit().await?;
     state.lanes.wake(&message.endpoint);
-    Ok((StatusCode::ACCEPTED, Json(answer(&state, enqueued)?)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(answer(&state, &message.endpoint, enqueued)?),
+    ))
 }
 
 pub(super) async fn enqueue_batch(
@@ -73,7 +76,7 @@ pub(super) async fn enqueue_batch(
         results.push(match outcome {
             Ok((endpoint, enqueued)) => {
                 state.lanes.wake(&endpoint);
-                BatchResult::Queued(answer(&state, enqueued)?)
+                BatchResult::Queued(answer(&state, &endpoint, enqueued)?)
             }
             Err(error) => BatchResult::Error {
                 error: ErrorDetail::from(&error),
@@ -136,10 +139,22 @@ fn validate(state: &AppState, request: EnqueueRequest) -> Result<NewMessage, Api
     })
 }
 
-fn answer(state: &AppState, enqueued: Enqueued) -> Result<EnqueueResponse, ApiError> {
-    let status = match state.store.get(enqueued.id)? {
-        Some(record) => state.state_of(&record),
-        None => State::Queued,
+/// The enqueue answer. A new message is queued, or held when its endpoint's lane is not sending; only a
+/// duplicate needs its record read (it may have moved on since).
+fn answer(
+    state: &AppState,
+    endpoint: &str,
+    enqueued: Enqueued,
+) -> Result<EnqueueResponse, ApiError> {
+    let status = if enqueued.duplicate {
+        match state.store.get(enqueued.id)? {
+            Some(record) => state.state_of(&record),
+            None => State::Queued,
+        }
+    } else if state.lanes.is_active(endpoint) {
+        State::Queued
+    } else {
+        State::Held
     };
     Ok(EnqueueResponse {
         id: enqueued.id.to_string(),
