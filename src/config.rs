@@ -72,6 +72,10 @@ pub struct RawConfig {
     pub response_body_cap: Option<usize>,
     pub connect_timeout_ms: Option<u64>,
     pub sled_cache_bytes: Option<u64>,
+    pub max_queue_depth: Option<u64>,
+    pub log_format: Option<String>,
+    pub socket_group: Option<String>,
+    pub metrics_listen: Option<String>,
     #[serde(default)]
     pub api: RawApi,
     #[serde(default)]
@@ -110,6 +114,33 @@ pub struct RawEndpoint {
     pub batch_linger_ms: Option<u64>,
     pub verification: Option<RawVerification>,
     pub max_pending_per_contact: Option<usize>,
+    pub signing_secret: Option<OneOrMany<Secret>>,
+    pub rate_limit: Option<f64>,
+    pub circuit_breaker: Option<RawCircuitBreaker>,
+}
+
+/// A key that takes one value or a list of them (`signing_secret = "..."` or `signing_secret = ["...", "..."]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    pub failure_threshold: Option<u32>,
+    pub cooldown: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,10 +179,58 @@ pub struct Config {
     pub response_body_cap: usize,
     pub connect_timeout: Duration,
     pub sled_cache_bytes: u64,
+    /// Messages waiting (queued, held or in flight) above which enqueues answer 503 with `Retry-After`.
+    pub max_queue_depth: u64,
+    pub log_format: LogFormat,
+    /// The group given the socket (mode 0660) so that a platform user outside hookd's own can reach it.
+    pub socket_group: Option<String>,
+    /// A TCP address where `GET /metrics` is also served (the socket always serves it).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Every API request must carry an access token, even before one is created.
     pub require_token: bool,
     pub allow: Vec<IpNet>,
     pub endpoints: Vec<EndpointConfig>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        match name {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Default maximum of waiting messages before enqueues are refused with 503.
+pub const DEFAULT_MAX_QUEUE_DEPTH: u64 = 5_000_000;
+
+/// When an endpoint counts as failing and for how long its lane then stops sending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failed attempts (transport errors, 5xx) that open the circuit.
+    pub failure_threshold: u32,
+    /// How long an open circuit waits before one probe attempt.
+    pub cooldown: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_threshold: 10,
+            cooldown: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Credentials sent with every request to an endpoint.
@@ -179,6 +258,12 @@ pub struct EndpointConfig {
     pub verification: Option<Verification>,
     /// The most undelivered messages one contact may have on this endpoint (seed 004).
     pub max_pending_per_contact: Option<usize>,
+    /// Standard Webhooks signing secrets (`whsec_` + base64); every request is signed with each of them, so
+    /// a receiver can rotate. Empty: requests are not signed.
+    pub signing_keys: Vec<crate::signing::SigningKey>,
+    /// The most requests per second sent to this endpoint; `None`: no limit beyond `concurrency`.
+    pub rate_limit: Option<f64>,
+    pub circuit_breaker: CircuitBreakerConfig,
 }
 
 /// Seed 002's verification handshake settings.
@@ -240,6 +325,32 @@ impl RawConfig {
             positive(self.connect_timeout_ms, 5_000, "connect_timeout_ms")
                 .map_err(|r| invalid("connect_timeout_ms", r))?,
         );
+        let log_format = match self.log_format.as_deref() {
+            None => LogFormat::Text,
+            Some(name) => LogFormat::from_name(name).ok_or_else(|| {
+                invalid("log_format", format!("`{name}` is not one of: text, json"))
+            })?,
+        };
+        let max_queue_depth = positive(
+            self.max_queue_depth,
+            DEFAULT_MAX_QUEUE_DEPTH,
+            "max_queue_depth",
+        )
+        .map_err(|r| invalid("max_queue_depth", r))?;
+        if let Some(group) = &self.socket_group
+            && group.trim().is_empty()
+        {
+            return Err(invalid("socket_group", "must name a group".into()));
+        }
+        let metrics_listen = match &self.metrics_listen {
+            None => None,
+            Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|e| {
+                invalid(
+                    "metrics_listen",
+                    format!("`{text}` is not an address like \"127.0.0.1:9464\" ({e})"),
+                )
+            })?),
+        };
         let allow = self
             .destinations
             .allow
@@ -281,6 +392,10 @@ impl RawConfig {
             response_body_cap,
             connect_timeout,
             sled_cache_bytes: self.sled_cache_bytes.unwrap_or(64 * 1024 * 1024),
+            max_queue_depth,
+            log_format,
+            socket_group: self.socket_group,
+            metrics_listen,
             require_token: self.api.require_token,
             allow,
             endpoints,
@@ -369,6 +484,39 @@ impl RawEndpoint {
             (None, true) => Some(1000),
             (None, false) => None,
         };
+        let signing_keys = self
+            .signing_secret
+            .map(OneOrMany::into_vec)
+            .unwrap_or_default()
+            .iter()
+            .map(|secret| crate::signing::SigningKey::from_secret(secret.expose()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|problem| ("signing_secret", problem))?;
+        let rate_limit = match self.rate_limit {
+            Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+                return Err((
+                    "rate_limit",
+                    format!("{rate} must be a number of requests per second above 0"),
+                ));
+            }
+            other => other,
+        };
+        let circuit_breaker = match self.circuit_breaker {
+            None => CircuitBreakerConfig::default(),
+            Some(raw) => {
+                let defaults = CircuitBreakerConfig::default();
+                CircuitBreakerConfig {
+                    failure_threshold: positive(
+                        raw.failure_threshold,
+                        defaults.failure_threshold,
+                        "failure_threshold",
+                    )
+                    .map_err(|r| ("circuit_breaker.failure_threshold", r))?,
+                    cooldown: duration(raw.cooldown.as_deref(), "30s")
+                        .map_err(|r| ("circuit_breaker.cooldown", r))?,
+                }
+            }
+        };
         let auth = self.auth.map(|a| match a {
             RawAuth::Bearer { token } => Auth::Bearer { token },
             RawAuth::Basic { username, password } => Auth::Basic { username, password },
@@ -389,6 +537,9 @@ impl RawEndpoint {
             batch_linger,
             verification,
             max_pending_per_contact,
+            signing_keys,
+            rate_limit,
+            circuit_breaker,
         })
     }
 }

@@ -16,6 +16,7 @@ use crate::config::{Auth, EndpointConfig};
 use crate::formats::{Answer, RenderedRequest, TransportKind};
 use crate::guard::{DestinationGuard, GuardedResolver, Refused};
 use crate::model::MessageId;
+use crate::signing::signature_header;
 
 /// Errors building the client (a startup failure, never a delivery outcome).
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +69,20 @@ impl HttpSender {
             .client
             .post(url.clone())
             .timeout(endpoint.timeout)
-            .header(CONTENT_TYPE, request.content_type)
-            .body(request.body);
+            .header(CONTENT_TYPE, request.content_type);
         if let Some(first) = ids.first() {
-            builder = builder.header("webhook-id", first.to_string());
+            let id = first.to_string();
+            if !endpoint.signing_keys.is_empty() {
+                let timestamp = unix_seconds(SystemTime::now());
+                let signature =
+                    signature_header(&endpoint.signing_keys, &id, timestamp, &request.body);
+                builder = builder
+                    .header("webhook-timestamp", timestamp)
+                    .header("webhook-signature", signature);
+            }
+            builder = builder.header("webhook-id", id);
         }
+        builder = builder.body(request.body);
         if ids.len() > 1 {
             let all: Vec<String> = ids.iter().map(ToString::to_string).collect();
             builder = builder.header("webhook-batch", all.join(","));
@@ -116,6 +126,12 @@ impl HttpSender {
             Err(error) => classify_error(&error),
         }
     }
+}
+
+fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn transport(kind: TransportKind, message: String) -> Answer {

@@ -21,4 +21,5 @@ pub mod guard;
 pub mod http_client;
 pub mod model;
 pub mod retry;
+pub mod signing;
 pub mod store;
