@@ -73,6 +73,7 @@ pub struct RawConfig {
     pub connect_timeout_ms: Option<u64>,
     pub sled_cache_bytes: Option<u64>,
     pub max_queue_depth: Option<u64>,
+    pub min_free_disk_bytes: Option<u64>,
     pub log_format: Option<String>,
     pub socket_group: Option<String>,
     pub metrics_listen: Option<String>,
@@ -181,6 +182,8 @@ pub struct Config {
     pub sled_cache_bytes: u64,
     /// Messages waiting (queued, held or in flight) above which enqueues answer 503 with `Retry-After`.
     pub max_queue_depth: u64,
+    /// Free space the data dir's file system must keep; below it enqueues answer 503 (0: no check).
+    pub min_free_disk_bytes: u64,
     pub log_format: LogFormat,
     /// The group given the socket (mode 0660) so that a platform user outside hookd's own can reach it.
     pub socket_group: Option<String>,
@@ -211,6 +214,9 @@ impl LogFormat {
         }
     }
 }
+
+/// Default free space kept on the data dir's file system (64 MiB): sled fails for good on a full disk.
+pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Default maximum of waiting messages before enqueues are refused with 503.
 pub const DEFAULT_MAX_QUEUE_DEPTH: u64 = 5_000_000;
@@ -393,6 +399,9 @@ impl RawConfig {
             connect_timeout,
             sled_cache_bytes: self.sled_cache_bytes.unwrap_or(64 * 1024 * 1024),
             max_queue_depth,
+            min_free_disk_bytes: self
+                .min_free_disk_bytes
+                .unwrap_or(DEFAULT_MIN_FREE_DISK_BYTES),
             log_format,
             socket_group: self.socket_group,
             metrics_listen,

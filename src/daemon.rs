@@ -22,6 +22,7 @@ use crate::guard::DestinationGuard;
 use crate::http_client::{ClientBuildError, HttpSender};
 use crate::model::now_millis;
 use crate::store::{Store, StoreError};
+use crate::telemetry::Telemetry;
 
 /// How often delivered messages past the retention window are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -39,8 +40,28 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// `socket_group` names no group known to the system (nor is it a numeric gid).
+    #[error("socket_group `{group}`: no such group")]
+    UnknownGroup { group: String },
+    /// The group exists but the socket could not be given to it (looking it up failed, or the daemon's
+    /// user may not chown to it: it must be a member of the group, or root).
+    #[error("socket_group `{group}`: cannot give {path} to it: {source}")]
+    SocketGroup {
+        group: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the store failed and hookd stopped: {0}")]
+    StoreFailed(String),
     #[error("socket API failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("metrics_listen {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the daemon until `shutdown` resolves, then shuts down in order.
@@ -55,7 +76,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "messages in flight at the last stop are due again"
         );
     }
-    let listener = bind_socket(&config.socket)?;
+    let listener = bind_socket(&config.socket, config.socket_group.as_deref())?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
+    let telemetry = Arc::new(Telemetry::new(
+        config.endpoints.iter().map(|e| e.name.as_str()),
+        now_millis(),
+    ));
 
     let cancel = CancellationToken::new();
     let sender = HttpSender::new(
@@ -68,20 +101,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         sender,
         max_retry_after: config.max_retry_after,
         shutdown_grace: config.shutdown_grace,
+        telemetry: Arc::clone(&telemetry),
     });
     let endpoints = effective_endpoints(&config, &store)?;
-    let dispatcher = Dispatcher::start(context, &endpoints, cancel.clone());
+    let dispatcher = Dispatcher::start(context, &endpoints, cancel.clone())?;
     let state = AppState {
         store: store.clone(),
         config: Arc::clone(&config),
         lanes: dispatcher.lanes(),
         tokens: TokenDigests::load(&store)?,
+        telemetry,
+        shutdown: cancel.clone(),
     };
     let pruner = tokio::spawn(prune_delivered(
         store.clone(),
         config.retention,
         cancel.clone(),
     ));
+    let metrics_server = match metrics_listener {
+        Some(listener) => {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(metrics = %addr, "serving /metrics over TCP");
+            }
+            let server = axum::serve(listener, crate::api::metrics::tcp_router(state.clone()))
+                .with_graceful_shutdown(cancel.clone().cancelled_owned());
+            Some(tokio::spawn(async move { server.await }))
+        }
+        None => None,
+    };
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(cancel.clone().cancelled_owned());
     tracing::info!(
@@ -92,12 +139,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
 
     let serving = tokio::spawn(async move { server.await });
-    shutdown.await;
+    let store_failure = tokio::select! {
+        _ = shutdown => None,
+        reason = store.failed() => Some(reason),
+    };
+    if let Some(reason) = &store_failure {
+        tracing::error!(
+            %reason,
+            "the store can no longer make writes durable; stopping so that a restart reopens it \
+             (nothing acknowledged is lost; free disk space before restarting)"
+        );
+    }
     tracing::info!("shutting down: no new requests; finishing attempts in flight");
     cancel.cancel();
     let served = serving.await;
+    if let Some(metrics_server) = metrics_server
+        && let Ok(Err(error)) = metrics_server.await
+    {
+        tracing::error!(%error, "the /metrics TCP listener failed");
+    }
     dispatcher.join().await;
     let _ = pruner.await;
+    if let Some(reason) = store_failure {
+        // Nothing more can be written; what is leased goes back to due on the next start.
+        let _ = std::fs::remove_file(&config.socket);
+        return Err(DaemonError::StoreFailed(reason));
+    }
     let released = store.release_all_leases(now_millis())?;
     if released > 0 {
         tracing::info!(
@@ -145,12 +212,15 @@ fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
 }
 
 /// Binds the socket: its directory is created private (0700) when missing, a stale socket file is removed
-/// (the store's lock proved no other daemon owns it), and the socket is made 0600.
-fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
+/// (the store's lock proved no other daemon owns it), and the socket is made 0600, or, with `socket_group`,
+/// given to that group and made 0660. The group is looked up before anything is bound, so an unknown group
+/// fails start-up without leaving a socket behind.
+fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener, DaemonError> {
     let fail = |source| DaemonError::Socket {
         path: path.to_owned(),
         source,
     };
+    let gid = group.map(|name| socket_gid(name, path)).transpose()?;
     if let Some(dir) = path.parent() {
         create_private_dir(dir)?;
     }
@@ -161,7 +231,58 @@ fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     }
     let listener = UnixListener::bind(path).map_err(fail)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    if let (Some(name), Some(gid)) = (group, gid) {
+        // Owner-only until the group is right, so no other group ever gets a window.
+        let given = std::os::unix::fs::chown(path, None, Some(gid))
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)));
+        if let Err(source) = given {
+            let _ = std::fs::remove_file(path);
+            return Err(DaemonError::SocketGroup {
+                group: name.to_owned(),
+                path: path.to_owned(),
+                source,
+            });
+        }
+        warn_if_group_cannot_reach(path, gid);
+    }
     Ok(listener)
+}
+
+/// The gid of `socket_group`: a group name known to the system (NSS included), else a numeric gid.
+fn socket_gid(name: &str, path: &Path) -> Result<u32, DaemonError> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => name.parse::<u32>().map_err(|_| DaemonError::UnknownGroup {
+            group: name.to_owned(),
+        }),
+        Err(errno) => Err(DaemonError::SocketGroup {
+            group: name.to_owned(),
+            path: path.to_owned(),
+            source: std::io::Error::from(errno),
+        }),
+    }
+}
+
+/// A group-owned socket is useless if the group cannot search the directory it lives in (the data dir, by
+/// default, is 0700): say so at start rather than leave the operator puzzling over `EACCES`.
+fn warn_if_group_cannot_reach(path: &Path, gid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return;
+    };
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.mode();
+    let reachable = mode & 0o001 != 0 || (meta.gid() == gid && mode & 0o010 != 0);
+    if !reachable {
+        tracing::warn!(
+            socket = %path.display(),
+            directory = %dir.display(),
+            mode = format!("{:o}", mode & 0o7777),
+            "socket_group members cannot reach the socket: its directory does not let the group search it"
+        );
+    }
 }
 
 async fn prune_delivered(store: Store, retention: Duration, cancel: CancellationToken) {

@@ -8,13 +8,15 @@
 //! - [`retry`]: the pure retry decision.
 //! - [`guard`] and [`http_client`]: where requests may go, and the one HTTP client.
 //! - [`dispatch`]: per-endpoint lanes that lease due messages and run attempts.
+//! - [`telemetry`]: run-time counters and the live attempt feed (`/metrics`, `hookd status`, `hookd tail`).
 //! - [`api`]: the Unix-socket API and its client.
-//! - [`daemon`]: start-up and ordered shutdown; [`cli`]: the `hookd` command.
+//! - [`daemon`]: start-up and ordered shutdown; [`cli`]: the `hookd` command; [`demo`]: `hookd demo`.
 
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod dispatch;
 pub mod formats;
 pub mod guard;
@@ -23,3 +25,4 @@ pub mod model;
 pub mod retry;
 pub mod signing;
 pub mod store;
+pub mod telemetry;

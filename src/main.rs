@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use hookd::cli::{Cli, Command, run_client};
-use hookd::config::Config;
+use hookd::config::{Config, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,16 +33,29 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config_path: &std::path::Path) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOOKD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // The config chooses the log format, so it is read first; an error reading it is `main`'s one line.
     let config = Config::load(config_path)?;
+    init_logging(config.log_format);
     hookd::daemon::run(config, hookd::daemon::shutdown_signal())
         .await
         .context("hookd serve")
+}
+
+/// Logs go to stderr at the level of `HOOKD_LOG` (default `info`): one line of text per event, or one JSON
+/// object per event with its fields at the top level (`message_id`, `endpoint`, ...) for log collectors.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }

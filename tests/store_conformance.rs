@@ -26,6 +26,17 @@ const E: &str = "e";
 /// Shares `E` as a byte prefix, so a prefix scan that forgets the separator would mix the two.
 const E2: &str = "e2";
 
+/// The store's live counts, after checking them against a fresh count from the indexes.
+fn counted(store: &Store) -> hookd::store::Counts {
+    let live = store.counts().unwrap();
+    assert_eq!(
+        live,
+        store.recount().unwrap(),
+        "the live tally drifted from the indexes"
+    );
+    live
+}
+
 fn open(dir: &Path) -> Store {
     Store::open(dir, CACHE_BYTES).expect("open the store")
 }
@@ -281,10 +292,7 @@ async fn enqueue_with_a_known_idempotency_key_returns_the_first_id_and_queues_no
         "the first message is kept as it was"
     );
     assert_eq!(kept.created_at, 1_000);
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(1, 0, 0, 0))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
     assert_eq!(
         ids(&taken(
             store.lease_due(E, 5_000, 10, 5_000 + LEASE_MS).unwrap()
@@ -327,7 +335,7 @@ async fn idempotency_keys_are_scoped_to_their_endpoint() {
     assert_ne!(on_e.id, on_e2.id);
     assert_eq!(record(&store, on_e2.id).endpoint, E2);
     assert_eq!(
-        store.counts().unwrap(),
+        counted(&store),
         counts_of(&[
             (E, stage_counts(1, 0, 0, 0)),
             (E2, stage_counts(1, 0, 0, 0))
@@ -377,7 +385,7 @@ fn committed_state_survives_closing_and_reopening_the_data_dir() {
             .iter()
             .map(|id| record(&store, *id))
             .collect();
-        (records, attempts, store.counts().unwrap())
+        (records, attempts, counted(&store))
     });
     let (records, attempts, counts) = before;
 
@@ -391,7 +399,7 @@ fn committed_state_survives_closing_and_reopening_the_data_dir() {
             );
         }
         assert_eq!(store.attempts(records[0].id).unwrap(), attempts);
-        assert_eq!(store.counts().unwrap(), counts);
+        assert_eq!(counted(&store), counts);
         assert_eq!(
             ids(&store.list_dead(None, None, 10).unwrap().items),
             [records[1].id]
@@ -610,10 +618,7 @@ async fn lease_due_marks_taken_messages_in_flight_once() {
         (0, 0),
         "a lease is not an attempt"
     );
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(0, 2, 0, 0))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(0, 2, 0, 0))]));
     assert!(
         matches!(
             store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap(),
@@ -640,10 +645,7 @@ async fn delivered_attempt_marks_the_message_delivered_and_keeps_the_attempt() {
     assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
     assert_eq!((r.dead_reason, r.dead_at), (None, None));
     assert_eq!(store.attempts(id).unwrap(), [made]);
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(0, 0, 1, 0))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(0, 0, 1, 0))]));
     assert!(matches!(
         store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap(),
         Lease::Idle
@@ -667,10 +669,7 @@ async fn retry_attempt_makes_the_message_due_again_at_the_retry_time_and_not_bef
         (None, None, None)
     );
     assert_eq!(store.attempts(id).unwrap(), [made]);
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(1, 0, 0, 0))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
     assert!(matches!(
         store.lease_due(E, 4_999, 10, 4_999 + LEASE_MS).unwrap(),
         Lease::NextDueAt(5_000)
@@ -700,10 +699,7 @@ async fn dead_attempt_parks_the_message_with_its_reason() {
     assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
     assert_eq!(store.attempts(id).unwrap(), [made]);
     assert_eq!(ids(&store.list_dead(None, None, 10).unwrap().items), [id]);
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(0, 0, 0, 1))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(0, 0, 0, 1))]));
     assert!(matches!(
         store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap(),
         Lease::Idle
@@ -772,10 +768,7 @@ async fn release_puts_a_leased_message_back_due_now_without_counting_an_attempt(
     assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 2_000));
     assert_eq!((r.cycle_attempts, r.total_attempts), (0, 0));
     assert!(store.attempts(id).unwrap().is_empty());
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(1, 0, 0, 0))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
     assert!(matches!(
         store.lease_due(E, 1_999, 10, 1_999 + LEASE_MS).unwrap(),
         Lease::NextDueAt(2_000)
@@ -807,10 +800,7 @@ async fn release_of_a_message_that_is_not_leased_changes_nothing() {
     for r in &before {
         assert_eq!(&record(&store, r.id), r);
     }
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(1, 0, 1, 1))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 1))]));
     assert_eq!(
         ids(&taken(
             store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap()
@@ -849,7 +839,7 @@ async fn release_all_leases_requeues_every_leased_message_and_counts_them() {
     assert_eq!(record(&store, e2_queued).next_attempt_at, 5_000);
     assert_eq!(stage(&store, e2_done), Stage::Delivered);
     assert_eq!(
-        store.counts().unwrap(),
+        counted(&store),
         counts_of(&[
             (E, stage_counts(2, 0, 0, 0)),
             (E2, stage_counts(2, 0, 1, 0))
@@ -987,10 +977,7 @@ async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_histor
     assert_eq!(r.created_at, 1_000);
     assert_eq!(store.attempts(id).unwrap(), [first.clone(), second.clone()]);
     assert!(store.list_dead(None, None, 10).unwrap().items.is_empty());
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(1, 0, 0, 0))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
     assert!(matches!(
         store.lease_due(E, 8_999, 10, 8_999 + LEASE_MS).unwrap(),
         Lease::NextDueAt(9_000)
@@ -1035,7 +1022,7 @@ async fn replay_skips_ids_that_are_not_dead() {
     }
     assert_eq!(stage(&store, gone), Stage::Queued);
     assert_eq!(
-        store.counts().unwrap(),
+        counted(&store),
         counts_of(&[
             (E, stage_counts(1, 1, 1, 0)),
             (E2, stage_counts(1, 0, 0, 0))
@@ -1107,7 +1094,7 @@ async fn replay_all_without_endpoint_replays_every_dead_letter() {
     assert_eq!(stage(&store, done), Stage::Delivered);
     assert!(store.list_dead(None, None, 10).unwrap().items.is_empty());
     assert_eq!(
-        store.counts().unwrap(),
+        counted(&store),
         counts_of(&[
             (E, stage_counts(2, 0, 1, 0)),
             (E2, stage_counts(1, 0, 0, 0))
@@ -1145,10 +1132,7 @@ async fn purge_deletes_the_record_and_its_attempts() {
         1,
         "other messages' attempts stay"
     );
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(0, 0, 0, 1))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(0, 0, 0, 1))]));
     assert!(
         store
             .replay(&Selection::Ids(vec![id]), 9_000)
@@ -1220,10 +1204,7 @@ async fn purge_skips_messages_that_are_not_dead() {
             .duplicate,
         "the key is still held"
     );
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(1, 1, 1, 0))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 1, 1, 0))]));
 }
 
 #[tokio::test]
@@ -1251,7 +1232,7 @@ async fn purge_all_of_an_endpoint_leaves_other_endpoints_dead() {
     );
     assert_eq!(store.purge(&Selection::All { endpoint: None }).unwrap(), 1);
     assert_eq!(store.get(e2_dead).unwrap(), None);
-    assert_eq!(store.counts().unwrap(), Counts::default());
+    assert_eq!(counted(&store), Counts::default());
 }
 
 // ------------------------------------------------------------------------------------ prune_delivered
@@ -1281,7 +1262,7 @@ async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
     assert_eq!(stage(&store, gone), Stage::Dead);
     assert_eq!(stage(&store, queued), Stage::Queued);
     assert_eq!(
-        store.counts().unwrap(),
+        counted(&store),
         counts_of(&[
             (E, stage_counts(1, 0, 1, 1)),
             (E2, stage_counts(0, 0, 1, 0))
@@ -1293,10 +1274,7 @@ async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
         "pruning again finds nothing"
     );
     assert_eq!(store.prune_delivered(u64::MAX).unwrap(), 2);
-    assert_eq!(
-        store.counts().unwrap(),
-        counts_of(&[(E, stage_counts(1, 0, 0, 1))])
-    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 1))]));
 }
 
 // --------------------------------------------------------------------------------------------- counts
@@ -1305,7 +1283,7 @@ async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
 async fn counts_report_every_endpoint_by_stage() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    assert_eq!(store.counts().unwrap(), Counts::default());
+    assert_eq!(counted(&store), Counts::default());
 
     delivered(&store, E, 100, 150);
     delivered(&store, E, 200, 250);
@@ -1324,7 +1302,7 @@ async fn counts_report_every_endpoint_by_stage() {
     delivered(&store, "f", 100, 150);
 
     assert_eq!(
-        store.counts().unwrap(),
+        counted(&store),
         counts_of(&[
             (E, stage_counts(3, 1, 2, 1)),
             (E2, stage_counts(0, 1, 0, 2)),

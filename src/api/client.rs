@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use super::error::ErrorBody;
 use super::tokens::{CreateToken, CreatedToken, Revoked, TokenList};
 use super::wire::{
-    DeadList, DlqSelection, EndpointList, EndpointView, EnqueueRequest, EnqueueResponse, Health,
-    MessageView, PurgeResponse, ReplayResponse, Stats,
+    DeadList, DlqSelection, EndpointList, EndpointView, EnqueueRequest, EnqueueResponse, EventLine,
+    Health, MessageView, PurgeResponse, ReplayResponse, Stats, StatusReport,
 };
 use crate::config::EndpointSettings;
 
@@ -85,18 +85,45 @@ impl Client {
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
         } else {
-            match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => Err(ClientError::Api {
-                    status: status.as_u16(),
-                    code: body.error.code,
-                    message: body.error.message,
-                }),
-                Err(_) => Err(ClientError::Protocol(format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                ))),
-            }
+            Err(api_error(status, &bytes))
         }
+    }
+
+    /// Opens `GET /v1/events`: attempt events from now on, one JSON object per line. Once this answers, every
+    /// later event that passes the filters reaches the stream.
+    pub async fn events(&self, query: &EventsQuery) -> Result<EventStream, ClientError> {
+        let mut pairs = Vec::new();
+        if let Some(e) = &query.endpoint {
+            pairs.push(format!("endpoint={}", encode(e)));
+        }
+        if let Some(r) = &query.result {
+            pairs.push(format!("result={}", encode(r)));
+        }
+        if let Some(m) = &query.message {
+            pairs.push(format!("message={}", encode(m)));
+        }
+        let mut request = self
+            .http
+            .get(format!("http://hookd{}", with_query("/v1/events", &pairs)));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| ClientError::NotRunning {
+            socket: self.socket.clone(),
+            reason: root_cause(&e),
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            return Err(api_error(status, &bytes));
+        }
+        Ok(EventStream {
+            response,
+            buffer: Vec::new(),
+        })
     }
 
     pub async fn health(&self) -> Result<Health, ClientError> {
@@ -122,21 +149,37 @@ impl Client {
         limit: Option<usize>,
         after: Option<&str>,
     ) -> Result<DeadList, ClientError> {
-        let mut query = Vec::new();
-        if let Some(e) = endpoint {
-            query.push(format!("endpoint={}", encode(e)));
+        self.dlq_list_filtered(&DlqQuery {
+            endpoint: endpoint.map(str::to_owned),
+            limit,
+            after: after.map(str::to_owned),
+            ..DlqQuery::default()
+        })
+        .await
+    }
+
+    /// `GET /v1/dlq` with every filter.
+    pub async fn dlq_list_filtered(&self, query: &DlqQuery) -> Result<DeadList, ClientError> {
+        let mut pairs = Vec::new();
+        if let Some(e) = &query.endpoint {
+            pairs.push(format!("endpoint={}", encode(e)));
         }
-        if let Some(l) = limit {
-            query.push(format!("limit={l}"));
+        if let Some(l) = query.limit {
+            pairs.push(format!("limit={l}"));
         }
-        if let Some(a) = after {
-            query.push(format!("after={}", encode(a)));
+        if let Some(a) = &query.after {
+            pairs.push(format!("after={}", encode(a)));
         }
-        let path = if query.is_empty() {
-            "/v1/dlq".to_owned()
-        } else {
-            format!("/v1/dlq?{}", query.join("&"))
-        };
+        if let Some(s) = query.since {
+            pairs.push(format!("since={s}"));
+        }
+        if let Some(r) = &query.reason {
+            pairs.push(format!("reason={}", encode(r)));
+        }
+        if let Some(s) = query.status {
+            pairs.push(format!("status={s}"));
+        }
+        let path = with_query("/v1/dlq", &pairs);
         self.call(Method::GET, &path, None::<&()>).await
     }
 
@@ -180,6 +223,16 @@ impl Client {
         self.call(Method::PUT, &path, Some(settings)).await
     }
 
+    /// Pauses, resumes or enables an endpoint (`verb` is `pause`, `resume` or `enable`).
+    pub async fn control_endpoint(
+        &self,
+        name: &str,
+        verb: &str,
+    ) -> Result<EndpointView, ClientError> {
+        let path = format!("/v1/endpoints/{}/{verb}", encode(name));
+        self.call(Method::POST, &path, None::<&()>).await
+    }
+
     pub async fn verify_endpoint(&self, name: &str) -> Result<EndpointView, ClientError> {
         let path = format!("/v1/endpoints/{}/verify", encode(name));
         self.call(Method::POST, &path, None::<&()>).await
@@ -203,6 +256,113 @@ impl Client {
 
     pub async fn stats(&self) -> Result<Stats, ClientError> {
         self.call(Method::GET, "/v1/stats", None::<&()>).await
+    }
+
+    /// `GET /v1/stats` read whole: the counts and, per endpoint, state, held, oldest message and rates.
+    pub async fn status(&self) -> Result<StatusReport, ClientError> {
+        self.call(Method::GET, "/v1/stats", None::<&()>).await
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let mut request = self.http.get("http://hookd/metrics");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| ClientError::NotRunning {
+            socket: self.socket.clone(),
+            reason: root_cause(&e),
+        })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}
+
+/// `GET /v1/dlq`'s query: every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct DlqQuery {
+    pub endpoint: Option<String>,
+    pub limit: Option<usize>,
+    pub after: Option<String>,
+    /// Dead at or after (Unix ms).
+    pub since: Option<u64>,
+    pub reason: Option<String>,
+    pub status: Option<u16>,
+}
+
+/// `GET /v1/events`'s filters.
+#[derive(Debug, Clone, Default)]
+pub struct EventsQuery {
+    pub endpoint: Option<String>,
+    /// `delivered`, `retry` or `dead`.
+    pub result: Option<String>,
+    pub message: Option<String>,
+}
+
+/// An open `GET /v1/events` answer, read line by line.
+#[derive(Debug)]
+pub struct EventStream {
+    response: reqwest::Response,
+    /// Bytes received after the last complete line.
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next line (without its line feed); `None` once the daemon ended the stream.
+    pub async fn next_line(&mut self) -> Result<Option<String>, ClientError> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).take(end).collect();
+                return String::from_utf8(line)
+                    .map(Some)
+                    .map_err(|e| ClientError::Protocol(e.to_string()));
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(ClientError::Protocol(root_cause(&e))),
+            }
+        }
+    }
+
+    /// The next line decoded: an event, or how many events were missed.
+    pub async fn next(&mut self) -> Result<Option<EventLine>, ClientError> {
+        match self.next_line().await? {
+            None => Ok(None),
+            Some(line) => serde_json::from_str(&line)
+                .map(Some)
+                .map_err(|e| ClientError::Protocol(format!("{e}: {line}"))),
+        }
+    }
+}
+
+/// `path?a&b`, or `path` without pairs.
+fn with_query(path: &str, pairs: &[String]) -> String {
+    if pairs.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", pairs.join("&"))
+    }
+}
+
+/// The error a non-2xx answer carries: the API's JSON error, or the raw text when it is not one.
+fn api_error(status: reqwest::StatusCode, bytes: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Api {
+            status: status.as_u16(),
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => {
+            ClientError::Protocol(format!("HTTP {status}: {}", String::from_utf8_lossy(bytes)))
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The dead-letter queue: list, show, replay, purge.
+//! The dead-letter queue: list, show, replay, purge; narrowed by endpoint, time, reason and status, and
+//! replay and purge tried without changing anything (`dry_run`).
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
@@ -10,7 +11,7 @@ use super::AppState;
 use super::error::{ApiError, parse_json};
 use super::messages::{parse_id, read_body, view};
 use super::wire::{DeadItem, DeadList, DlqSelection, MessageView, PurgeResponse, ReplayResponse};
-use crate::model::{MessageId, Stage, now_millis};
+use crate::model::{MessageId, MessageRecord, Millis, Stage, now_millis};
 use crate::store::Selection;
 
 const DEFAULT_PAGE: usize = 100;
@@ -22,6 +23,97 @@ pub(super) struct ListQuery {
     endpoint: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
+    since: Option<Millis>,
+    reason: Option<String>,
+    status: Option<u16>,
+}
+
+/// How many dead letters one store read takes while a filter looks for matches.
+const SCAN_CHUNK: usize = 500;
+
+/// What narrows a listing, a replay or a purge beyond its endpoint.
+#[derive(Debug, Default)]
+struct DeadFilter {
+    /// Dead at or after (Unix ms).
+    since: Option<Millis>,
+    /// Lower-cased text the reason must contain.
+    reason: Option<String>,
+    /// The last attempt's HTTP status.
+    status: Option<u16>,
+}
+
+impl DeadFilter {
+    fn new(since: Option<Millis>, reason: Option<&str>, status: Option<u16>) -> DeadFilter {
+        DeadFilter {
+            since,
+            reason: reason.map(str::to_lowercase),
+            status,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.since.is_none() && self.reason.is_none() && self.status.is_none()
+    }
+
+    fn matches(&self, record: &MessageRecord, last_status: Option<u16>) -> bool {
+        self.since
+            .is_none_or(|since| record.dead_at.is_some_and(|at| at >= since))
+            && self.reason.as_ref().is_none_or(|text| {
+                record
+                    .dead_reason
+                    .as_deref()
+                    .is_some_and(|r| r.to_lowercase().contains(text.as_str()))
+            })
+            && self.status.is_none_or(|s| last_status == Some(s))
+    }
+}
+
+/// A dead letter found by [`scan`], with its last attempt's status (when asked for).
+type Found = (MessageRecord, Option<u16>);
+
+/// Up to `limit` dead letters of `endpoint` after `after` that pass `filter`, in enqueue order, and the cursor
+/// of the next page when another one passes. The last attempt's status is read for the filter, and for the
+/// dead letters found when `with_status`.
+fn scan(
+    state: &AppState,
+    endpoint: Option<&str>,
+    after: Option<MessageId>,
+    limit: usize,
+    filter: &DeadFilter,
+    with_status: bool,
+) -> Result<(Vec<Found>, Option<MessageId>), ApiError> {
+    let chunk = if filter.is_empty() {
+        limit.saturating_add(1).min(MAX_PAGE + 1)
+    } else {
+        SCAN_CHUNK
+    };
+    let mut found: Vec<Found> = Vec::new();
+    let mut cursor = after;
+    loop {
+        let page = state.store.list_dead(endpoint, cursor, chunk)?;
+        for record in page.items {
+            let read = match filter.status.is_some() || with_status {
+                true => last_status(state, record.id)?,
+                false => None,
+            };
+            if !filter.matches(&record, read) {
+                continue;
+            }
+            if found.len() == limit {
+                let next = found.last().map(|(r, _)| r.id);
+                return Ok((found, next));
+            }
+            found.push((record, read));
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok((found, None)),
+        }
+    }
+}
+
+fn last_status(state: &AppState, id: MessageId) -> Result<Option<u16>, ApiError> {
+    Ok(state.store.attempts(id)?.last().and_then(|a| a.status))
 }
 
 pub(super) async fn list(
@@ -31,17 +123,18 @@ pub(super) async fn list(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let after = query.after.as_deref().map(parse_id).transpose()?;
-    let page = state
-        .store
-        .list_dead(query.endpoint.as_deref(), after, limit)?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for record in page.items {
-        let last_status = state
-            .store
-            .attempts(record.id)?
-            .last()
-            .and_then(|a| a.status);
-        items.push(DeadItem {
+    let filter = DeadFilter::new(query.since, query.reason.as_deref(), query.status);
+    let (found, next) = scan(
+        &state,
+        query.endpoint.as_deref(),
+        after,
+        limit,
+        &filter,
+        true,
+    )?;
+    let items = found
+        .into_iter()
+        .map(|(record, last_status)| DeadItem {
             id: record.id.to_string(),
             endpoint: record.endpoint,
             kind: record.kind,
@@ -49,11 +142,11 @@ pub(super) async fn list(
             reason: record.dead_reason.unwrap_or_default(),
             attempts: record.cycle_attempts,
             last_status,
-        });
-    }
+        })
+        .collect();
     Ok(Json(DeadList {
         items,
-        next: page.next.map(|id| id.to_string()),
+        next: next.map(|id| id.to_string()),
     }))
 }
 
@@ -70,31 +163,90 @@ pub(super) async fn show(
     }
 }
 
+/// A replay or purge request, checked: what to apply it to, and the requested ids that are not dead letters.
+struct Resolved {
+    selection: Selection,
+    not_dead: Vec<String>,
+    dry_run: bool,
+}
+
+impl Resolved {
+    /// The ids the selection covers now (for a dry run).
+    fn ids(&self, state: &AppState) -> Result<Vec<String>, ApiError> {
+        let ids = match &self.selection {
+            Selection::Ids(ids) => ids.clone(),
+            Selection::All { endpoint } => {
+                let everything = DeadFilter::default();
+                scan(
+                    state,
+                    endpoint.as_deref(),
+                    None,
+                    usize::MAX,
+                    &everything,
+                    false,
+                )?
+                .0
+                .into_iter()
+                .map(|(record, _)| record.id)
+                .collect()
+            }
+        };
+        Ok(ids.iter().map(MessageId::to_string).collect())
+    }
+}
+
 /// Turns the wire selection into the store's, and lists requested ids that are not dead letters.
-fn selection(state: &AppState, body: DlqSelection) -> Result<(Selection, Vec<String>), ApiError> {
-    if let Some(endpoint) = &body.endpoint {
-        if !body.all {
-            return Err(ApiError::invalid(
-                "endpoint: only valid together with \"all\": true",
-            ));
-        }
-        if state.config.endpoint(endpoint).is_none()
-            && state
-                .store
-                .list_dead(Some(endpoint), None, 1)?
-                .items
-                .is_empty()
-        {
-            return Err(ApiError::unknown_endpoint(endpoint));
+/// Filters (`since`, `reason`, `status`) are resolved here into the ids they select.
+fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError> {
+    if !body.all {
+        for (given, field) in [
+            (body.endpoint.is_some(), "endpoint"),
+            (body.since.is_some(), "since"),
+            (body.reason.is_some(), "reason"),
+            (body.status.is_some(), "status"),
+        ] {
+            if given {
+                return Err(ApiError::invalid(format!(
+                    "{field}: only valid together with \"all\": true"
+                )));
+            }
         }
     }
+    if let Some(endpoint) = &body.endpoint
+        && state.config.endpoint(endpoint).is_none()
+        && state
+            .store
+            .list_dead(Some(endpoint), None, 1)?
+            .items
+            .is_empty()
+    {
+        return Err(ApiError::unknown_endpoint(endpoint));
+    }
+    let dry_run = body.dry_run;
     match (body.all, body.ids.is_empty()) {
-        (true, true) => Ok((
-            Selection::All {
+        (true, true) if body.filtered() => {
+            let filter = DeadFilter::new(body.since, body.reason.as_deref(), body.status);
+            let (found, _) = scan(
+                state,
+                body.endpoint.as_deref(),
+                None,
+                usize::MAX,
+                &filter,
+                false,
+            )?;
+            Ok(Resolved {
+                selection: Selection::Ids(found.into_iter().map(|(r, _)| r.id).collect()),
+                not_dead: Vec::new(),
+                dry_run,
+            })
+        }
+        (true, true) => Ok(Resolved {
+            selection: Selection::All {
                 endpoint: body.endpoint,
             },
-            Vec::new(),
-        )),
+            not_dead: Vec::new(),
+            dry_run,
+        }),
         (false, false) => {
             let ids = body
                 .ids
@@ -109,7 +261,11 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<(Selection, Vec<Str
                     _ => not_dead.push(id.to_string()),
                 }
             }
-            Ok((Selection::Ids(dead), not_dead))
+            Ok(Resolved {
+                selection: Selection::Ids(dead),
+                not_dead,
+                dry_run,
+            })
         }
         (true, false) => Err(ApiError::invalid(
             "give either \"ids\" or \"all\", not both",
@@ -125,9 +281,18 @@ pub(super) async fn replay(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReplayResponse>, ApiError> {
     let body: DlqSelection = parse_json(&read_body(body)?)?;
-    let (selection, not_dead) = selection(&state, body)?;
-    let endpoints = state.store.replay(&selection, now_millis())?;
+    let resolved = selection(&state, body)?;
+    if resolved.dry_run {
+        return Ok(Json(ReplayResponse {
+            replayed: 0,
+            selected: Some(resolved.ids(&state)?),
+            not_dead: resolved.not_dead,
+            dry_run: true,
+        }));
+    }
+    let endpoints = state.store.replay(&resolved.selection, now_millis())?;
     state.store.commit().await?;
+    tracing::info!(replayed = endpoints.len(), "dead letters replayed");
     let mut woken = endpoints.clone();
     woken.sort();
     woken.dedup();
@@ -136,7 +301,9 @@ pub(super) async fn replay(
     }
     Ok(Json(ReplayResponse {
         replayed: endpoints.len(),
-        not_dead,
+        not_dead: resolved.not_dead,
+        dry_run: false,
+        selected: None,
     }))
 }
 
@@ -145,8 +312,22 @@ pub(super) async fn purge(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PurgeResponse>, ApiError> {
     let body: DlqSelection = parse_json(&read_body(body)?)?;
-    let (selection, not_dead) = selection(&state, body)?;
-    let purged = state.store.purge(&selection)?;
+    let resolved = selection(&state, body)?;
+    if resolved.dry_run {
+        return Ok(Json(PurgeResponse {
+            purged: 0,
+            selected: Some(resolved.ids(&state)?),
+            not_dead: resolved.not_dead,
+            dry_run: true,
+        }));
+    }
+    let purged = state.store.purge(&resolved.selection)?;
     state.store.commit().await?;
-    Ok(Json(PurgeResponse { purged, not_dead }))
+    tracing::info!(purged, "dead letters purged");
+    Ok(Json(PurgeResponse {
+        purged,
+        not_dead: resolved.not_dead,
+        dry_run: false,
+        selected: None,
+    }))
 }

@@ -5,7 +5,7 @@ use axum::extract::{Path, State as AxumState};
 
 use super::AppState;
 use super::error::ApiError;
-use super::wire::{EndpointList, EndpointView, Stats};
+use super::wire::{CircuitInfo, EndpointList, EndpointView, Stats};
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
@@ -14,13 +14,15 @@ use bytes::Bytes;
 use super::error::parse_json;
 use super::messages::read_body;
 use crate::config::{Auth, EndpointConfig, EndpointSettings};
-use crate::dispatch::LaneStatus;
+use crate::dispatch::health::CircuitState;
+use crate::dispatch::{CircuitView, ControlChange, LaneStatus};
 use crate::retry::Backoff;
 use crate::store::StageCounts;
 
 fn describe(
     endpoint: &EndpointConfig,
     status: Option<LaneStatus>,
+    circuit: Option<CircuitView>,
     counts: StageCounts,
 ) -> EndpointView {
     let retry = match &endpoint.retry.backoff {
@@ -47,11 +49,14 @@ fn describe(
         name: endpoint.name.clone(),
         url: masked_url(&endpoint.url),
         format: endpoint.format.name().into(),
-        state: match status {
-            Some(LaneStatus::Active) => "active".into(),
-            Some(LaneStatus::Unverified { reason }) => format!("unverified: {reason}"),
-            None => "not running".into(),
-        },
+        state: status
+            .as_ref()
+            .map_or("not_running", LaneStatus::name)
+            .into(),
+        state_reason: status.and_then(state_reason),
+        circuit: circuit_info(endpoint, circuit),
+        rate_limit: endpoint.rate_limit,
+        signed: !endpoint.signing_keys.is_empty(),
         timeout_ms: endpoint.timeout.as_millis() as u64,
         concurrency: endpoint.concurrency,
         max_attempts: endpoint.retry.max_attempts,
@@ -62,6 +67,38 @@ fn describe(
         }),
         retry,
         counts,
+    }
+}
+
+fn state_reason(status: LaneStatus) -> Option<String> {
+    match status {
+        LaneStatus::Active | LaneStatus::Paused => None,
+        LaneStatus::Unverified { reason } | LaneStatus::Disabled { reason } => Some(reason),
+        LaneStatus::CircuitOpen { until, failures } => Some(format!(
+            "{failures} consecutive failures; one probe in {}",
+            humantime::format_duration(std::time::Duration::from_millis(
+                until.saturating_sub(crate::model::now_millis())
+            ))
+        )),
+        LaneStatus::Probing => Some("one probe message decides whether the circuit closes".into()),
+    }
+}
+
+fn circuit_info(endpoint: &EndpointConfig, circuit: Option<CircuitView>) -> CircuitInfo {
+    let (state, open_until, failures) = match circuit {
+        None => ("closed", None, 0),
+        Some(view) => match view.state {
+            CircuitState::Closed => ("closed", None, view.consecutive_failures),
+            CircuitState::Open { until } => ("open", Some(until), view.consecutive_failures),
+            CircuitState::Probing => ("probing", None, view.consecutive_failures),
+        },
+    };
+    CircuitInfo {
+        state: state.into(),
+        consecutive_failures: failures,
+        failure_threshold: endpoint.circuit_breaker.failure_threshold,
+        cooldown_ms: endpoint.circuit_breaker.cooldown.as_millis() as u64,
+        open_until,
     }
 }
 
@@ -95,7 +132,12 @@ pub(super) async fn list(
                 .lanes
                 .endpoint(&e.name)
                 .unwrap_or_else(|| Arc::new(e.clone()));
-            describe(&live, state.lanes.status(&e.name), own)
+            describe(
+                &live,
+                state.lanes.status(&e.name),
+                state.lanes.circuit(&e.name),
+                own,
+            )
         })
         .collect();
     Ok(Json(EndpointList { endpoints }))
@@ -129,7 +171,12 @@ fn live_view(state: &AppState, endpoint: &EndpointConfig) -> Result<EndpointView
         .lanes
         .endpoint(&endpoint.name)
         .unwrap_or_else(|| Arc::new(endpoint.clone()));
-    Ok(describe(&live, state.lanes.status(&endpoint.name), own))
+    Ok(describe(
+        &live,
+        state.lanes.status(&endpoint.name),
+        state.lanes.circuit(&endpoint.name),
+        own,
+    ))
 }
 
 /// `PUT /v1/endpoints/{name}`: changes url, timeout_ms, max_attempts or max_age at run time. Validated like
@@ -170,6 +217,58 @@ pub(super) async fn verify(
         )));
     }
     Ok(Json(live_view(&state, endpoint)?))
+}
+
+/// `POST /v1/endpoints/{name}/pause`: stop sending; messages stay queued (attempts untouched).
+pub(super) async fn pause(
+    state: AxumState<AppState>,
+    name: Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    control(state, name, ControlChange::Pause).await
+}
+
+/// `POST /v1/endpoints/{name}/resume`: undo a pause.
+pub(super) async fn resume(
+    state: AxumState<AppState>,
+    name: Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    control(state, name, ControlChange::Resume).await
+}
+
+/// `POST /v1/endpoints/{name}/enable`: send again to an endpoint disabled by a 410 Gone (and close its circuit).
+pub(super) async fn enable(
+    state: AxumState<AppState>,
+    name: Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    control(state, name, ControlChange::Enable).await
+}
+
+async fn control(
+    AxumState(state): AxumState<AppState>,
+    Path(name): Path<String>,
+    change: ControlChange,
+) -> Result<Json<EndpointView>, ApiError> {
+    let endpoint = configured(&state, &name)?;
+    match state.lanes.control(&name, change).await {
+        None => return Err(ApiError::unknown_endpoint(&name)),
+        Some(result) => {
+            result?;
+        }
+    }
+    // The lane writes its new status when it notices the change; answer with the status it will reach.
+    let mut view = live_view(&state, endpoint)?;
+    let stored = state.store.endpoint_state(&name)?;
+    if stored.disabled.is_some() {
+        view.state = "disabled".into();
+        view.state_reason = stored.disabled;
+    } else if stored.paused {
+        view.state = "paused".into();
+        view.state_reason = None;
+    } else if matches!(view.state.as_str(), "paused" | "disabled") {
+        view.state = "active".into();
+        view.state_reason = None;
+    }
+    Ok(Json(view))
 }
 
 pub(super) async fn stats(AxumState(state): AxumState<AppState>) -> Result<Json<Stats>, ApiError> {

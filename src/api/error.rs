@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 
+/// What a client is told to wait after a store failure (a restart of the daemon takes about this long).
+pub const STORE_RETRY_AFTER_SECS: u64 = 5;
+
 /// An error answered to a client. `code` is stable for scripts; `message` is for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -14,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (503s that will pass).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +27,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// A 503 the client should retry after `seconds`; nothing was accepted.
+    pub fn unavailable(code: &'static str, message: impl Into<String>, seconds: u64) -> Self {
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
         }
     }
     pub fn bad_json(message: impl Into<String>) -> Self {
@@ -58,10 +71,10 @@ impl From<StoreError> for ApiError {
             );
         }
         tracing::error!(%error, "store error answered as 503");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::unavailable(
             "store_unavailable",
             format!("the store cannot take this now: {error}"),
+            STORE_RETRY_AFTER_SECS,
         )
     }
 }
@@ -92,7 +105,13 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail::from(&self),
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::AppState;
+use super::admission::admit;
 use super::error::{ApiError, ErrorDetail, parse_json};
 use super::wire::{
     BatchRequest, BatchResponse, BatchResult, EnqueueRequest, EnqueueResponse, MessageView,
@@ -43,8 +44,12 @@ pub(super) async fn enqueue(
     }
     let request: EnqueueRequest = parse_json(&body)?;
     let message = validate(&state, request)?;
+    admit(&state, 1, message.payload.len() as u64)?;
     let enqueued = state.store.enqueue(&message, now_millis())?;
     state.store.commit().await?;
+    if !enqueued.duplicate {
+        state.telemetry.enqueued(&message.endpoint);
+    }
     state.lanes.wake(&message.endpoint);
     Ok((
         StatusCode::ACCEPTED,
@@ -58,6 +63,8 @@ pub(super) async fn enqueue_batch(
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     let body = read_body(body)?;
     let batch: BatchRequest = parse_json(&body)?;
+    // All or nothing: a batch is refused whole rather than cut at an arbitrary message.
+    admit(&state, batch.messages.len() as u64, body.len() as u64)?;
     let now = now_millis();
     let mut outcomes = Vec::with_capacity(batch.messages.len());
     for item in &batch.messages {
@@ -75,6 +82,9 @@ pub(super) async fn enqueue_batch(
     for outcome in outcomes {
         results.push(match outcome {
             Ok((endpoint, enqueued)) => {
+                if !enqueued.duplicate {
+                    state.telemetry.enqueued(&endpoint);
+                }
                 state.lanes.wake(&endpoint);
                 BatchResult::Queued(answer(&state, &endpoint, enqueued)?)
             }

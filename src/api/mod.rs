@@ -4,11 +4,14 @@
 //! answered 202 only after the store's group commit made it durable. Paths and bodies are documented in
 //! docs/API.md; the wire types are in [`wire`], shared with the CLI's [`client`].
 
+mod admission;
 pub mod client;
 mod dlq;
 mod endpoints;
 pub mod error;
+mod events;
 mod messages;
+pub mod metrics;
 pub mod tokens;
 pub mod wire;
 
@@ -17,11 +20,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::dispatch::Lanes;
 use crate::model::{MessageRecord, Stage, State};
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -31,6 +36,11 @@ pub struct AppState {
     pub lanes: Lanes,
     /// Digests of the live access tokens.
     pub tokens: tokens::TokenDigests,
+    /// Run-time counters (`/metrics`, `/v1/stats`) and the live attempt feed (`/v1/events`).
+    pub telemetry: Arc<Telemetry>,
+    /// Cancelled when the daemon shuts down: ends open `/v1/events` streams, which graceful shutdown
+    /// would otherwise wait for forever.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -51,7 +61,9 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_batch_bytes;
     Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/stats", get(endpoints::stats))
+        .route("/v1/stats", get(metrics::stats))
+        .route("/v1/events", get(events::stream))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/messages", post(messages::enqueue))
         .route("/v1/messages/batch", post(messages::enqueue_batch))
         .route("/v1/messages/{id}", get(messages::show))
@@ -65,6 +77,9 @@ pub fn router(state: AppState) -> Router {
             get(endpoints::show).put(endpoints::update),
         )
         .route("/v1/endpoints/{name}/verify", post(endpoints::verify))
+        .route("/v1/endpoints/{name}/pause", post(endpoints::pause))
+        .route("/v1/endpoints/{name}/resume", post(endpoints::resume))
+        .route("/v1/endpoints/{name}/enable", post(endpoints::enable))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{name}", delete(tokens::revoke))
         .fallback(not_found)

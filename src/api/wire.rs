@@ -5,6 +5,7 @@ use serde_json::value::RawValue;
 
 use crate::model::{AttemptRecord, Millis, State};
 use crate::store::StageCounts;
+pub use crate::telemetry::{AttemptEvent, Outcome, OutcomeCounts};
 
 /// `POST /v1/messages` and each item of a batch.
 #[derive(Debug, Serialize, Deserialize)]
@@ -100,6 +101,25 @@ pub struct DlqSelection {
     pub all: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// With `all`: only dead letters dead at or after this time (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Millis>,
+    /// With `all`: only dead letters whose reason contains this text (case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// With `all`: only dead letters whose last attempt got this HTTP status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Change nothing; answer which dead letters would be replayed or purged (`selected`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+impl DlqSelection {
+    /// Whether any of the filters that narrow `all` is given.
+    pub fn filtered(&self) -> bool {
+        self.since.is_some() || self.reason.is_some() || self.status.is_some()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -108,6 +128,12 @@ pub struct ReplayResponse {
     /// Requested ids that were not in the dead-letter queue.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_dead: Vec<String>,
+    /// Present and true when nothing was changed (`dry_run`): `selected` lists what would have been.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// On a dry run, the ids of the dead letters that would be replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -115,6 +141,12 @@ pub struct PurgeResponse {
     pub purged: usize,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_dead: Vec<String>,
+    /// Present and true when nothing was changed (`dry_run`): `selected` lists what would have been.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// On a dry run, the ids of the dead letters that would be purged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<Vec<String>>,
 }
 
 /// An endpoint as the API shows it (secrets masked).
@@ -123,8 +155,18 @@ pub struct EndpointView {
     pub name: String,
     pub url: String,
     pub format: String,
-    /// `active`, or why its messages are held.
+    /// `active`, or why its messages are held: `unverified`, `paused`, `disabled`, `circuit_open`, `probing`.
     pub state: String,
+    /// The detail behind a state other than `active` (a handshake error, why it was disabled, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    pub circuit: CircuitInfo,
+    /// Requests per second at most, when limited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
+    /// Whether requests carry Standard Webhooks signatures (the secrets are never shown).
+    #[serde(default)]
+    pub signed: bool,
     pub timeout_ms: u64,
     pub concurrency: usize,
     pub max_attempts: u32,
@@ -133,6 +175,19 @@ pub struct EndpointView {
     pub auth: Option<String>,
     pub retry: String,
     pub counts: StageCounts,
+}
+
+/// An endpoint's circuit breaker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CircuitInfo {
+    /// `closed`, `open` or `probing`.
+    pub state: String,
+    pub consecutive_failures: u32,
+    pub failure_threshold: u32,
+    pub cooldown_ms: u64,
+    /// While open: when the probe goes out (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_until: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -148,6 +203,66 @@ pub struct Stats {
     /// Endpoints with queued messages but no lane in the running configuration.
     pub held_endpoints: Vec<String>,
     pub size_on_disk: u64,
+}
+
+/// `GET /v1/stats` as it is answered: [`Stats`] and, per endpoint, its lane's state, held messages, the age of
+/// its oldest queued message and its recent outcomes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// When this run of the daemon started (Unix ms).
+    pub started_at: Millis,
+    pub uptime_ms: u64,
+    /// Attempt outcomes in the last 60 seconds, over every endpoint.
+    pub last_minute: OutcomeCounts,
+    /// Every configured endpoint, and every endpoint with messages in the store.
+    pub endpoints: std::collections::BTreeMap<String, EndpointStatus>,
+}
+
+/// One endpoint in [`StatusReport`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EndpointStatus {
+    /// The lane's state in one word (`active`, `unverified`, `paused`, `disabled`, `circuit_open`,
+    /// `probing`), or `not_configured` when no lane runs for the endpoint.
+    pub state: String,
+    /// Why, when the state has a reason (unverified, disabled) or an end (circuit_open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_detail: Option<String>,
+    /// Queued and due for sending (counted under `held` instead while the lane is not active).
+    pub queued: u64,
+    /// Queued but waiting for the lane to become active.
+    pub held: u64,
+    pub in_flight: u64,
+    pub delivered: u64,
+    pub dead: u64,
+    /// When the oldest queued or held message was enqueued (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_queued_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_queued_age_ms: Option<u64>,
+    /// Attempt outcomes in the last 60 seconds.
+    pub last_minute: OutcomeCounts,
+    /// Counts since this run started.
+    pub since_start: SinceStart,
+}
+
+/// An endpoint's counters since the daemon started.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct SinceStart {
+    pub enqueued: u64,
+    pub attempts: u64,
+    pub delivered: u64,
+    pub retries: u64,
+    pub dead: u64,
+}
+
+/// One line of `GET /v1/events`: an attempt event, or how many events this listener missed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EventLine {
+    Lagged { lagged: u64 },
+    Event(Box<AttemptEvent>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::DispatchContext;
+use super::health::Health;
+use super::{DispatchContext, LaneShared};
 use crate::config::EndpointConfig;
 use crate::formats::{Answer, TransportKind};
 use crate::model::{AttemptRecord, AttemptResult, MessageRecord, now_millis};
@@ -14,6 +15,9 @@ use crate::retry::{CycleFacts, Decision, Verdict, decide};
 /// How much of an answer body is kept on the attempt record.
 const BODY_EXCERPT_BYTES: usize = 512;
 
+/// The status by which a receiver says the endpoint no longer exists: the lane is disabled, messages kept.
+const GONE: u16 = 410;
+
 /// Delivers leased `messages` in one request and records the outcome of each. The permit is held until the
 /// outcome is recorded, so the lane's concurrency limit counts whole attempts.
 pub(super) async fn run_attempt(
@@ -21,6 +25,7 @@ pub(super) async fn run_attempt(
     endpoint: Arc<EndpointConfig>,
     messages: Vec<MessageRecord>,
     wake: Arc<Notify>,
+    lane: Arc<LaneShared>,
     _permit: OwnedSemaphorePermit,
 ) {
     let started_at = now_millis();
@@ -39,6 +44,14 @@ pub(super) async fn run_attempt(
         },
     };
     let duration_ms = clock.elapsed().as_millis() as u64;
+    lane.record_health(Health::of(&answer), now_millis());
+    let gone = matches!(answer, Answer::Response { status: GONE, .. });
+    if gone {
+        let reason = format!("the receiver answered {GONE} Gone");
+        if let Err(error) = lane.disable(&context.store, reason).await {
+            tracing::error!(endpoint = %endpoint.name, %error, "cannot record that the endpoint is disabled");
+        }
+    }
     let mut verdicts = endpoint.format.classify(&answer, &messages);
     // Every leased message must get an outcome, or it would stay in flight until a restart.
     verdicts.resize_with(messages.len(), || {
@@ -58,13 +71,18 @@ pub(super) async fn run_attempt(
             cycle_started_at: message.cycle_started_at,
             now,
         };
-        let decision = decide(
-            &endpoint.retry,
-            facts,
-            &verdict,
-            context.max_retry_after,
-            rand::random::<f64>(),
-        );
+        let decision = if gone {
+            // Kept for when an operator enables the endpoint again; not a verdict on the message.
+            Decision::RetryAt(now)
+        } else {
+            decide(
+                &endpoint.retry,
+                facts,
+                &verdict,
+                context.max_retry_after,
+                rand::random::<f64>(),
+            )
+        };
         let record = AttemptRecord {
             number: message.total_attempts + 1,
             started_at,
@@ -81,6 +99,9 @@ pub(super) async fn run_attempt(
             receipt: classified.receipt,
         };
         log_outcome(&endpoint.name, message, &record, &decision);
+        context
+            .telemetry
+            .attempt_recorded(&endpoint.name, message, &record, &decision, now);
         retry_scheduled |= matches!(decision, Decision::RetryAt(_));
         if let Err(error) = context
             .store

@@ -6,14 +6,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::RwLock;
-
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::run_attempt;
-use super::{DispatchContext, LaneStatus, read_status, verify, write_status};
+use super::health::{Admission, RateLimiter};
+use super::{
+    Control, DispatchContext, LaneShared, LaneStatus, lock, read_status, verify, write_status,
+};
 use crate::config::EndpointConfig;
 use crate::model::now_millis;
 use crate::store::Lease;
@@ -30,39 +31,39 @@ pub(super) struct Lane {
     pub name: String,
     /// The endpoint's live settings; `PUT /v1/endpoints/{name}` replaces them while the lane runs.
     pub settings: watch::Receiver<Arc<EndpointConfig>>,
+    /// Paused / disabled, as the operator (or a 410 Gone) left it.
+    pub control: watch::Receiver<Control>,
     /// Nudged by enqueues, replays and this lane's own retries, so the lane re-reads its next due time.
     pub wake: Arc<Notify>,
     /// Nudged when an operator ran the verification handshake.
     pub recheck: Arc<Notify>,
-    pub status: Arc<RwLock<LaneStatus>>,
+    /// The circuit breaker and status, shared with this lane's attempts and the API.
+    pub shared: Arc<LaneShared>,
     pub shutdown: CancellationToken,
 }
 
+/// Why a lane stopped waiting.
+enum Cleared {
+    /// Send up to this many messages in the next request.
+    Send {
+        batch_max: usize,
+        probe: bool,
+    },
+    Shutdown,
+}
+
 impl Lane {
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         // Concurrency is fixed for the lane's life (a config file setting, not a run-time one).
         let permits = Arc::new(Semaphore::new(self.current().concurrency));
+        let mut rate_limit = self.current().rate_limit.map(RateLimiter::new);
+        let clock = tokio::time::Instant::now();
         let mut attempts = JoinSet::new();
         let mut changes = self.settings.clone();
         let mut settings_dirty = false;
-        let name = self.name.as_str();
-        tracing::debug!(endpoint = name, "lane started");
-        if !self.wait_until_verified().await {
-            return;
-        }
+        tracing::debug!(endpoint = %self.name, "lane started");
         loop {
             while attempts.try_join_next().is_some() {}
-            // New settings (a new URL or key), or a failed re-verification: no sending until verified.
-            let settings_changed = settings_dirty || changes.has_changed().unwrap_or(false);
-            if settings_changed {
-                changes.borrow_and_update();
-                settings_dirty = false;
-            }
-            if (settings_changed || read_status(&self.status) != LaneStatus::Active)
-                && !self.wait_until_verified().await
-            {
-                break;
-            }
             let permit = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
@@ -71,24 +72,47 @@ impl Lane {
                     Err(_) => break,
                 },
             };
+            // New settings (a new URL or key): no sending until verified again.
+            let settings_changed = settings_dirty || changes.has_changed().unwrap_or(false);
+            if settings_changed {
+                changes.borrow_and_update();
+                settings_dirty = false;
+            }
+            let (batch_max, probe) = match self.clear_to_send(settings_changed).await {
+                Cleared::Send { batch_max, probe } => (batch_max, probe),
+                Cleared::Shutdown => break,
+            };
+            if let Some(limiter) = &rate_limit {
+                let wait = limiter.wait(clock.elapsed().as_micros() as u64);
+                if wait > 0 {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_micros(wait)) => {}
+                    }
+                }
+            }
             let endpoint = self.current();
             let now = now_millis();
             let lease_until = now + endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
-            let batch_max = endpoint.batch_max;
-            let sleep_for = match self
-                .context
-                .store
-                .lease_due(name, now, batch_max, lease_until)
-            {
+            let sleep_for = match self.context.store.lease_due(
+                &self.name,
+                now,
+                batch_max,
+                lease_until,
+            ) {
                 Ok(Lease::Taken(mut messages)) => {
+                    if let Some(limiter) = &mut rate_limit {
+                        limiter.take(clock.elapsed().as_micros() as u64);
+                    }
                     if messages.len() < batch_max {
-                        self.fill_batch(&endpoint, &mut messages).await;
+                        self.fill_batch(&endpoint, batch_max, &mut messages).await;
                     }
                     attempts.spawn(run_attempt(
                         Arc::clone(&self.context),
                         Arc::clone(&endpoint),
                         messages,
                         Arc::clone(&self.wake),
+                        Arc::clone(&self.shared),
                         permit,
                     ));
                     continue;
@@ -98,10 +122,13 @@ impl Lane {
                 }
                 Ok(Lease::Idle) => None,
                 Err(error) => {
-                    tracing::error!(endpoint = name, %error, "lane cannot read the store");
+                    tracing::error!(endpoint = %self.name, %error, "lane cannot read the store");
                     Some(STORE_RETRY)
                 }
             };
+            if probe {
+                lock(&self.shared.circuit).probe_not_sent(now);
+            }
             drop(permit);
             let sleep = async {
                 match sleep_for {
@@ -112,6 +139,7 @@ impl Lane {
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
+                _ = self.control.changed() => {}
                 _ = sleep => {}
                 changed = changes.changed() => match changed {
                     Ok(()) => settings_dirty = true,
@@ -121,6 +149,85 @@ impl Lane {
             }
         }
         self.finish(attempts).await;
+    }
+
+    /// Waits until the operator's control, the verification handshake and the circuit breaker all let the
+    /// lane send, keeping the lane's status true meanwhile. Messages are not touched while waiting.
+    async fn clear_to_send(&mut self, mut reverify: bool) -> Cleared {
+        loop {
+            let control = self.control.borrow_and_update().clone();
+            let held = if let Some(reason) = control.disabled {
+                Some(LaneStatus::Disabled { reason })
+            } else if control.paused {
+                Some(LaneStatus::Paused)
+            } else {
+                None
+            };
+            if let Some(status) = held {
+                write_status(&self.shared.status, status);
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return Cleared::Shutdown,
+                    _ = self.control.changed() => {}
+                }
+                // The handshake may have gone stale while paused.
+                reverify = true;
+                continue;
+            }
+            let verified_before = !reverify
+                && matches!(
+                    read_status(&self.shared.status),
+                    LaneStatus::Active | LaneStatus::CircuitOpen { .. } | LaneStatus::Probing
+                );
+            if !verified_before && !self.wait_until_verified().await {
+                return Cleared::Shutdown;
+            }
+            reverify = false;
+            let now = now_millis();
+            let admission = lock(&self.shared.circuit).admit(now);
+            let wait_until = match admission {
+                Admission::Send => {
+                    write_status(&self.shared.status, LaneStatus::Active);
+                    return Cleared::Send {
+                        batch_max: self.current().batch_max,
+                        probe: false,
+                    };
+                }
+                Admission::Probe => {
+                    write_status(&self.shared.status, LaneStatus::Probing);
+                    tracing::info!(endpoint = %self.name, "circuit cooldown over: sending one probe");
+                    return Cleared::Send {
+                        batch_max: 1,
+                        probe: true,
+                    };
+                }
+                Admission::WaitUntil(until) => {
+                    let failures = lock(&self.shared.circuit).consecutive_failures();
+                    write_status(
+                        &self.shared.status,
+                        LaneStatus::CircuitOpen { until, failures },
+                    );
+                    Some(until)
+                }
+                Admission::AwaitProbe => {
+                    write_status(&self.shared.status, LaneStatus::Probing);
+                    None
+                }
+            };
+            let sleep = async {
+                match wait_until {
+                    Some(until) => {
+                        tokio::time::sleep(Duration::from_millis(until.saturating_sub(now))).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Cleared::Shutdown,
+                _ = self.control.changed() => {}
+                _ = self.shared.health_changed.notified() => {}
+                _ = sleep => {}
+            }
+        }
     }
 
     /// The endpoint's settings now.
@@ -134,10 +241,10 @@ impl Lane {
         loop {
             let endpoint = self.current();
             if verify::already_verified(&self.context, &endpoint) {
-                write_status(&self.status, LaneStatus::Active);
+                write_status(&self.shared.status, LaneStatus::Active);
                 return true;
             }
-            let status = verify::verify_now(&self.context, &endpoint, &self.status).await;
+            let status = verify::verify_now(&self.context, &endpoint, &self.shared.status).await;
             if status == LaneStatus::Active {
                 return true;
             }
@@ -154,9 +261,9 @@ impl Lane {
     async fn fill_batch(
         &self,
         endpoint: &EndpointConfig,
+        batch_max: usize,
         messages: &mut Vec<crate::model::MessageRecord>,
     ) {
-        let batch_max = endpoint.batch_max;
         let deadline = tokio::time::Instant::now() + endpoint.batch_linger;
         while messages.len() < batch_max {
             let woken = tokio::select! {

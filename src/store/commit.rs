@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Why a commit failed (the store is then not trusted for new acknowledgements).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -25,14 +25,37 @@ type Waiter = oneshot::Sender<Result<(), CommitError>>;
 #[derive(Clone, Debug)]
 pub struct GroupCommit {
     requests: mpsc::UnboundedSender<Waiter>,
+    /// The first commit failure. sled 0.34 keeps an I/O error for good (every later write fails the same
+    /// way), so a failed commit is a fact about this process: nothing can be made durable until a restart.
+    failure: watch::Receiver<Option<CommitError>>,
 }
 
 impl GroupCommit {
     /// Starts the commit task for `db`, whose files live in `dir`. Must be called inside a tokio runtime.
     pub fn start(db: sled::Db, dir: PathBuf) -> GroupCommit {
         let (requests, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(db, dir, receiver));
-        GroupCommit { requests }
+        let (failed, failure) = watch::channel(None);
+        tokio::spawn(run(db, dir, receiver, failed));
+        GroupCommit { requests, failure }
+    }
+
+    /// The first commit failure, once one happened.
+    pub fn failure(&self) -> Option<CommitError> {
+        self.failure.borrow().clone()
+    }
+
+    /// Resolves when a commit has failed (at once if one already did).
+    pub async fn failed(&self) -> CommitError {
+        let mut failure = self.failure.clone();
+        loop {
+            if let Some(error) = failure.borrow_and_update().clone() {
+                return error;
+            }
+            if failure.changed().await.is_err() {
+                // The commit task is gone: nothing can be committed any more.
+                return CommitError("the commit task has stopped".into());
+            }
+        }
     }
 
     /// Waits until everything written before this call is on disk.
@@ -46,7 +69,12 @@ impl GroupCommit {
     }
 }
 
-async fn run(db: sled::Db, dir: PathBuf, mut receiver: mpsc::UnboundedReceiver<Waiter>) {
+async fn run(
+    db: sled::Db,
+    dir: PathBuf,
+    mut receiver: mpsc::UnboundedReceiver<Waiter>,
+    failed: watch::Sender<Option<CommitError>>,
+) {
     let files = Arc::new(Mutex::new(SyncedFiles::new(dir)));
     let mut batch = Vec::new();
     while let Some(first) = receiver.recv().await {
@@ -56,7 +84,12 @@ async fn run(db: sled::Db, dir: PathBuf, mut receiver: mpsc::UnboundedReceiver<W
         }
         let result = commit_once(&db, &files).await;
         if let Err(error) = &result {
-            tracing::error!(%error, "group commit failed; enqueues are refused until it succeeds");
+            tracing::error!(%error, "group commit failed; nothing more can be acknowledged until a restart");
+            failed.send_if_modified(|first| {
+                let new = first.is_none();
+                first.get_or_insert_with(|| error.clone());
+                new
+            });
         }
         for waiter in batch.drain(..) {
             let _ = waiter.send(result.clone());

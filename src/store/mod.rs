@@ -7,6 +7,7 @@
 
 mod commit;
 pub mod keys;
+mod tally;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use sled::{Transactional, Tree};
 
 pub use commit::CommitError;
 use commit::GroupCommit;
+use tally::Tally;
 
 use crate::model::{AttemptRecord, MessageId, MessageRecord, Millis, Stage};
 use crate::retry::Decision;
@@ -26,6 +28,12 @@ use crate::retry::Decision;
 pub enum StoreError {
     #[error("data dir {0} is in use by another hookd process (sled's lock is held)")]
     Locked(PathBuf),
+    #[error(
+        "{0} is not a hookd data dir: it holds other files and no `{MARKER_FILE}`; point data_dir at an empty or new directory"
+    )]
+    Foreign(PathBuf),
+    #[error("{path}: {reason}")]
+    Marker { path: PathBuf, reason: String },
     #[error("cannot open the store in {path}: {source}")]
     Open {
         path: PathBuf,
@@ -141,6 +149,12 @@ pub struct EndpointState {
     /// Settings changed at run time, laid over the config file's endpoint.
     #[serde(default)]
     pub settings: crate::config::EndpointSettings,
+    /// An operator paused the endpoint.
+    #[serde(default)]
+    pub paused: bool,
+    /// Why the endpoint is disabled (a 410 Gone), while it is.
+    #[serde(default)]
+    pub disabled: Option<String>,
 }
 
 /// An API access token as stored: never the token itself, only its SHA-256.
@@ -161,6 +175,8 @@ pub struct Store {
     /// Serialises capped enqueues: sled transactions cannot count, so the count and the insert of a
     /// contact's message happen under this lock.
     contact_gate: Arc<Mutex<()>>,
+    /// Live counts per endpoint and stage, moved by every committed change.
+    tally: Arc<Tally>,
 }
 
 #[derive(Clone)]
@@ -221,6 +237,62 @@ impl Tx<'_> {
     }
 }
 
+/// The file that marks a directory as a hookd data dir, and the on-disk format it holds.
+pub const MARKER_FILE: &str = "hookd-data";
+const MARKER_TEXT: &str = "hookd data dir, format 1\n";
+
+/// Refuses a directory that holds someone else's files, or a format this build does not know, before sled
+/// writes anything into it.
+fn check_marker(dir: &Path) -> Result<(), StoreError> {
+    let unreadable = |e: std::io::Error| StoreError::Marker {
+        path: dir.to_owned(),
+        reason: format!("cannot read the data dir: {e}"),
+    };
+    match std::fs::read_to_string(dir.join(MARKER_FILE)) {
+        Ok(text) if text == MARKER_TEXT => return Ok(()),
+        Ok(text) => {
+            return Err(StoreError::Marker {
+                path: dir.join(MARKER_FILE),
+                reason: format!(
+                    "holds `{}`, not a format this hookd reads (`{}`)",
+                    text.trim(),
+                    MARKER_TEXT.trim()
+                ),
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unreadable(e)),
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        names.push(entry.map_err(unreadable)?.file_name());
+    }
+    let own = |name: &std::ffi::OsStr| {
+        // sled's files, and the socket hookd puts there by default.
+        matches!(
+            name.to_str(),
+            Some("conf" | "db" | "blobs" | "snap" | "hookd.sock")
+        ) || name.to_string_lossy().starts_with("snap.")
+    };
+    // A data dir from before the marker existed has sled's `conf` and `db`.
+    let sled_dir = names.iter().any(|n| n == "conf") && names.iter().any(|n| n == "db");
+    if names.iter().all(|n| own(n)) && (names.is_empty() || sled_dir) {
+        return Ok(());
+    }
+    Err(StoreError::Foreign(dir.to_owned()))
+}
+
+fn write_marker(dir: &Path) -> Result<(), StoreError> {
+    let path = dir.join(MARKER_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::write(&path, MARKER_TEXT).map_err(|e| StoreError::Marker {
+        path,
+        reason: format!("cannot write: {e}"),
+    })
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
@@ -235,6 +307,7 @@ impl Store {
             path: dir.to_owned(),
             source: e.into(),
         })?;
+        check_marker(dir)?;
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
@@ -249,6 +322,7 @@ impl Store {
                     source,
                 },
             })?;
+        write_marker(dir)?;
         let tree = |name: &str| db.open_tree(name);
         let trees = Trees {
             msg: tree("msg")?,
@@ -263,12 +337,15 @@ impl Store {
             token: tree("token")?,
         };
         let committer = GroupCommit::start(db.clone(), dir.to_owned());
-        Ok(Store {
+        let mut store = Store {
             db,
             trees,
             committer,
             contact_gate: Arc::new(Mutex::new(())),
-        })
+            tally: Arc::new(Tally::default()),
+        };
+        store.tally = Arc::new(Tally::new(store.recount()?));
+        Ok(store)
     }
 
     fn transaction<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
@@ -356,11 +433,26 @@ impl Store {
                 duplicate: false,
             })
         })
+        .inspect(|enqueued| {
+            if !enqueued.duplicate {
+                self.tally.moved(&new.endpoint, None, Some(Stage::Queued));
+            }
+        })
     }
 
     /// Waits until every write made before the call is durable on disk (group commit).
     pub async fn commit(&self) -> Result<(), StoreError> {
         Ok(self.committer.wait().await?)
+    }
+
+    /// Why the store can no longer make writes durable (a failed commit), if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.committer.failure().map(|e| e.to_string())
+    }
+
+    /// Resolves when a commit fails: from then on this process can acknowledge nothing.
+    pub async fn failed(&self) -> String {
+        self.committer.failed().await.to_string()
     }
 
     pub fn get(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
@@ -421,6 +513,10 @@ impl Store {
                 tx.put_record(&record)?;
                 Ok(Some(record))
             })?;
+            if leased.is_some() {
+                self.tally
+                    .moved(endpoint, Some(Stage::Queued), Some(Stage::InFlight));
+            }
             taken.extend(leased);
         }
         Ok(if taken.is_empty() {
@@ -440,10 +536,11 @@ impl Store {
         now: Millis,
     ) -> Result<(), StoreError> {
         let attempt_bytes = encode(attempt)?;
-        self.transaction(|tx| {
+        let moved = self.transaction(|tx| {
             let Some(mut record) = tx.get_record(id)? else {
-                return Ok(());
+                return Ok(None);
             };
+            let from = record.stage;
             tx.lease.remove(id.as_bytes())?;
             tx.attempt
                 .insert(keys::attempt(id, attempt.number), attempt_bytes.as_slice())?;
@@ -460,31 +557,44 @@ impl Store {
                     record.stage = Stage::Delivered;
                     record.delivered_at = Some(now);
                     tx.done.insert(keys::done(now, id), &[])?;
-                    tx.put_record(&record)
+                    tx.put_record(&record)?;
                 }
-                Decision::RetryAt(due_at) => tx.queue(&mut record, *due_at),
+                Decision::RetryAt(due_at) => tx.queue(&mut record, *due_at)?,
                 Decision::Dead { reason } => {
                     record.stage = Stage::Dead;
                     record.dead_reason = Some(reason.clone());
                     record.dead_at = Some(now);
                     tx.dead.insert(id.as_bytes(), &[])?;
-                    tx.put_record(&record)
+                    tx.put_record(&record)?;
                 }
             }
-        })
+            Ok(Some((record.endpoint, from, record.stage)))
+        })?;
+        if let Some((endpoint, from, to)) = moved {
+            self.tally.moved(&endpoint, Some(from), Some(to));
+        }
+        Ok(())
     }
 
     /// Puts a leased message back to due at `now` without counting an attempt (shutdown, restart).
     pub fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
-        self.transaction(|tx| {
+        let released = self.transaction(|tx| {
             if tx.lease.remove(id.as_bytes())?.is_none() {
-                return Ok(());
+                return Ok(None);
             }
             match tx.get_record(id)? {
-                Some(mut record) if record.stage == Stage::InFlight => tx.queue(&mut record, now),
-                _ => Ok(()),
+                Some(mut record) if record.stage == Stage::InFlight => {
+                    tx.queue(&mut record, now)?;
+                    Ok(Some(record.endpoint))
+                }
+                _ => Ok(None),
             }
-        })
+        })?;
+        if let Some(endpoint) = released {
+            self.tally
+                .moved(&endpoint, Some(Stage::InFlight), Some(Stage::Queued));
+        }
+        Ok(())
     }
 
     /// On start: every message still leased by a previous run goes back to due now. Returns how many.
@@ -576,6 +686,10 @@ impl Store {
                 tx.queue(&mut record, now)?;
                 Ok(Some(record.endpoint))
             })?;
+            if let Some(endpoint) = &replayed {
+                self.tally
+                    .moved(endpoint, Some(Stage::Dead), Some(Stage::Queued));
+            }
             endpoints.extend(replayed);
         }
         Ok(endpoints)
@@ -600,12 +714,12 @@ impl Store {
             .scan_prefix(id.as_bytes())
             .keys()
             .collect::<Result<Vec<_>, _>>()?;
-        self.transaction(|tx| {
+        let deleted = self.transaction(|tx| {
             let Some(record) = tx.get_record(id)? else {
-                return Ok(false);
+                return Ok(None);
             };
             if record.stage != stage {
-                return Ok(false);
+                return Ok(None);
             }
             tx.msg.remove(id.as_bytes())?;
             tx.dead.remove(id.as_bytes())?;
@@ -618,8 +732,12 @@ impl Store {
             for key in &attempt_keys {
                 tx.attempt.remove(key)?;
             }
-            Ok(true)
-        })
+            Ok(Some(record.endpoint))
+        })?;
+        if let Some(endpoint) = &deleted {
+            self.tally.moved(endpoint, Some(stage), None);
+        }
+        Ok(deleted.is_some())
     }
 
     /// Removes delivered messages delivered before `before` (the retention window). Returns how many.
@@ -640,8 +758,19 @@ impl Store {
         Ok(pruned)
     }
 
-    /// Counts per endpoint and stage, read from the indexes.
+    /// Counts per endpoint and stage (the live tally; cheap).
     pub fn counts(&self) -> Result<Counts, StoreError> {
+        Ok(self.tally.snapshot())
+    }
+
+    /// Messages waiting to be delivered (queued, held or in flight), over every endpoint; cheap.
+    pub fn pending(&self) -> u64 {
+        self.tally.pending()
+    }
+
+    /// Counts per endpoint and stage, read from the indexes (slow: reads a record per in-flight, dead and
+    /// delivered entry). The store opens with it; tests check the live tally against it.
+    pub fn recount(&self) -> Result<Counts, StoreError> {
         let mut counts = Counts::default();
         for key in self.trees.due.iter().keys() {
             let key = key?;
@@ -736,4 +865,27 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
+}
+
+// Operability reads (`hookd status`), kept apart from the verbs above.
+impl Store {
+    /// When the oldest queued message of `endpoint` was enqueued; `None` when nothing is queued. Reads the
+    /// endpoint's slice of the due index (keys only: ids are time-ordered, so the smallest is the oldest) and
+    /// then one record.
+    pub fn oldest_queued(&self, endpoint: &str) -> Result<Option<Millis>, StoreError> {
+        let prefix = keys::endpoint_prefix(endpoint);
+        let mut oldest: Option<MessageId> = None;
+        for key in self.trees.due.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let (_, id) = keys::parse_due_suffix(&key[prefix.len()..])
+                .ok_or_else(|| StoreError::Corrupt("malformed due key".into()))?;
+            if oldest.is_none_or(|o| id < o) {
+                oldest = Some(id);
+            }
+        }
+        match oldest {
+            None => Ok(None),
+            Some(id) => Ok(self.get(id)?.map(|record| record.created_at)),
+        }
+    }
 }

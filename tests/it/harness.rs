@@ -220,13 +220,22 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Writes a config (loopback allowed, fast retries by default) and starts the daemon.
     pub async fn start(endpoints: &[EndpointSpec], top_level: &str) -> TestDaemon {
+        Self::start_with_data_dir(endpoints, top_level, None).await
+    }
+
+    /// Like [`TestDaemon::start`], with the data dir at `data_dir` (a small file system, say).
+    pub async fn start_with_data_dir(
+        endpoints: &[EndpointSpec],
+        top_level: &str,
+        data_dir: Option<&Path>,
+    ) -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("hookd.toml");
         let socket = dir.path().join("hookd.sock");
+        let data_dir = data_dir.map_or_else(|| dir.path().join("data"), Path::to_owned);
         let mut text = format!(
             "data_dir = {:?}\nsocket = {:?}\nshutdown_grace_ms = 5000\n{top_level}\n[destinations]\nallow = [\"127.0.0.0/8\"]\n",
-            dir.path().join("data"),
-            socket
+            data_dir, socket
         );
         for e in endpoints {
             text.push_str(&format!(
@@ -304,6 +313,33 @@ impl TestDaemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The daemon's process id, for reading its state (open descriptors, memory) from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the daemon is running").id()
+    }
+
+    /// Waits for the daemon to exit on its own; `None` if it still runs after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = child.id().to_string();
+        let waited = tokio::time::timeout(
+            within,
+            tokio::task::spawn_blocking(move || {
+                let status = child.wait();
+                (child, status)
+            }),
+        )
+        .await;
+        match waited {
+            Ok(Ok((_, status))) => Some(status.unwrap()),
+            _ => {
+                // Still running: do not leave it behind.
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                None
+            }
+        }
     }
 
     /// SIGKILL: no chance to clean up.

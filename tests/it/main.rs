@@ -2,11 +2,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod cli_ops;
 mod crash;
 mod dead_letters;
 mod delivery;
+mod demo;
+mod disk;
+mod durability;
 mod formats;
 mod harness;
+mod health;
+mod hostile;
 mod lifecycle;
+mod metrics;
+mod raw_receiver;
+mod secrets;
 mod settings;
+mod signing;
+mod tail;
 mod tokens;

@@ -1,0 +1,331 @@
+//! hookd's benchmark: the real daemon against baselines measured in the same run, on loopback.
+//!
+//! `cargo bench --bench hookd -- [--smoke] [--json PATH] [--only PHASE,...] [--work-dir DIR]`
+//!
+//! Baselines first (an HTTP ceiling with reqwest and a hyper receiver; sled with hookd's group commit), then
+//! the `hookd` binary cargo built for this bench, spawned with its own temp config per phase: enqueue
+//! throughput over the socket, end-to-end delivery, latency at half that rate, a large backlog for a paused
+//! endpoint (RSS, disk, restart to first delivery), and the cost of a hanging neighbour. Every figure is
+//! printed with its baseline, the ratio, its target and pass/fail. A phase that fails (every wait has a
+//! deadline) is reported and makes the exit code 1; a missed target does not. What each figure means:
+//! docs/PERFORMANCE.md.
+
+#[path = "hookd/ceilings.rs"]
+mod ceilings;
+#[path = "hookd/daemon.rs"]
+mod daemon;
+#[path = "hookd/phases.rs"]
+mod phases;
+#[path = "hookd/receiver.rs"]
+mod receiver;
+#[path = "hookd/report.rs"]
+mod report;
+#[path = "hookd/socket.rs"]
+mod socket;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use daemon::{ENDPOINT_CONCURRENCY, SLED_CACHE_BYTES};
+use names::*;
+use phases::{BATCH_CLIENTS, BATCH_SIZE, Bench, CLIENTS, Sizes};
+use receiver::Receiver;
+use report::{Figure, Report, Target};
+use socket::Bodies;
+
+/// The figures' names, shared by the phases that measure them and the figures that compare with them.
+mod names {
+    pub const HTTP_CEILING: &str = "HTTP ceiling: reqwest -> receiver, 32 conns";
+    pub const HTTP_P50: &str = "HTTP ceiling: round trip p50";
+    pub const HTTP_P99: &str = "HTTP ceiling: round trip p99";
+    pub const DUR_SINGLE: &str = "durability ceiling: sled, 1 record per commit wait";
+    pub const DUR_BATCH: &str = "durability ceiling: sled, 250 records per commit wait";
+    pub const FRESH_START: &str = "daemon start, empty store";
+    pub const ENQ_SINGLE: &str = "enqueue: single, 32 clients";
+    pub const ENQ_BATCH: &str = "enqueue: batches of 250, 4 clients";
+    pub const E2E: &str = "end-to-end delivery";
+    pub const LAT_P50: &str = "enqueue-to-delivery latency p50";
+    pub const LAT_P99: &str = "enqueue-to-delivery latency p99";
+    pub const PEAK_RSS: &str = "daemon peak RSS (VmHWM)";
+    pub const Q_ENQ: &str = "backlog: batch enqueue to a paused endpoint";
+    pub const Q_RSS: &str = "backlog: daemon VmRSS";
+    pub const Q_HWM: &str = "backlog: daemon VmHWM";
+    pub const Q_DISK: &str = "backlog: data dir size";
+    pub const RESTART: &str = "backlog: restart to first delivery";
+    pub const HEALTHY_ALONE: &str = "healthy endpoint alone";
+    pub const HEALTHY_BESIDE: &str = "healthy endpoint beside a hanging one";
+}
+
+/// The figures with a target: when their phase failed they are listed as errors, so the table shows a FAIL.
+const TARGETED: &[(&str, &str, Target)] = &[
+    (ENQ_SINGLE, "/s", Target::AtLeast(10_000.0)),
+    (ENQ_BATCH, "/s", Target::RatioAtLeast(0.5)),
+    (E2E, "/s", Target::RatioAtLeast(0.6)),
+    (LAT_P99, "ms", Target::Below(10.0)),
+    (Q_RSS, "MiB", Target::AtMost(256.0)),
+    (Q_HWM, "MiB", Target::AtMost(256.0)),
+    (RESTART, "s", Target::Below(5.0)),
+    (HEALTHY_BESIDE, "/s", Target::RatioAtLeast(0.9)),
+];
+
+const PHASES: &[&str] = &[
+    "ceiling",
+    "durability",
+    "enqueue",
+    "e2e",
+    "latency",
+    "queued",
+    "hanging",
+];
+
+struct Args {
+    smoke: bool,
+    json: Option<PathBuf>,
+    only: Option<Vec<String>>,
+    work_dir: PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        smoke: false,
+        json: None,
+        only: None,
+        work_dir: std::env::temp_dir(),
+    };
+    let mut given = std::env::args().skip(1);
+    while let Some(arg) = given.next() {
+        match arg.as_str() {
+            "--smoke" => args.smoke = true,
+            "--json" => args.json = Some(given.next().context("--json needs a path")?.into()),
+            "--work-dir" => args.work_dir = given.next().context("--work-dir needs a dir")?.into(),
+            "--only" => {
+                let list: Vec<String> = given
+                    .next()
+                    .context("--only needs phase names")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(bad) = list.iter().find(|p| !PHASES.contains(&p.as_str())) {
+                    bail!("no phase `{bad}`; phases: {}", PHASES.join(","));
+                }
+                args.only = Some(list);
+            }
+            // cargo bench passes --bench to a harness-less bench.
+            "--bench" => {}
+            other => bail!(
+                "unknown argument `{other}`; usage: cargo bench --bench hookd -- [--smoke] [--json PATH] \
+                 [--only PHASE,...] [--work-dir DIR]"
+            ),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("bench: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("bench: {error:#}");
+            daemon::kill_all();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the phases; answers whether all of them completed.
+fn run(args: Args) -> Result<bool> {
+    let limit = if args.smoke { 600 } else { 3600 };
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(limit));
+        eprintln!("bench: still running after {limit} s; giving up");
+        daemon::kill_all();
+        std::process::exit(1);
+    });
+    // The receivers get their own runtime, so their work is not queued behind the bench's clients.
+    let receivers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-receiver")
+        .enable_all()
+        .build()?;
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()?;
+    let sizes = if args.smoke {
+        Sizes::smoke()
+    } else {
+        Sizes::full()
+    };
+    let mut bench = Bench {
+        sizes,
+        work_dir: args.work_dir.clone(),
+        receiver: Receiver::start(receivers.handle(), false)?,
+        hanging: Receiver::start(receivers.handle(), true)?,
+        bodies: Bodies {
+            payload: socket::payload(),
+        },
+        report: Report::default(),
+    };
+    let wanted = |phase: &str| {
+        args.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|p| p == phase))
+    };
+    println!(
+        "hookd bench ({}), daemon {}, temp dirs in {}",
+        if args.smoke { "smoke" } else { "full" },
+        daemon::HOOKD,
+        args.work_dir.display()
+    );
+    clients.block_on(async {
+        let mut probed = false;
+        for phase in PHASES.iter().copied().filter(|p| wanted(p)) {
+            let runs_daemon = !matches!(phase, "ceiling" | "durability");
+            if runs_daemon && !probed {
+                run_phase(&mut bench, "probe").await;
+                probed = true;
+            }
+            run_phase(&mut bench, phase).await;
+        }
+    });
+    drop(clients);
+    drop(receivers);
+
+    let mut report = bench.report;
+    for (name, unit, target) in TARGETED {
+        if wanted(phase_of(name)) && report.value(name).is_none() {
+            report.push(Figure {
+                value: None,
+                ..Figure::new(*name, 0.0, unit)
+                    .target(*target)
+                    .note("not measured: its phase failed")
+            });
+        }
+    }
+    let completed = report.errors.is_empty();
+    println!("\n{}", report.table());
+    if let Some(path) = &args.json {
+        let run = serde_json::json!({
+            "mode": if args.smoke { "smoke" } else { "full" },
+            "sizes": bench.sizes,
+            "clients": CLIENTS,
+            "batch_clients": BATCH_CLIENTS,
+            "batch_size": BATCH_SIZE,
+            "endpoint_concurrency": ENDPOINT_CONCURRENCY,
+            "sled_cache_bytes": SLED_CACHE_BYTES,
+            "payload_bytes": bench.bodies.payload.len(),
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "unix_time": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        });
+        let text = serde_json::to_string_pretty(&report.json(run))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    if !completed {
+        eprintln!("bench: {} phase(s) failed", report.errors.len());
+    }
+    Ok(completed)
+}
+
+/// The phase that measures a targeted figure.
+fn phase_of(figure: &str) -> &'static str {
+    match figure {
+        ENQ_SINGLE | ENQ_BATCH => "enqueue",
+        E2E => "e2e",
+        LAT_P99 => "latency",
+        HEALTHY_BESIDE => "hanging",
+        _ => "queued",
+    }
+}
+
+async fn run_phase(bench: &mut Bench, phase: &str) {
+    println!("== {phase}");
+    let started = std::time::Instant::now();
+    let outcome = match phase {
+        "probe" => bench.probe().await,
+        "ceiling" => ceiling(bench).await,
+        "durability" => durability(bench).await,
+        "enqueue" => bench.enqueue().await,
+        "e2e" => bench.e2e().await,
+        "latency" => bench.latency().await,
+        "queued" => bench.queued().await,
+        "hanging" => bench.hanging().await,
+        _ => Err(anyhow::anyhow!("no phase `{phase}`")),
+    };
+    match outcome {
+        Ok(()) => println!("   done in {:.1} s", started.elapsed().as_secs_f64()),
+        Err(error) => {
+            eprintln!("   phase {phase} FAILED: {error:#}");
+            bench.report.fail(phase, &error);
+        }
+    }
+}
+
+async fn ceiling(bench: &mut Bench) -> Result<()> {
+    let n = bench.sizes.ceiling_requests;
+    let ceiling = ceilings::http_ceiling(
+        &bench.receiver,
+        &bench.bodies.payload,
+        n,
+        ENDPOINT_CONCURRENCY,
+    )
+    .await?;
+    let note = format!("{n} POSTs of hookd's json body, {ENDPOINT_CONCURRENCY} connections");
+    let report = &mut bench.report;
+    report.push(Figure::new(HTTP_CEILING, ceiling.per_second, "/s").note(note));
+    report.push(Figure::new(HTTP_P50, ceiling.p50.as_secs_f64() * 1e3, "ms"));
+    report.push(Figure::new(HTTP_P99, ceiling.p99.as_secs_f64() * 1e3, "ms"));
+    Ok(())
+}
+
+async fn durability(bench: &mut Bench) -> Result<()> {
+    let record = bench.bodies.payload.len();
+    let (single, batched) = (
+        bench.sizes.durability_single,
+        bench.sizes.durability_batched,
+    );
+    let rate = ceilings::durability_ceiling(
+        &bench.work_dir,
+        SLED_CACHE_BYTES,
+        record,
+        CLIENTS,
+        1,
+        single,
+    )
+    .await?;
+    bench
+        .report
+        .push(Figure::new(DUR_SINGLE, rate, "/s").note(format!(
+            "{single} records of {record} bytes, {CLIENTS} writers"
+        )));
+    let rate = ceilings::durability_ceiling(
+        &bench.work_dir,
+        SLED_CACHE_BYTES,
+        record,
+        BATCH_CLIENTS,
+        BATCH_SIZE,
+        batched,
+    )
+    .await?;
+    bench
+        .report
+        .push(Figure::new(DUR_BATCH, rate, "/s").note(format!(
+            "{batched} records of {record} bytes, {BATCH_CLIENTS} writers"
+        )));
+    Ok(())
+}

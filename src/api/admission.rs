@@ -1,0 +1,64 @@
+//! Admission: whether the daemon may accept more messages right now, checked before anything is written.
+//!
+//! An enqueue is refused with 503 and `Retry-After` (and nothing stored) when the store can no longer make
+//! writes durable, when `max_queue_depth` messages already wait, or when the data dir's file system has less
+//! than `min_free_disk_bytes` free. The disk check matters because sled 0.34 treats a failed write as
+//! permanent for the process: stopping enqueues before the disk is full keeps deliveries (which need small
+//! writes) going, and lets enqueues resume by themselves once space returns.
+
+use std::path::Path;
+
+use super::AppState;
+use super::error::{ApiError, STORE_RETRY_AFTER_SECS};
+
+/// What a client is told to wait when the queue is full.
+const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 1;
+/// What a client is told to wait when the disk is nearly full.
+const DISK_FULL_RETRY_AFTER_SECS: u64 = 10;
+
+/// Checks that `count` more messages of `bytes` payload bytes in all may be accepted.
+pub(super) fn admit(state: &AppState, count: u64, bytes: u64) -> Result<(), ApiError> {
+    if let Some(failure) = state.store.failure() {
+        return Err(ApiError::unavailable(
+            "store_unavailable",
+            format!("the store cannot make writes durable ({failure}); hookd is restarting"),
+            STORE_RETRY_AFTER_SECS,
+        ));
+    }
+    let pending = state.store.pending();
+    let max = state.config.max_queue_depth;
+    if pending.saturating_add(count) > max {
+        return Err(ApiError::unavailable(
+            "queue_full",
+            format!("{pending} messages are waiting (max_queue_depth {max}); retry later"),
+            QUEUE_FULL_RETRY_AFTER_SECS,
+        ));
+    }
+    let keep = state.config.min_free_disk_bytes;
+    if keep > 0 {
+        match free_bytes(&state.config.data_dir) {
+            Ok(free) if free < keep.saturating_add(bytes) => {
+                return Err(ApiError::unavailable(
+                    "disk_full",
+                    format!(
+                        "the data dir's disk has {free} bytes free, below min_free_disk_bytes {keep}; retry later"
+                    ),
+                    DISK_FULL_RETRY_AFTER_SECS,
+                ));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the data dir's free space; not checked");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes available to this (unprivileged) process on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> nix::Result<u64> {
+    let stats = nix::sys::statvfs::statvfs(dir)?;
+    Ok(stats
+        .blocks_available()
+        .saturating_mul(stats.fragment_size()))
+}

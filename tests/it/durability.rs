@@ -1,0 +1,145 @@
+//! The durability point, observed from outside: under `strace`, the 202 answering an enqueue is written to
+//! the socket only after an `fdatasync` of sled's log file that began after the request was read.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::HOOKD;
+
+/// One traced system call line of interest, in the order strace saw it finish.
+#[derive(Debug, PartialEq)]
+enum Event {
+    RequestRead,
+    LogSynced,
+    AcceptedWritten,
+}
+
+/// Reads strace's output (`-f -y -s`) into the events that matter for the enqueue carrying `nonce`.
+fn events(trace: &str, nonce: &str, log_file: &Path) -> Vec<(usize, Event)> {
+    let log_file = log_file.display().to_string();
+    let mut events = Vec::new();
+    for (n, line) in trace.lines().enumerate() {
+        let finished_ok =
+            line.trim_end().ends_with("= 0") || line.contains(") = ") && !line.contains("= -1");
+        if line.contains(nonce) && (line.contains("read(") || line.contains("recv")) && finished_ok
+        {
+            events.push((n, Event::RequestRead));
+        } else if line.contains("fdatasync")
+            && line.contains(&log_file)
+            && line.trim_end().ends_with("= 0")
+            || line.contains("<... fdatasync resumed>") && line.trim_end().ends_with("= 0")
+        {
+            events.push((n, Event::LogSynced));
+        } else if line.contains("202 Accepted") && (line.contains("write") || line.contains("send"))
+        {
+            events.push((n, Event::AcceptedWritten));
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_is_acknowledged_only_after_its_data_is_fdatasynced() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        panic!("strace is needed for this test (.ci/run installs it)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let socket = dir.path().join("hookd.sock");
+    let config = dir.path().join("hookd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data_dir:?}\nsocket = {socket:?}\n[[endpoints]]\nname = \"sink\"\nurl = \"http://127.0.0.1:9/\"\n"
+        ),
+    )
+    .unwrap();
+    let trace_path = dir.path().join("trace.txt");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-y", "-s", "512", "-o"])
+        .arg(&trace_path)
+        .args([
+            "-e",
+            "trace=fdatasync,fsync,read,recvfrom,recvmsg,write,writev,sendto,sendmsg",
+            HOOKD,
+            "serve",
+            "--config",
+        ])
+        .arg(&config)
+        .env("HOOKD_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = strace.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("hookd is serving") {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(60), ready_rx)
+        .await
+        .expect("the traced daemon starts")
+        .unwrap();
+
+    let nonce = format!("durability-{}", uuid::Uuid::now_v7());
+    let client = reqwest::Client::builder()
+        .unix_socket(socket.as_path())
+        .build()
+        .unwrap();
+    let answer = client
+        .post("http://hookd/v1/messages")
+        .json(&json!({"endpoint": "sink", "type": "event", "payload": {"nonce": nonce}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+
+    // Stop the daemon (not strace) so the trace is complete.
+    let pgrep = Command::new("pgrep")
+        .args(["-P", &strace.id().to_string()])
+        .output()
+        .unwrap();
+    let daemon_pid = String::from_utf8_lossy(&pgrep.stdout).trim().to_owned();
+    assert!(!daemon_pid.is_empty(), "the daemon runs under strace");
+    Command::new("kill")
+        .args(["-TERM", &daemon_pid])
+        .status()
+        .unwrap();
+    strace.wait().unwrap();
+
+    let trace = std::fs::read_to_string(&trace_path).unwrap();
+    let events = events(&trace, &nonce, &data_dir.join("db"));
+    let read_at = events
+        .iter()
+        .find(|(_, e)| *e == Event::RequestRead)
+        .map(|(n, _)| *n)
+        .unwrap_or_else(|| panic!("the request was never read in the trace: {events:?}"));
+    let accepted_at = events
+        .iter()
+        .find(|(n, e)| *e == Event::AcceptedWritten && *n > read_at)
+        .map(|(n, _)| *n)
+        .unwrap_or_else(|| panic!("no 202 written after the request: {events:?}"));
+    let synced_between = events
+        .iter()
+        .any(|(n, e)| *e == Event::LogSynced && *n > read_at && *n < accepted_at);
+    assert!(
+        synced_between,
+        "the 202 (trace line {accepted_at}) was written without an fdatasync of {} after the request \
+         (line {read_at}): {events:?}",
+        data_dir.join("db").display()
+    );
+    println!(
+        "durability: request read at trace line {read_at}, fdatasync of the log completed before the 202 at line {accepted_at}"
+    );
+}
