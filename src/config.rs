@@ -246,8 +246,8 @@ pub enum Auth {
     Basic { username: String, password: Secret },
 }
 
-/// One receiver and how to talk to it.
-#[derive(Clone, Debug)]
+/// One receiver and how to talk to it. `Debug` shows the URL masked (see [`masked_url`]).
+#[derive(Clone)]
 pub struct EndpointConfig {
     pub name: String,
     pub url: reqwest::Url,
@@ -270,6 +270,43 @@ pub struct EndpointConfig {
     /// The most requests per second sent to this endpoint; `None`: no limit beyond `concurrency`.
     pub rate_limit: Option<f64>,
     pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("name", &self.name)
+            .field("url", &masked_url(&self.url))
+            .field("format", &self.format)
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .field("auth", &self.auth)
+            .field("retry", &self.retry)
+            .field("batch_max", &self.batch_max)
+            .field("batch_linger", &self.batch_linger)
+            .field("verification", &self.verification)
+            .field("max_pending_per_contact", &self.max_pending_per_contact)
+            .field("signing_keys", &self.signing_keys)
+            .field("rate_limit", &self.rate_limit)
+            .field("circuit_breaker", &self.circuit_breaker)
+            .finish()
+    }
+}
+
+/// The URL with its password and query values masked: customers put tokens there.
+pub fn masked_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    if shown.password().is_some() {
+        let _ = shown.set_password(Some("***"));
+    }
+    if shown.query().is_some() {
+        let masked: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(key, _)| (key.into_owned(), "***".to_owned()))
+            .collect();
+        shown.query_pairs_mut().clear().extend_pairs(masked);
+    }
+    shown.to_string()
 }
 
 /// Seed 002's verification handshake settings.

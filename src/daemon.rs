@@ -2,7 +2,8 @@
 //!
 //! Start: open the store (taking sled's lock, so a second daemon on the same data dir fails here, before it
 //! touches the socket), put leases of a previous run back to due, bind the socket (stale file removed, mode
-//! 0600), start the lanes and the API. Stop (on the `shutdown` future): stop accepting, let lanes finish their
+//! 0600, or 0660 for `socket_group`), start the lanes and the API. A failed group commit stops the daemon
+//! like a signal does, and `run` then returns `StoreFailed` so a supervisor reopens the store. Stop (on the `shutdown` future): stop accepting, let lanes finish their
 //! in-flight attempts within the grace period, release what is left, make everything durable, remove the socket.
 
 use std::future::Future;

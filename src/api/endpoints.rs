@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::error::parse_json;
 use super::messages::read_body;
-use crate::config::{Auth, EndpointConfig, EndpointSettings};
+use crate::config::{Auth, EndpointConfig, EndpointSettings, masked_url};
 use crate::dispatch::health::CircuitState;
 use crate::dispatch::{CircuitView, ControlChange, LaneStatus};
 use crate::retry::Backoff;
@@ -100,22 +100,6 @@ fn circuit_info(endpoint: &EndpointConfig, circuit: Option<CircuitView>) -> Circ
         cooldown_ms: endpoint.circuit_breaker.cooldown.as_millis() as u64,
         open_until,
     }
-}
-
-/// The URL with its password and query values masked: customers put tokens there.
-fn masked_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    if shown.password().is_some() {
-        let _ = shown.set_password(Some("***"));
-    }
-    if shown.query().is_some() {
-        let masked: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(key, _)| (key.into_owned(), "***".to_owned()))
-            .collect();
-        shown.query_pairs_mut().clear().extend_pairs(masked);
-    }
-    shown.to_string()
 }
 
 pub(super) async fn list(

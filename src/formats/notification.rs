@@ -76,12 +76,32 @@ pub fn render(messages: &[MessageRecord]) -> Result<RenderedRequest, PayloadErro
     })
 }
 
-/// `delivery_id` as text, when the answer carries one.
-fn receipt(model: &Map<String, Value>) -> Option<String> {
-    match model.get("delivery_id")? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+/// The longest receiver-supplied text kept in an attempt's reason.
+const MAX_REASON_TEXT: usize = 200;
+
+/// `delivery_id` as text, when the answer carries one. A number is kept exactly as the receiver wrote it
+/// (read as raw JSON text: going through `f64` or `u64` could change a long or fractional id).
+fn receipt(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Receipt<'a> {
+        #[serde(borrow, default)]
+        delivery_id: Option<&'a serde_json::value::RawValue>,
+    }
+    let raw = serde_json::from_slice::<Receipt<'_>>(body)
+        .ok()?
+        .delivery_id?;
+    match serde_json::from_str::<Value>(raw.get()).ok()? {
+        Value::String(s) if !s.is_empty() => Some(s),
+        Value::Number(_) => Some(raw.get().trim().to_owned()),
         _ => None,
+    }
+}
+
+/// Cuts receiver-supplied text to [`MAX_REASON_TEXT`] characters.
+fn clip(text: String) -> String {
+    match text.char_indices().nth(MAX_REASON_TEXT) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 
@@ -112,7 +132,7 @@ fn classify_one(answer: &Answer) -> Classified {
         Ok(Value::Object(map)) => Some(map),
         _ => None,
     };
-    let receipt = model.as_ref().and_then(receipt);
+    let receipt = model.as_ref().and_then(|_| receipt(body));
     if !(200..=299).contains(status) {
         return Classified {
             verdict: classify_http(answer),
@@ -131,11 +151,11 @@ fn classify_one(answer: &Answer) -> Classified {
             receipt,
         };
     };
-    let error_message = match model.get("error_message") {
+    let error_message = clip(match model.get("error_message") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Null) | None => "no error_message".to_owned(),
         Some(other) => other.to_string(),
-    };
+    });
     let verdict = match code.as_str() {
         "000" => Verdict::Delivered {
             reason: "000 delivered".into(),
