@@ -2,23 +2,26 @@
 //!
 //! Everything else speaks in domain verbs: [`Store::enqueue`], [`Store::commit`], [`Store::lease_due`],
 //! [`Store::record_attempt`], [`Store::replay`], [`Store::purge`]. Every state change that touches more than
-//! one tree runs in one sled transaction, so the indexes (`due`, `lease`, `dead`, `done`, `idem`) always agree
-//! with the message records. Key layouts are in [`keys`]; the durability point is in [`commit`].
+//! one tree runs in one sled transaction, so the indexes (`due`, `lease`, `dead`, `done`, `idem`, `contact`)
+//! always agree with the message records; a transaction spans only the message trees its change touches
+//! (`tx.rs`). Key layouts are in [`keys`]; the durability point is in [`commit`].
 
 mod commit;
 pub mod keys;
 mod tally;
+mod tx;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::TransactionError;
 use sled::{Transactional, Tree};
 
 pub use commit::CommitError;
 use commit::GroupCommit;
 use tally::Tally;
+use tx::{Abort, Name, Set, Tx, TxResult, abort};
 
 use crate::model::{AttemptRecord, MessageId, MessageRecord, Millis, Stage};
 use crate::retry::Decision;
@@ -57,17 +60,6 @@ pub enum StoreError {
         max: usize,
     },
 }
-
-impl From<TransactionError<StoreError>> for StoreError {
-    fn from(e: TransactionError<StoreError>) -> Self {
-        match e {
-            TransactionError::Abort(inner) => inner,
-            TransactionError::Storage(e) => StoreError::Sled(e),
-        }
-    }
-}
-
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 /// A message as handed to [`Store::enqueue`].
 #[derive(Debug, Clone)]
@@ -195,43 +187,29 @@ struct Trees {
     token: Tree,
 }
 
-/// The trees as seen inside a transaction, by name.
-struct Tx<'a> {
-    msg: &'a TransactionalTree,
-    due: &'a TransactionalTree,
-    lease: &'a TransactionalTree,
-    attempt: &'a TransactionalTree,
-    dead: &'a TransactionalTree,
-    idem: &'a TransactionalTree,
-    done: &'a TransactionalTree,
-    contact: &'a TransactionalTree,
-}
-
 impl Tx<'_> {
     fn get_record(&self, id: MessageId) -> TxResult<Option<MessageRecord>> {
-        match self.msg.get(id.as_bytes())? {
+        match self.msg()?.get(id.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => decode(&bytes)
-                .map(Some)
-                .map_err(ConflictableTransactionError::Abort),
+            Some(bytes) => decode(&bytes).map(Some).map_err(abort),
         }
     }
 
     fn put_record(&self, record: &MessageRecord) -> TxResult<()> {
-        let bytes = encode(record).map_err(ConflictableTransactionError::Abort)?;
-        self.msg.insert(record.id.as_bytes(), bytes)?;
+        let bytes = encode(record).map_err(abort)?;
+        self.msg()?.insert(record.id.as_bytes(), bytes)?;
         Ok(())
     }
 
-    /// Puts a message (back) in the due index as queued.
+    /// Puts a message (back) in the due index as queued (and its contact entry, when it has a contact).
     fn queue(&self, record: &mut MessageRecord, due_at: Millis) -> TxResult<()> {
         if let Some(contact) = &record.contact {
-            self.contact
+            self.contact()?
                 .insert(keys::contact(&record.endpoint, contact, record.id), &[])?;
         }
         record.stage = Stage::Queued;
         record.next_attempt_at = due_at;
-        self.due
+        self.due()?
             .insert(keys::due(&record.endpoint, due_at, record.id), &[])?;
         self.put_record(record)
     }
@@ -348,25 +326,42 @@ impl Store {
         Ok(store)
     }
 
-    fn transaction<T>(&self, f: impl Fn(&Tx<'_>) -> TxResult<T>) -> Result<T, StoreError> {
+    /// Runs `f` in one sled transaction over the message trees in `set` (and `msg`, which every message
+    /// transaction reads). When `f` asks for a tree outside the set, the run is aborted (nothing written) and
+    /// `f` runs again with that tree added.
+    fn transaction<T>(
+        &self,
+        set: Set,
+        f: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
         let t = &self.trees;
-        let trees = (
-            &t.msg, &t.due, &t.lease, &t.attempt, &t.dead, &t.idem, &t.done, &t.contact,
-        );
-        let result =
-            trees.transaction(|(msg, due, lease, attempt, dead, idem, done, contact)| {
-                f(&Tx {
-                    msg,
-                    due,
-                    lease,
-                    attempt,
-                    dead,
-                    idem,
-                    done,
-                    contact,
-                })
-            })?;
-        Ok(result)
+        let tree = |name: Name| match name {
+            Name::Msg => &t.msg,
+            Name::Due => &t.due,
+            Name::Lease => &t.lease,
+            Name::Attempt => &t.attempt,
+            Name::Dead => &t.dead,
+            Name::Idem => &t.idem,
+            Name::Done => &t.done,
+            Name::Contact => &t.contact,
+        };
+        let mut set = set.with(Name::Msg);
+        loop {
+            let mut trees = [&t.msg; 8];
+            let mut len = 0;
+            for name in Name::ALL.into_iter().filter(|name| set.has(*name)) {
+                trees[len] = tree(name);
+                len += 1;
+            }
+            let result = trees[..len].transaction(|view| f(&Tx::new(set, view)));
+            match result {
+                Ok(value) => return Ok(value),
+                Err(TransactionError::Abort(Abort::Store(e))) => return Err(e),
+                // Never a tree already in the set, so this ends after at most seven more runs.
+                Err(TransactionError::Abort(Abort::Missing(name))) => set = set.with(name),
+                Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
+            }
+        }
     }
 
     /// Records a new message as queued and due now, unless its idempotency key is known on that endpoint.
@@ -401,30 +396,33 @@ impl Store {
             }
             None => false,
         };
-        self.transaction(|tx| {
+        let mut trees = Set::of(&[Name::Msg, Name::Due]);
+        if idem_key.is_some() {
+            trees = trees.with(Name::Idem);
+        }
+        if new.contact.is_some() {
+            trees = trees.with(Name::Contact);
+        }
+        self.transaction(trees, |tx| {
             if let Some(key) = &idem_key {
-                if let Some(existing) = tx.idem.get(key)? {
+                if let Some(existing) = tx.idem()?.get(key)? {
                     let first = MessageId::from_slice(&existing).ok_or_else(|| {
-                        ConflictableTransactionError::Abort(StoreError::Corrupt(
-                            "idempotency entry is not an id".into(),
-                        ))
+                        abort(StoreError::Corrupt("idempotency entry is not an id".into()))
                     })?;
                     return Ok(Enqueued {
                         id: first,
                         duplicate: true,
                     });
                 }
-                tx.idem.insert(key.as_slice(), id.as_bytes())?;
+                tx.idem()?.insert(key.as_slice(), id.as_bytes())?;
             }
             if over_limit {
                 if let Some(limit) = &new.contact {
-                    return Err(ConflictableTransactionError::Abort(
-                        StoreError::ContactFull {
-                            endpoint: new.endpoint.clone(),
-                            contact: limit.contact.clone(),
-                            max: limit.max_pending,
-                        },
-                    ));
+                    return Err(abort(StoreError::ContactFull {
+                        endpoint: new.endpoint.clone(),
+                        contact: limit.contact.clone(),
+                        max: limit.max_pending,
+                    }));
                 }
             }
             tx.queue(&mut record.clone(), now)?;
@@ -498,8 +496,9 @@ impl Store {
                 }
                 break;
             }
-            let leased = self.transaction(|tx| {
-                if tx.due.remove(key.as_ref())?.is_none() {
+            let trees = Set::of(&[Name::Msg, Name::Due, Name::Lease]);
+            let leased = self.transaction(trees, |tx| {
+                if tx.due()?.remove(key.as_ref())?.is_none() {
                     return Ok(None);
                 }
                 let Some(mut record) = tx.get_record(id)? else {
@@ -509,7 +508,8 @@ impl Store {
                     return Ok(None);
                 }
                 record.stage = Stage::InFlight;
-                tx.lease.insert(id.as_bytes(), &lease_until.to_be_bytes())?;
+                tx.lease()?
+                    .insert(id.as_bytes(), &lease_until.to_be_bytes())?;
                 tx.put_record(&record)?;
                 Ok(Some(record))
             })?;
@@ -536,27 +536,37 @@ impl Store {
         now: Millis,
     ) -> Result<(), StoreError> {
         let attempt_bytes = encode(attempt)?;
-        let moved = self.transaction(|tx| {
+        // A message with a contact also needs the `contact` tree; the transaction adds it when asked.
+        let trees = Set::of(&[Name::Msg, Name::Lease, Name::Attempt]).with(match decision {
+            Decision::Delivered => Name::Done,
+            Decision::RetryAt(_) => Name::Due,
+            Decision::Dead { .. } => Name::Dead,
+        });
+        let moved = self.transaction(trees, |tx| {
             let Some(mut record) = tx.get_record(id)? else {
                 return Ok(None);
             };
+            if record.contact.is_some() {
+                // Asked for before any write, so a run without it stops early.
+                tx.contact()?;
+            }
             let from = record.stage;
-            tx.lease.remove(id.as_bytes())?;
-            tx.attempt
+            tx.lease()?.remove(id.as_bytes())?;
+            tx.attempt()?
                 .insert(keys::attempt(id, attempt.number), attempt_bytes.as_slice())?;
             record.cycle_attempts += 1;
             record.total_attempts = record.total_attempts.max(attempt.number);
             if let (Some(contact), false) =
                 (&record.contact, matches!(decision, Decision::RetryAt(_)))
             {
-                tx.contact
+                tx.contact()?
                     .remove(keys::contact(&record.endpoint, contact, id))?;
             }
             match decision {
                 Decision::Delivered => {
                     record.stage = Stage::Delivered;
                     record.delivered_at = Some(now);
-                    tx.done.insert(keys::done(now, id), &[])?;
+                    tx.done()?.insert(keys::done(now, id), &[])?;
                     tx.put_record(&record)?;
                 }
                 Decision::RetryAt(due_at) => tx.queue(&mut record, *due_at)?,
@@ -564,7 +574,7 @@ impl Store {
                     record.stage = Stage::Dead;
                     record.dead_reason = Some(reason.clone());
                     record.dead_at = Some(now);
-                    tx.dead.insert(id.as_bytes(), &[])?;
+                    tx.dead()?.insert(id.as_bytes(), &[])?;
                     tx.put_record(&record)?;
                 }
             }
@@ -578,8 +588,9 @@ impl Store {
 
     /// Puts a leased message back to due at `now` without counting an attempt (shutdown, restart).
     pub fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
-        let released = self.transaction(|tx| {
-            if tx.lease.remove(id.as_bytes())?.is_none() {
+        let trees = Set::of(&[Name::Msg, Name::Lease, Name::Due]);
+        let released = self.transaction(trees, |tx| {
+            if tx.lease()?.remove(id.as_bytes())?.is_none() {
                 return Ok(None);
             }
             match tx.get_record(id)? {
@@ -672,8 +683,9 @@ impl Store {
     pub fn replay(&self, selection: &Selection, now: Millis) -> Result<Vec<String>, StoreError> {
         let mut endpoints = Vec::new();
         for id in self.select_dead(selection)? {
-            let replayed = self.transaction(|tx| {
-                if tx.dead.remove(id.as_bytes())?.is_none() {
+            let trees = Set::of(&[Name::Msg, Name::Dead, Name::Due]);
+            let replayed = self.transaction(trees, |tx| {
+                if tx.dead()?.remove(id.as_bytes())?.is_none() {
                     return Ok(None);
                 }
                 let Some(mut record) = tx.get_record(id)? else {
@@ -714,23 +726,26 @@ impl Store {
             .scan_prefix(id.as_bytes())
             .keys()
             .collect::<Result<Vec<_>, _>>()?;
-        let deleted = self.transaction(|tx| {
+        let trees = Set::of(&[Name::Msg, Name::Dead, Name::Done, Name::Idem, Name::Attempt]);
+        let deleted = self.transaction(trees, |tx| {
             let Some(record) = tx.get_record(id)? else {
                 return Ok(None);
             };
             if record.stage != stage {
                 return Ok(None);
             }
-            tx.msg.remove(id.as_bytes())?;
-            tx.dead.remove(id.as_bytes())?;
+            tx.msg()?.remove(id.as_bytes())?;
+            tx.dead()?.remove(id.as_bytes())?;
             if let Some(at) = record.delivered_at {
-                tx.done.remove(keys::done(at, id))?;
+                tx.done()?.remove(keys::done(at, id))?;
             }
             if let Some(key) = &record.idempotency_key {
-                tx.idem.remove(keys::idempotency(&record.endpoint, key))?;
+                tx.idem()?
+                    .remove(keys::idempotency(&record.endpoint, key))?;
             }
+            let attempts = tx.attempt()?;
             for key in &attempt_keys {
-                tx.attempt.remove(key)?;
+                attempts.remove(key)?;
             }
             Ok(Some(record.endpoint))
         })?;
@@ -887,5 +902,96 @@ impl Store {
             None => Ok(None),
             Some(id) => Ok(self.get(id)?.map(|record| record.created_at)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AttemptResult;
+
+    fn contact_entries(store: &Store) -> usize {
+        store.trees.contact.len()
+    }
+
+    fn try_once(store: &Store, id: MessageId, decision: Decision, now: Millis) {
+        let number = store.get(id).unwrap().unwrap().total_attempts + 1;
+        let attempt = AttemptRecord {
+            number,
+            started_at: now,
+            duration_ms: 1,
+            status: Some(503),
+            error: None,
+            reason: "HTTP 503".into(),
+            result: AttemptResult::Retry,
+            body_excerpt: String::new(),
+            receipt: None,
+        };
+        store.record_attempt(id, &attempt, &decision, now).unwrap();
+    }
+
+    fn lease_one(store: &Store, now: Millis) -> MessageId {
+        match store.lease_due("e", now, 1, now + 1_000).unwrap() {
+            Lease::Taken(records) if records.len() == 1 => records[0].id,
+            other => panic!("expected one leased message, got {other:?}"),
+        }
+    }
+
+    /// A message with a contact needs the `contact` tree in transactions that do not name it up front
+    /// (attempts, releases, replays): every path still keeps the contact index and the record in step.
+    #[tokio::test]
+    async fn a_contact_message_keeps_its_contact_entry_through_every_verb() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let new = NewMessage {
+            endpoint: "e".into(),
+            kind: "t".into(),
+            payload: "{}".into(),
+            idempotency_key: Some("k".into()),
+            contact: Some(ContactLimit {
+                contact: "c".into(),
+                max_pending: 5,
+            }),
+        };
+        let id = store.enqueue(&new, 1_000).unwrap().id;
+        assert_eq!(contact_entries(&store), 1);
+
+        assert_eq!(lease_one(&store, 1_000), id);
+        try_once(&store, id, Decision::RetryAt(2_000), 1_000);
+        assert_eq!(store.get(id).unwrap().unwrap().stage, Stage::Queued);
+        assert_eq!(contact_entries(&store), 1);
+
+        assert_eq!(lease_one(&store, 2_000), id);
+        store.release(id, 2_000).unwrap();
+        assert_eq!(store.get(id).unwrap().unwrap().stage, Stage::Queued);
+        assert_eq!(contact_entries(&store), 1);
+
+        assert_eq!(lease_one(&store, 2_000), id);
+        let dead = Decision::Dead {
+            reason: "gone".into(),
+        };
+        try_once(&store, id, dead, 3_000);
+        assert_eq!(store.get(id).unwrap().unwrap().stage, Stage::Dead);
+        assert_eq!(contact_entries(&store), 0);
+
+        assert_eq!(
+            store.replay(&Selection::Ids(vec![id]), 4_000).unwrap(),
+            ["e"]
+        );
+        assert_eq!(contact_entries(&store), 1);
+
+        assert_eq!(lease_one(&store, 4_000), id);
+        try_once(&store, id, Decision::Delivered, 5_000);
+        let record = store.get(id).unwrap().unwrap();
+        assert_eq!(record.stage, Stage::Delivered);
+        assert_eq!(record.total_attempts, 3);
+        assert_eq!(contact_entries(&store), 0);
+        assert_eq!(store.attempts(id).unwrap().len(), 3);
+        assert_eq!(store.counts().unwrap(), store.recount().unwrap());
+
+        // A duplicate is answered from the idempotency tree without touching anything else.
+        let again = store.enqueue(&new, 6_000).unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.id, id);
     }
 }

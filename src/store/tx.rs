@@ -1,0 +1,150 @@
+//! Transactions over only the message trees a state change touches.
+//!
+//! sled's cost of a transaction grows with the trees in it (each one is staged, pinned, committed and
+//! dropped), and a message's hot path touches few of the eight message trees: an enqueue `msg` and `due`, a
+//! lease `msg`, `due` and `lease`, an attempt `msg`, `lease`, `attempt` and one of `done`, `due` or `dead`.
+//! So each verb names the trees it needs ([`Set`]), and [`Tx`] hands out only those. A verb that learns inside
+//! the transaction that it needs another tree (a message with a contact needs `contact`) asks for it all the
+//! same: the accessor aborts the run, nothing of it is written, and `Store::transaction` runs it again with
+//! that tree added. A committed transaction therefore spans every tree it wrote, and a record and its index
+//! entries still change together or not at all.
+
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::StoreError;
+
+/// One of the eight message trees (the `endpoint` and `token` trees are never in a transaction).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Name {
+    Msg,
+    Due,
+    Lease,
+    Attempt,
+    Dead,
+    Idem,
+    Done,
+    Contact,
+}
+
+impl Name {
+    /// Every message tree, in the order a transaction lists them.
+    pub const ALL: [Name; 8] = [
+        Name::Msg,
+        Name::Due,
+        Name::Lease,
+        Name::Attempt,
+        Name::Dead,
+        Name::Idem,
+        Name::Done,
+        Name::Contact,
+    ];
+}
+
+/// A set of message trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Set(u8);
+
+impl Set {
+    pub const fn of(names: &[Name]) -> Set {
+        let mut set = Set(0);
+        let mut i = 0;
+        while i < names.len() {
+            set = set.with(names[i]);
+            i += 1;
+        }
+        set
+    }
+
+    pub const fn with(self, name: Name) -> Set {
+        Set(self.0 | 1 << name as u8)
+    }
+
+    pub const fn has(self, name: Name) -> bool {
+        self.0 & 1 << name as u8 != 0
+    }
+}
+
+/// Why a transaction's closure gave up; nothing it wrote is kept.
+pub(super) enum Abort {
+    /// A store error for the caller.
+    Store(StoreError),
+    /// It needs a tree that is not in its set: run it again with the tree.
+    Missing(Name),
+}
+
+pub(super) type TxResult<T> = Result<T, ConflictableTransactionError<Abort>>;
+
+/// Aborts a transaction with a store error.
+pub(super) fn abort(error: StoreError) -> ConflictableTransactionError<Abort> {
+    ConflictableTransactionError::Abort(Abort::Store(error))
+}
+
+/// The trees of one transaction, by name; a tree outside the transaction's set is `None`.
+pub(super) struct Tx<'a> {
+    trees: [Option<&'a TransactionalTree>; 8],
+}
+
+impl<'a> Tx<'a> {
+    /// Lays the transaction's trees (in [`Name::ALL`] order, those of `set` only) out by name.
+    pub fn new(set: Set, view: &'a [TransactionalTree]) -> Tx<'a> {
+        let mut trees = [None; 8];
+        let mut in_view = view.iter();
+        for name in Name::ALL {
+            if set.has(name) {
+                trees[name as usize] = in_view.next();
+            }
+        }
+        Tx { trees }
+    }
+
+    fn tree(&self, name: Name) -> TxResult<&'a TransactionalTree> {
+        self.trees[name as usize].ok_or(ConflictableTransactionError::Abort(Abort::Missing(name)))
+    }
+
+    pub fn msg(&self) -> TxResult<&'a TransactionalTree> {
+        self.tree(Name::Msg)
+    }
+
+    pub fn due(&self) -> TxResult<&'a TransactionalTree> {
+        self.tree(Name::Due)
+    }
+
+    pub fn lease(&self) -> TxResult<&'a TransactionalTree> {
+        self.tree(Name::Lease)
+    }
+
+    pub fn attempt(&self) -> TxResult<&'a TransactionalTree> {
+        self.tree(Name::Attempt)
+    }
+
+    pub fn dead(&self) -> TxResult<&'a TransactionalTree> {
+        self.tree(Name::Dead)
+    }
+
+    pub fn idem(&self) -> TxResult<&'a TransactionalTree> {
+        self.tree(Name::Idem)
+    }
+
+    pub fn done(&self) -> TxResult<&'a TransactionalTree> {
+        self.tree(Name::Done)
+    }
+
+    pub fn contact(&self) -> TxResult<&'a TransactionalTree> {
+        self.tree(Name::Contact)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_has_exactly_what_was_put_in() {
+        let set = Set::of(&[Name::Msg, Name::Lease]).with(Name::Contact);
+        for name in Name::ALL {
+            let expected = matches!(name, Name::Msg | Name::Lease | Name::Contact);
+            assert_eq!(set.has(name), expected, "{name:?}");
+        }
+        assert!(Name::ALL.iter().all(|name| !Set::of(&[]).has(*name)));
+    }
+}
