@@ -92,12 +92,12 @@ async fn notification_reads_the_status_code_model() {
     let sent = &receiver.requests_for(&ok)[0];
     assert_eq!(body_json(sent)["message_type"], "SMS");
     assert_eq!(body_json(sent)["text"], "hi");
+    // Await the second message's delivery before reading what the receiver got for it.
+    let view = daemon.wait_state(&queued, "delivered", WAIT).await;
     assert_eq!(
         body_json(&receiver.requests_for(&queued)[0])["message_type"],
         "PUSH"
     );
-
-    let view = daemon.wait_state(&queued, "delivered", WAIT).await;
     assert!(
         view.attempts[0].reason.contains("001"),
         "{}",
