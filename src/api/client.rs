@@ -60,12 +60,13 @@ impl Client {
         self
     }
 
-    async fn call<T: DeserializeOwned>(
+    /// Sends one request (with the token, and `body` as JSON); a non-2xx answer becomes the API's error.
+    async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<reqwest::Response, ClientError> {
         let mut request = self.http.request(method, format!("http://hookd{path}"));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -78,15 +79,20 @@ impl Client {
             reason: root_cause(&e),
         })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
-        } else {
-            Err(api_error(status, &bytes))
+            return Ok(response);
         }
+        Err(api_error(status, &read_body(response).await?))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let bytes = read_body(self.send(method, path, body).await?).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e}")))
     }
 
     /// Opens `GET /v1/events`: attempt events from now on, one JSON object per line. Once this answers, every
@@ -102,24 +108,8 @@ impl Client {
         if let Some(m) = &query.message {
             pairs.push(format!("message={}", encode(m)));
         }
-        let mut request = self
-            .http
-            .get(format!("http://hookd{}", with_query("/v1/events", &pairs)));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|e| ClientError::NotRunning {
-            socket: self.socket.clone(),
-            reason: root_cause(&e),
-        })?;
-        let status = response.status();
-        if !status.is_success() {
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?;
-            return Err(api_error(status, &bytes));
-        }
+        let path = with_query("/v1/events", &pairs);
+        let response = self.send(Method::GET, &path, None::<&()>).await?;
         Ok(EventStream {
             response,
             buffer: Vec::new(),
@@ -265,22 +255,8 @@ impl Client {
 
     /// `GET /metrics`: the Prometheus text.
     pub async fn metrics(&self) -> Result<String, ClientError> {
-        let mut request = self.http.get("http://hookd/metrics");
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|e| ClientError::NotRunning {
-            socket: self.socket.clone(),
-            reason: root_cause(&e),
-        })?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
-        }
+        let response = self.send(Method::GET, "/metrics", None::<&()>).await?;
+        let bytes = read_body(response).await?;
         String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 }
@@ -353,6 +329,13 @@ fn with_query(path: &str, pairs: &[String]) -> String {
 }
 
 /// The error a non-2xx answer carries: the API's JSON error, or the raw text when it is not one.
+async fn read_body(response: reqwest::Response) -> Result<bytes::Bytes, ClientError> {
+    response
+        .bytes()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
 fn api_error(status: reqwest::StatusCode, bytes: &[u8]) -> ClientError {
     match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) => ClientError::Api {

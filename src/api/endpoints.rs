@@ -233,19 +233,17 @@ async fn control(
     change: ControlChange,
 ) -> Result<Json<EndpointView>, ApiError> {
     let endpoint = configured(&state, &name)?;
-    match state.lanes.control(&name, change).await {
-        None => return Err(ApiError::unknown_endpoint(&name)),
-        Some(result) => {
-            result?;
-        }
-    }
+    let control = state
+        .lanes
+        .control(&name, change)
+        .await
+        .ok_or_else(|| ApiError::unknown_endpoint(&name))??;
     // The lane writes its new status when it notices the change; answer with the status it will reach.
     let mut view = live_view(&state, endpoint)?;
-    let stored = state.store.endpoint_state(&name)?;
-    if stored.disabled.is_some() {
+    if let Some(reason) = control.disabled {
         view.state = "disabled".into();
-        view.state_reason = stored.disabled;
-    } else if stored.paused {
+        view.state_reason = Some(reason);
+    } else if control.paused {
         view.state = "paused".into();
         view.state_reason = None;
     } else if matches!(view.state.as_str(), "paused" | "disabled") {

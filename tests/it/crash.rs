@@ -6,6 +6,29 @@ use std::time::Duration;
 
 use crate::harness::{FAST_RETRY, Reply, TestDaemon, TestReceiver, endpoint};
 
+/// The distinct `webhook-id`s the receiver got.
+fn webhook_ids(receiver: &TestReceiver) -> HashSet<String> {
+    receiver
+        .received()
+        .into_iter()
+        .map(|r| r.webhook_id)
+        .collect()
+}
+
+/// Waits until every id in `wanted` reached the receiver; `None` when some had not within `within`.
+async fn all_arrive(
+    receiver: &TestReceiver,
+    wanted: &Arc<HashSet<String>>,
+    within: Duration,
+) -> Option<()> {
+    crate::harness::eventually(within, || {
+        let seen = webhook_ids(receiver);
+        let wanted = Arc::clone(wanted);
+        async move { wanted.is_subset(&seen).then_some(()) }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_acknowledged_message() {
     // A slowish receiver, so that at the kill some messages are in flight and most are still queued.
@@ -57,21 +80,8 @@ async fn sigkill_loses_no_acknowledged_message() {
 
     daemon.spawn().await;
     let wanted: Arc<HashSet<String>> = Arc::new(acknowledged.iter().cloned().collect());
-    let delivered_all = crate::harness::eventually(Duration::from_secs(60), || {
-        let seen: HashSet<String> = receiver
-            .received()
-            .into_iter()
-            .map(|r| r.webhook_id)
-            .collect();
-        let wanted = Arc::clone(&wanted);
-        async move { wanted.is_subset(&seen).then_some(()) }
-    })
-    .await;
-    let seen: HashSet<String> = receiver
-        .received()
-        .into_iter()
-        .map(|r| r.webhook_id)
-        .collect();
+    let delivered_all = all_arrive(&receiver, &wanted, Duration::from_secs(60)).await;
+    let seen = webhook_ids(&receiver);
     let lost: Vec<_> = wanted.difference(&seen).collect();
     assert!(
         delivered_all.is_some(),
@@ -170,16 +180,7 @@ async fn repeated_sigkill_under_concurrent_enqueues_loses_nothing_acknowledged()
     let acknowledged = acknowledged.lock().unwrap().clone();
     let wanted: Arc<HashSet<String>> =
         Arc::new(acknowledged.iter().map(|(id, _)| id.clone()).collect());
-    let delivered_all = crate::harness::eventually(Duration::from_secs(120), || {
-        let seen: HashSet<String> = receiver
-            .received()
-            .into_iter()
-            .map(|r| r.webhook_id)
-            .collect();
-        let wanted = Arc::clone(&wanted);
-        async move { wanted.is_subset(&seen).then_some(()) }
-    })
-    .await;
+    let delivered_all = all_arrive(&receiver, &wanted, Duration::from_secs(120)).await;
     let received = receiver.received();
     let seen: HashSet<String> = received.iter().map(|r| r.webhook_id.clone()).collect();
     let lost: Vec<_> = wanted.difference(&seen).collect();
