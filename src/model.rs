@@ -129,7 +129,10 @@ pub struct MessageRecord {
     pub endpoint: String,
     #[serde(rename = "type")]
     pub kind: String,
-    /// The payload exactly as the client sent it (compact JSON text).
+    /// The payload exactly as the client sent it (compact JSON text). The store keeps it apart from the
+    /// record (written once, never rewritten), so it is not serialized with it; records of the first store
+    /// format carried it inline, which is why it is still read.
+    #[serde(default, skip_serializing)]
     pub payload: String,
     pub idempotency_key: Option<String>,
     /// The contact the message is for, on formats that cap pending messages per contact (seed 004).

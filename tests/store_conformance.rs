@@ -422,7 +422,7 @@ fn committed_state_survives_closing_and_reopening_the_data_dir() {
 }
 
 #[test]
-fn release_all_leases_after_reopen_requeues_what_the_previous_run_had_in_flight() {
+fn a_message_in_flight_at_a_restart_is_due_again_with_no_attempt_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (leased, waiting) = in_own_runtime(async {
         let store = open(dir.path());
@@ -435,26 +435,161 @@ fn release_all_leases_after_reopen_requeues_what_the_previous_run_had_in_flight(
 
     in_own_runtime(async {
         let store = open(dir.path());
-        assert_eq!(
-            stage(&store, leased),
-            Stage::InFlight,
-            "the lease survives the restart"
-        );
-
-        assert_eq!(store.release_all_leases(5_000).unwrap(), 1);
-
+        // Leases are not persisted: the message is queued again at the time it was due, nothing counted.
         let r = record(&store, leased);
         assert_eq!(
-            (r.stage, r.next_attempt_at, r.cycle_attempts),
-            (Stage::Queued, 5_000, 0)
+            (
+                r.stage,
+                r.next_attempt_at,
+                r.cycle_attempts,
+                r.total_attempts
+            ),
+            (Stage::Queued, 1_000, 0, 0)
+        );
+        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(2, 0, 0, 0))]));
+        assert_eq!(
+            store.release_all_leases(5_000).unwrap(),
+            0,
+            "nothing of the previous run is left leased"
         );
         assert_eq!(
             ids(&taken(
                 store.lease_due(E, 5_000, 10, 5_000 + LEASE_MS).unwrap()
             )),
-            [waiting, leased]
+            [leased, waiting]
         );
     });
+}
+
+#[tokio::test]
+async fn release_all_leases_puts_every_message_this_process_leased_back_due_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let a = enqueue(&store, E, 1_000);
+    let b = enqueue(&store, E2, 1_000);
+    lease_exactly(&store, E, a, 1_000);
+    lease_exactly(&store, E2, b, 1_000);
+    assert_eq!(
+        counted(&store),
+        counts_of(&[
+            (E, stage_counts(0, 1, 0, 0)),
+            (E2, stage_counts(0, 1, 0, 0))
+        ])
+    );
+
+    assert_eq!(store.release_all_leases(3_000).unwrap(), 2);
+
+    for id in [a, b] {
+        let r = record(&store, id);
+        assert_eq!(
+            (r.stage, r.next_attempt_at, r.cycle_attempts),
+            (Stage::Queued, 3_000, 0)
+        );
+    }
+    assert_eq!(
+        counted(&store),
+        counts_of(&[
+            (E, stage_counts(1, 0, 0, 0)),
+            (E2, stage_counts(1, 0, 0, 0))
+        ])
+    );
+    assert_eq!(store.release_all_leases(3_000).unwrap(), 0);
+}
+
+/// A data dir written by the first store format: records with their payload inline, leases persisted in the
+/// `lease` tree. Built with sled directly, byte for byte as that format wrote it.
+fn first_format_dir(dir: &Path) -> (MessageId, MessageId, MessageId) {
+    let record = |id: MessageId, stage: &str, dead: bool| {
+        serde_json::json!({
+            "id": id, "endpoint": E, "type": "order.created",
+            "payload": format!(r#"{{"legacy":"{id}"}}"#),
+            "idempotency_key": null, "created_at": 1_000, "stage": stage,
+            "next_attempt_at": 1_000, "cycle_attempts": 1, "cycle_started_at": 1_000,
+            "total_attempts": 1, "delivered_at": null,
+            "dead_reason": if dead { Some("HTTP 400") } else { None }, "dead_at": if dead { Some(1_500) } else { None },
+        })
+        .to_string()
+    };
+    let (queued, in_flight, dead) = (MessageId::new(), MessageId::new(), MessageId::new());
+    let db = sled::open(dir).unwrap();
+    let msg = db.open_tree("msg").unwrap();
+    msg.insert(
+        queued.as_bytes(),
+        record(queued, "queued", false).as_bytes(),
+    )
+    .unwrap();
+    msg.insert(
+        in_flight.as_bytes(),
+        record(in_flight, "in_flight", false).as_bytes(),
+    )
+    .unwrap();
+    msg.insert(dead.as_bytes(), record(dead, "dead", true).as_bytes())
+        .unwrap();
+    db.open_tree("due")
+        .unwrap()
+        .insert(hookd::store::keys::due(E, 1_000, queued), &[])
+        .unwrap();
+    db.open_tree("lease")
+        .unwrap()
+        .insert(in_flight.as_bytes(), &31_000u64.to_be_bytes())
+        .unwrap();
+    db.open_tree("dead")
+        .unwrap()
+        .insert(dead.as_bytes(), &[])
+        .unwrap();
+    db.flush().unwrap();
+    drop((msg, db));
+    std::fs::write(
+        dir.join(hookd::store::MARKER_FILE),
+        "hookd data dir, format 1\n",
+    )
+    .unwrap();
+    (queued, in_flight, dead)
+}
+
+#[tokio::test]
+async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_as_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queued, in_flight, dead) = first_format_dir(dir.path());
+    let payload_of = |id: MessageId| format!(r#"{{"legacy":"{id}"}}"#);
+
+    let store = open(dir.path());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
+        "hookd data dir, format 2\n",
+        "an older hookd must not open the dir once new records may be in it"
+    );
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 1, 0, 1))]));
+    for id in [queued, in_flight, dead] {
+        assert_eq!(record(&store, id).payload, payload_of(id));
+    }
+
+    // The lease the old format persisted is released like any other.
+    assert_eq!(store.release_all_leases(2_000).unwrap(), 1);
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(2, 0, 0, 1))]));
+
+    // Leased, attempted, replayed: each rewrite keeps the payload (now in its own tree).
+    let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+    assert_eq!(ids(&leased), [queued, in_flight]);
+    assert_eq!(leased[0].payload, payload_of(queued));
+    for id in [queued, in_flight] {
+        let attempt = next_attempt(&store, id, 2_100, AttemptResult::Delivered);
+        store
+            .record_attempt(id, &attempt, &Decision::Delivered, 2_100)
+            .unwrap();
+        let r = record(&store, id);
+        assert_eq!(
+            (r.stage, r.total_attempts, r.payload),
+            (Stage::Delivered, 2, payload_of(id))
+        );
+    }
+    assert_eq!(
+        store.replay(&Selection::Ids(vec![dead]), 3_000).unwrap(),
+        [E]
+    );
+    assert_eq!(record(&store, dead).payload, payload_of(dead));
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 2, 0))]));
+    store.commit().await.unwrap();
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use super::wire::{
     BatchRequest, BatchResponse, BatchResult, EnqueueRequest, EnqueueResponse, MessageView,
 };
 use crate::model::{MessageId, MessageRecord, State, now_millis};
-use crate::store::{ContactLimit, Enqueued, NewMessage};
+use crate::store::{ContactLimit, Enqueued, NewMessage, StoreError, first_answer};
 
 /// Room for the envelope around a maximal payload in a single enqueue request.
 const ENVELOPE_SLACK: usize = 16 * 1024;
@@ -45,15 +45,21 @@ pub(super) async fn enqueue(
     let request: EnqueueRequest = parse_json(&body)?;
     let message = validate(&state, request)?;
     admit(&state, 1, message.payload.len() as u64)?;
-    let enqueued = state.store.enqueue(&message, now_millis())?;
+    let endpoint = message.endpoint.clone();
+    let enqueued = first_answer(
+        state
+            .store
+            .enqueue_many_async(vec![message], now_millis())
+            .await?,
+    )?;
     state.store.commit().await?;
     if !enqueued.duplicate {
-        state.telemetry.enqueued(&message.endpoint);
+        state.telemetry.enqueued(&endpoint);
     }
-    state.lanes.wake(&message.endpoint);
+    state.lanes.wake(&endpoint);
     Ok((
         StatusCode::ACCEPTED,
-        Json(answer(&state, &message.endpoint, enqueued)?),
+        Json(answer(&state, &endpoint, enqueued)?),
     ))
 }
 
@@ -66,15 +72,41 @@ pub(super) async fn enqueue_batch(
     // All or nothing: a batch is refused whole rather than cut at an arbitrary message.
     admit(&state, batch.messages.len() as u64, body.len() as u64)?;
     let now = now_millis();
-    let mut outcomes = Vec::with_capacity(batch.messages.len());
-    for item in &batch.messages {
-        let outcome = parse_json::<EnqueueRequest>(item.get().as_bytes())
-            .and_then(|request| validate(&state, request))
-            .and_then(|message| {
-                let enqueued = state.store.enqueue(&message, now)?;
-                Ok((message.endpoint, enqueued))
-            });
-        outcomes.push(outcome);
+    // Every valid message of the batch is written in one store transaction.
+    let checked: Vec<Result<NewMessage, ApiError>> = batch
+        .messages
+        .iter()
+        .map(|item| {
+            parse_json::<EnqueueRequest>(item.get().as_bytes())
+                .and_then(|request| validate(&state, request))
+        })
+        .collect();
+    let mut endpoints = Vec::with_capacity(checked.len());
+    let mut valid = Vec::with_capacity(checked.len());
+    for check in checked {
+        match check {
+            Ok(message) => {
+                endpoints.push(Ok(message.endpoint.clone()));
+                valid.push(message);
+            }
+            Err(error) => endpoints.push(Err(error)),
+        }
+    }
+    let mut stored = state
+        .store
+        .enqueue_many_async(valid, now)
+        .await?
+        .into_iter();
+    let mut outcomes = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        outcomes.push(endpoint.and_then(|endpoint| {
+            let enqueued = stored.next().unwrap_or_else(|| {
+                Err(StoreError::Corrupt(
+                    "the store gave no answer for a message".into(),
+                ))
+            })?;
+            Ok((endpoint, enqueued))
+        }));
     }
     // One group commit makes the whole batch durable before any of it is acknowledged.
     state.store.commit().await?;

@@ -11,6 +11,7 @@ use crate::config::EndpointConfig;
 use crate::formats::{Answer, TransportKind};
 use crate::model::{AttemptRecord, AttemptResult, MessageRecord, now_millis};
 use crate::retry::{CycleFacts, Decision, Verdict, decide};
+use crate::store::AttemptOutcome;
 
 /// How much of an answer body is kept on the attempt record.
 const BODY_EXCERPT_BYTES: usize = 512;
@@ -64,6 +65,7 @@ pub(super) async fn run_attempt(
     let (status, error, excerpt) = describe(&answer);
     let now = now_millis();
     let mut retry_scheduled = false;
+    let mut outcomes = Vec::with_capacity(messages.len());
     for (message, classified) in messages.iter().zip(verdicts) {
         let verdict = classified.verdict;
         let facts = CycleFacts {
@@ -103,13 +105,18 @@ pub(super) async fn run_attempt(
             .telemetry
             .attempt_recorded(&endpoint.name, message, &record, &decision, now);
         retry_scheduled |= matches!(decision, Decision::RetryAt(_));
-        if let Err(error) = context
-            .store
-            .record_attempt(message.id, &record, &decision, now)
-        {
-            // The message stays leased; the next start puts it back to due (at-least-once).
-            tracing::error!(message_id = %message.id, endpoint = %endpoint.name, %error, "cannot record attempt");
-        }
+        outcomes.push(AttemptOutcome {
+            id: message.id,
+            attempt: record,
+            decision,
+            now,
+        });
+    }
+    // One request's outcomes are recorded together (and with other attempts' outcomes: store/combine.rs).
+    if let Err(error) = context.store.record_attempts_async(outcomes).await {
+        // The messages stay leased; the next start puts them back to due (at-least-once).
+        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        tracing::error!(message_ids = ?ids, endpoint = %endpoint.name, %error, "cannot record attempts");
     }
     if retry_scheduled {
         wake.notify_one();

@@ -2,9 +2,10 @@
 //!
 //! | tree      | key                                   | value              |
 //! |-----------|---------------------------------------|--------------------|
-//! | `msg`     | id (16)                               | `MessageRecord` JSON |
-//! | `due`     | endpoint ‖ 0x00 ‖ due_ms (8) ‖ id (16) | empty              |
-//! | `lease`   | id (16)                               | lease deadline (8) |
+//! | `msg`     | id (16)                               | 0x02 ‖ `MessageRecord` JSON without the payload (format 1: the JSON with it) |
+//! | `payload` | id (16)                               | the payload bytes, written once |
+//! | `due`     | endpoint ‖ 0x00 ‖ due_ms (8) ‖ id (16) | empty (also while the message is leased) |
+//! | `lease`   | id (16)                               | lease deadline (8); format 1 only, released at start |
 //! | `attempt` | id (16) ‖ number (4)                  | `AttemptRecord` JSON |
 //! | `dead`    | id (16)                               | empty              |
 //! | `idem`    | endpoint ‖ 0x00 ‖ idempotency key     | id (16)            |

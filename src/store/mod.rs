@@ -2,24 +2,32 @@
 //!
 //! Everything else speaks in domain verbs: [`Store::enqueue`], [`Store::commit`], [`Store::lease_due`],
 //! [`Store::record_attempt`], [`Store::replay`], [`Store::purge`]. Every state change that touches more than
-//! one tree runs in one sled transaction, so the indexes (`due`, `lease`, `dead`, `done`, `idem`, `contact`)
-//! always agree with the message records; a transaction spans only the message trees its change touches
-//! (`tx.rs`). Key layouts are in [`keys`]; the durability point is in [`commit`].
+//! one tree runs in one sled transaction, so the indexes (`due`, `dead`, `done`, `idem`, `contact`) always
+//! agree with the message records; a transaction spans only the message trees its change touches (`tx.rs`).
+//! A payload is written once, into its own tree, and never rewritten with its record; a lease lives in
+//! memory only (`leases.rs`). Key layouts are in [`keys`]; the durability point is in [`commit`].
 
+mod combine;
 mod commit;
 pub mod keys;
+mod leases;
+mod ops;
 mod tally;
 mod tx;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sled::transaction::TransactionError;
 use sled::{Transactional, Tree};
 
+use combine::Combiner;
 pub use commit::CommitError;
 use commit::GroupCommit;
+use leases::Leases;
+pub use ops::AttemptOutcome;
+use ops::{AttemptOp, EnqueueOp, PlannedEnqueue};
 use tally::Tally;
 use tx::{Abort, Name, Set, Tx, TxResult, abort};
 
@@ -49,6 +57,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot make the write durable: {0}")]
     Commit(#[from] CommitError),
+    #[error("a store write shared with other requests failed: {0}")]
+    Combined(String),
     #[error("a token named `{0}` exists already")]
     TokenExists(String),
     #[error(
@@ -164,17 +174,24 @@ pub struct Store {
     db: sled::Db,
     trees: Trees,
     committer: GroupCommit,
-    /// Serialises capped enqueues: sled transactions cannot count, so the count and the insert of a
-    /// contact's message happen under this lock.
-    contact_gate: Arc<Mutex<()>>,
+    /// Concurrent enqueues share transactions (`combine.rs`). Its leader lock also serialises enqueues, so a
+    /// contact's count and the insert of its message happen with no other enqueue between them.
+    enqueues: Arc<Combiner<EnqueueOp, Vec<Result<Enqueued, StoreError>>>>,
+    /// Concurrent attempt outcomes share transactions.
+    attempts: Arc<Combiner<AttemptOp, ()>>,
     /// Live counts per endpoint and stage, moved by every committed change.
     tally: Arc<Tally>,
+    /// The messages this process has leased (in memory only).
+    leases: Arc<Leases>,
 }
 
 #[derive(Clone)]
 struct Trees {
     msg: Tree,
+    /// Payloads by message id, written once at enqueue.
+    payload: Tree,
     due: Tree,
+    /// Leases persisted by the first store format; read only to release them.
     lease: Tree,
     attempt: Tree,
     dead: Tree,
@@ -188,15 +205,22 @@ struct Trees {
 }
 
 impl Tx<'_> {
+    /// The record without its payload (a first-format record brings its inline payload along).
     fn get_record(&self, id: MessageId) -> TxResult<Option<MessageRecord>> {
         match self.msg()?.get(id.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => decode(&bytes).map(Some).map_err(abort),
+            Some(bytes) => decode_record(&bytes).map(Some).map_err(abort),
         }
     }
 
+    /// Writes the record. A payload it still carries inline (a first-format record) moves to the `payload`
+    /// tree on this first rewrite.
     fn put_record(&self, record: &MessageRecord) -> TxResult<()> {
-        let bytes = encode(record).map_err(abort)?;
+        if !record.payload.is_empty() {
+            self.payload()?
+                .insert(record.id.as_bytes(), record.payload.as_bytes())?;
+        }
+        let bytes = encode_record(record).map_err(abort)?;
         self.msg()?.insert(record.id.as_bytes(), bytes)?;
         Ok(())
     }
@@ -215,9 +239,15 @@ impl Tx<'_> {
     }
 }
 
+/// How many messages a replay, purge or prune changes per transaction.
+const CHUNK: usize = 256;
+
 /// The file that marks a directory as a hookd data dir, and the on-disk format it holds.
 pub const MARKER_FILE: &str = "hookd-data";
-const MARKER_TEXT: &str = "hookd data dir, format 1\n";
+/// Format 2: payloads in their own tree, records without them, leases not persisted.
+const MARKER_TEXT: &str = "hookd data dir, format 2\n";
+/// Format 1 (inline payloads, persisted leases) is read and moved to format 2 as records are rewritten.
+const MARKER_TEXT_V1: &str = "hookd data dir, format 1\n";
 
 /// Refuses a directory that holds someone else's files, or a format this build does not know, before sled
 /// writes anything into it.
@@ -227,7 +257,7 @@ fn check_marker(dir: &Path) -> Result<(), StoreError> {
         reason: format!("cannot read the data dir: {e}"),
     };
     match std::fs::read_to_string(dir.join(MARKER_FILE)) {
-        Ok(text) if text == MARKER_TEXT => return Ok(()),
+        Ok(text) if text == MARKER_TEXT || text == MARKER_TEXT_V1 => return Ok(()),
         Ok(text) => {
             return Err(StoreError::Marker {
                 path: dir.join(MARKER_FILE),
@@ -260,15 +290,20 @@ fn check_marker(dir: &Path) -> Result<(), StoreError> {
     Err(StoreError::Foreign(dir.to_owned()))
 }
 
+/// Marks the dir as this format (a format-1 dir becomes format 2: an older hookd must not read it now).
 fn write_marker(dir: &Path) -> Result<(), StoreError> {
     let path = dir.join(MARKER_FILE);
-    if path.exists() {
+    if std::fs::read_to_string(&path).is_ok_and(|text| text == MARKER_TEXT) {
         return Ok(());
     }
-    std::fs::write(&path, MARKER_TEXT).map_err(|e| StoreError::Marker {
-        path,
+    let marker_error = |e: std::io::Error| StoreError::Marker {
+        path: path.clone(),
         reason: format!("cannot write: {e}"),
-    })
+    };
+    // Written beside and renamed, so a crash leaves the old marker or the new one, never half of one.
+    let staged = dir.join(format!("{MARKER_FILE}.new"));
+    std::fs::write(&staged, MARKER_TEXT).map_err(marker_error)?;
+    std::fs::rename(&staged, &path).map_err(marker_error)
 }
 
 impl std::fmt::Debug for Store {
@@ -304,6 +339,7 @@ impl Store {
         let tree = |name: &str| db.open_tree(name);
         let trees = Trees {
             msg: tree("msg")?,
+            payload: tree("payload")?,
             due: tree("due")?,
             lease: tree("lease")?,
             attempt: tree("attempt")?,
@@ -319,8 +355,10 @@ impl Store {
             db,
             trees,
             committer,
-            contact_gate: Arc::new(Mutex::new(())),
+            enqueues: Arc::new(Combiner::default()),
+            attempts: Arc::new(Combiner::default()),
             tally: Arc::new(Tally::default()),
+            leases: Arc::new(Leases::default()),
         };
         store.tally = Arc::new(Tally::new(store.recount()?));
         Ok(store)
@@ -337,6 +375,7 @@ impl Store {
         let t = &self.trees;
         let tree = |name: Name| match name {
             Name::Msg => &t.msg,
+            Name::Payload => &t.payload,
             Name::Due => &t.due,
             Name::Lease => &t.lease,
             Name::Attempt => &t.attempt,
@@ -347,7 +386,7 @@ impl Store {
         };
         let mut set = set.with(Name::Msg);
         loop {
-            let mut trees = [&t.msg; 8];
+            let mut trees = [&t.msg; 9];
             let mut len = 0;
             for name in Name::ALL.into_iter().filter(|name| set.has(*name)) {
                 trees[len] = tree(name);
@@ -357,7 +396,7 @@ impl Store {
             match result {
                 Ok(value) => return Ok(value),
                 Err(TransactionError::Abort(Abort::Store(e))) => return Err(e),
-                // Never a tree already in the set, so this ends after at most seven more runs.
+                // Never a tree already in the set, so this ends after at most eight more runs.
                 Err(TransactionError::Abort(Abort::Missing(name))) => set = set.with(name),
                 Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
             }
@@ -367,75 +406,98 @@ impl Store {
     /// Records a new message as queued and due now, unless its idempotency key is known on that endpoint.
     /// The write is not yet durable: acknowledge only after [`Store::commit`].
     pub fn enqueue(&self, new: &NewMessage, now: Millis) -> Result<Enqueued, StoreError> {
-        let id = MessageId::new();
-        let record = MessageRecord {
-            idempotency_key: new.idempotency_key.clone(),
-            contact: new.contact.as_ref().map(|c| c.contact.clone()),
-            ..MessageRecord::new_queued(id, &new.endpoint, &new.kind, &new.payload, now)
-        };
-        let idem_key = new
-            .idempotency_key
-            .as_deref()
-            .map(|k| keys::idempotency(&new.endpoint, k));
-        // Held for the count and the insert together; a poisoned lock only means another enqueue panicked.
-        let _gate = new.contact.as_ref().map(|_| {
-            self.contact_gate
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-        });
-        let over_limit = match &new.contact {
-            Some(limit) => {
-                let prefix = keys::contact_prefix(&new.endpoint, &limit.contact);
-                self.trees
-                    .contact
-                    .scan_prefix(prefix)
-                    .keys()
-                    .take(limit.max_pending)
-                    .count()
-                    >= limit.max_pending
-            }
-            None => false,
-        };
-        let mut trees = Set::of(&[Name::Msg, Name::Due]);
-        if idem_key.is_some() {
-            trees = trees.with(Name::Idem);
-        }
-        if new.contact.is_some() {
-            trees = trees.with(Name::Contact);
-        }
-        self.transaction(trees, |tx| {
-            if let Some(key) = &idem_key {
-                if let Some(existing) = tx.idem()?.get(key)? {
-                    let first = MessageId::from_slice(&existing).ok_or_else(|| {
-                        abort(StoreError::Corrupt("idempotency entry is not an id".into()))
-                    })?;
-                    return Ok(Enqueued {
-                        id: first,
-                        duplicate: true,
-                    });
-                }
-                tx.idem()?.insert(key.as_slice(), id.as_bytes())?;
-            }
-            if over_limit {
-                if let Some(limit) = &new.contact {
-                    return Err(abort(StoreError::ContactFull {
-                        endpoint: new.endpoint.clone(),
-                        contact: limit.contact.clone(),
-                        max: limit.max_pending,
-                    }));
-                }
-            }
-            tx.queue(&mut record.clone(), now)?;
-            Ok(Enqueued {
-                id,
-                duplicate: false,
+        first_answer(self.enqueue_many(vec![new.clone()], now)?)
+    }
+
+    /// Enqueues several messages, each as [`Store::enqueue`] would, in one transaction (shared with other
+    /// callers' enqueues: `combine.rs`). Answers each message in order: a message over its contact's cap gets
+    /// [`StoreError::ContactFull`] and the others are queued; the outer error is a failure of the whole write.
+    pub fn enqueue_many(
+        &self,
+        messages: Vec<NewMessage>,
+        now: Millis,
+    ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+        self.enqueues
+            .run(EnqueueOp { messages, now }, |ops| self.apply_enqueues(ops))
+    }
+
+    /// [`Store::enqueue_many`] for async callers: the caller awaits its answer while a leader writes
+    /// (`combine.rs`), so the enqueues of concurrent requests share transactions.
+    pub async fn enqueue_many_async(
+        &self,
+        messages: Vec<NewMessage>,
+        now: Millis,
+    ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+        let store = self.clone();
+        self.enqueues
+            .run_async(EnqueueOp { messages, now }, move |ops| {
+                store.apply_enqueues(ops)
             })
-        })
-        .inspect(|enqueued| {
-            if !enqueued.duplicate {
-                self.tally.moved(&new.endpoint, None, Some(Stage::Queued));
+            .await
+    }
+
+    /// The combined transaction of a batch of enqueue operations (run by the combiner's leader).
+    #[allow(clippy::type_complexity)]
+    fn apply_enqueues(
+        &self,
+        ops: &[EnqueueOp],
+    ) -> Result<Vec<Result<Vec<Result<Enqueued, StoreError>>, StoreError>>, StoreError> {
+        let planned: Vec<Vec<PlannedEnqueue<'_>>> = ops
+            .iter()
+            .map(|op| {
+                op.messages
+                    .iter()
+                    .map(|new| PlannedEnqueue::of(new, op.now))
+                    .collect()
+            })
+            .collect();
+        let mut trees = Set::of(&[Name::Msg, Name::Payload, Name::Due]);
+        // Each capped contact's pending messages, counted once; the transaction adds the batch's own.
+        let mut pending_before: HashMap<&[u8], usize> = HashMap::new();
+        for plan in planned.iter().flatten() {
+            if plan.idem_key.is_some() {
+                trees = trees.with(Name::Idem);
             }
-        })
+            if let Some((prefix, limit)) = &plan.contact {
+                trees = trees.with(Name::Contact);
+                if !pending_before.contains_key(prefix.as_slice()) {
+                    let counted = self
+                        .trees
+                        .contact
+                        .scan_prefix(prefix)
+                        .keys()
+                        .take(limit.max_pending)
+                        .count();
+                    pending_before.insert(prefix.as_slice(), counted);
+                }
+            }
+        }
+        let answers = self.transaction(trees, |tx| {
+            let mut added: HashMap<&[u8], usize> = HashMap::new();
+            let mut answers = Vec::with_capacity(planned.len());
+            for (op, plans) in ops.iter().zip(&planned) {
+                let mut results = Vec::with_capacity(plans.len());
+                for plan in plans {
+                    results.push(plan.apply(tx, op.now, &pending_before, &mut added)?);
+                }
+                answers.push(results);
+            }
+            Ok(answers)
+        })?;
+        for (op, results) in ops.iter().zip(&answers) {
+            for (new, result) in op.messages.iter().zip(results) {
+                if matches!(
+                    result,
+                    Ok(Enqueued {
+                        duplicate: false,
+                        ..
+                    })
+                ) {
+                    self.tally.moved(&new.endpoint, None, Some(Stage::Queued));
+                }
+            }
+        }
+        Ok(answers.into_iter().map(Ok).collect())
     }
 
     /// Waits until every write made before the call is durable on disk (group commit).
@@ -453,12 +515,24 @@ impl Store {
         self.committer.failed().await.to_string()
     }
 
+    /// The message's record with its payload, `in_flight` while this process has it leased.
     pub fn get(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
-        self.trees
-            .msg
-            .get(id.as_bytes())?
-            .map(|bytes| decode(&bytes))
-            .transpose()
+        let Some(bytes) = self.trees.msg.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut record = decode_record(&bytes)?;
+        if record.payload.is_empty() {
+            let payload = self.trees.payload.get(id.as_bytes())?.ok_or_else(|| {
+                StoreError::Corrupt(format!("message {id} has a record but no payload"))
+            })?;
+            record.payload = String::from_utf8(payload.to_vec()).map_err(|_| {
+                StoreError::Corrupt(format!("message {id} has a payload that is not UTF-8"))
+            })?;
+        }
+        if record.stage == Stage::Queued && self.leases.holds(id) {
+            record.stage = Stage::InFlight;
+        }
+        Ok(Some(record))
     }
 
     /// Every attempt ever made for a message, oldest first.
@@ -473,7 +547,8 @@ impl Store {
 
     /// Leases up to `max` messages of `endpoint` that are due at `now`, marking them in flight until
     /// `lease_until` (`max` 0 leases nothing). Only the endpoint's own lane calls this, so it never races
-    /// with itself.
+    /// with itself. A lease writes nothing to disk (`leases.rs`): the messages it takes stay in the due index,
+    /// and this scan steps over those already leased.
     pub fn lease_due(
         &self,
         endpoint: &str,
@@ -496,28 +571,19 @@ impl Store {
                 }
                 break;
             }
-            let trees = Set::of(&[Name::Msg, Name::Due, Name::Lease]);
-            let leased = self.transaction(trees, |tx| {
-                if tx.due()?.remove(key.as_ref())?.is_none() {
-                    return Ok(None);
-                }
-                let Some(mut record) = tx.get_record(id)? else {
-                    return Ok(None);
-                };
-                if record.stage != Stage::Queued {
-                    return Ok(None);
-                }
-                record.stage = Stage::InFlight;
-                tx.lease()?
-                    .insert(id.as_bytes(), &lease_until.to_be_bytes())?;
-                tx.put_record(&record)?;
-                Ok(Some(record))
-            })?;
-            if leased.is_some() {
-                self.tally
-                    .moved(endpoint, Some(Stage::Queued), Some(Stage::InFlight));
+            if self.leases.holds(id) {
+                continue;
             }
-            taken.extend(leased);
+            let Some(mut record) = self.get(id)? else {
+                continue;
+            };
+            if record.stage != Stage::Queued || !self.leases.take(id, lease_until) {
+                continue;
+            }
+            record.stage = Stage::InFlight;
+            self.tally
+                .moved(endpoint, Some(Stage::Queued), Some(Stage::InFlight));
+            taken.push(record);
         }
         Ok(if taken.is_empty() {
             Lease::Idle
@@ -535,59 +601,98 @@ impl Store {
         decision: &Decision,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let attempt_bytes = encode(attempt)?;
+        self.record_attempts(vec![AttemptOutcome {
+            id,
+            attempt: attempt.clone(),
+            decision: decision.clone(),
+            now,
+        }])
+    }
+
+    /// Records the outcomes of one request's attempts (one per message) together, as
+    /// [`Store::record_attempt`] would each; they share a transaction with other callers' outcomes
+    /// (`combine.rs`).
+    pub fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<(), StoreError> {
+        let outcomes = outcomes
+            .into_iter()
+            .map(|outcome| {
+                let bytes = encode(&outcome.attempt)?;
+                Ok((outcome, bytes))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.attempts
+            .run(AttemptOp { outcomes }, |ops| self.apply_attempts(ops))
+    }
+
+    /// [`Store::record_attempts`] for async callers: the caller awaits while a leader writes
+    /// (`combine.rs`), so the outcomes of concurrent attempts share transactions.
+    pub async fn record_attempts_async(
+        &self,
+        outcomes: Vec<AttemptOutcome>,
+    ) -> Result<(), StoreError> {
+        let outcomes = outcomes
+            .into_iter()
+            .map(|outcome| {
+                let bytes = encode(&outcome.attempt)?;
+                Ok((outcome, bytes))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let store = self.clone();
+        self.attempts
+            .run_async(AttemptOp { outcomes }, move |ops| store.apply_attempts(ops))
+            .await
+    }
+
+    /// The combined transaction of a batch of attempt outcomes (run by the combiner's leader).
+    fn apply_attempts(&self, ops: &[AttemptOp]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let all = || ops.iter().flat_map(|op| &op.outcomes);
         // A message with a contact also needs the `contact` tree; the transaction adds it when asked.
-        let trees = Set::of(&[Name::Msg, Name::Lease, Name::Attempt]).with(match decision {
-            Decision::Delivered => Name::Done,
-            Decision::RetryAt(_) => Name::Due,
-            Decision::Dead { .. } => Name::Dead,
-        });
-        let moved = self.transaction(trees, |tx| {
-            let Some(mut record) = tx.get_record(id)? else {
-                return Ok(None);
-            };
-            if record.contact.is_some() {
-                // Asked for before any write, so a run without it stops early.
-                tx.contact()?;
-            }
-            let from = record.stage;
-            tx.lease()?.remove(id.as_bytes())?;
-            tx.attempt()?
-                .insert(keys::attempt(id, attempt.number), attempt_bytes.as_slice())?;
-            record.cycle_attempts += 1;
-            record.total_attempts = record.total_attempts.max(attempt.number);
-            if let (Some(contact), false) =
-                (&record.contact, matches!(decision, Decision::RetryAt(_)))
-            {
-                tx.contact()?
-                    .remove(keys::contact(&record.endpoint, contact, id))?;
-            }
-            match decision {
-                Decision::Delivered => {
-                    record.stage = Stage::Delivered;
-                    record.delivered_at = Some(now);
-                    tx.done()?.insert(keys::done(now, id), &[])?;
-                    tx.put_record(&record)?;
-                }
-                Decision::RetryAt(due_at) => tx.queue(&mut record, *due_at)?,
-                Decision::Dead { reason } => {
-                    record.stage = Stage::Dead;
-                    record.dead_reason = Some(reason.clone());
-                    record.dead_at = Some(now);
-                    tx.dead()?.insert(id.as_bytes(), &[])?;
-                    tx.put_record(&record)?;
-                }
-            }
-            Ok(Some((record.endpoint, from, record.stage)))
-        })?;
-        if let Some((endpoint, from, to)) = moved {
-            self.tally.moved(&endpoint, Some(from), Some(to));
+        let mut trees = Set::of(&[Name::Msg, Name::Due, Name::Attempt]);
+        for (outcome, _) in all() {
+            trees = trees.with(match outcome.decision {
+                Decision::Delivered => Name::Done,
+                Decision::RetryAt(_) => Name::Due,
+                Decision::Dead { .. } => Name::Dead,
+            });
         }
-        Ok(())
+        let moved = self.transaction(trees, |tx| {
+            let mut moved = Vec::new();
+            for (outcome, bytes) in all() {
+                moved.push(outcome.apply(tx, bytes)?);
+            }
+            Ok(moved)
+        })?;
+        for ((outcome, _), moved) in all().zip(moved) {
+            let leased = self.leases.end(outcome.id);
+            if let Some((endpoint, on_disk, to)) = moved {
+                let from = if leased { Stage::InFlight } else { on_disk };
+                self.tally.moved(&endpoint, Some(from), Some(to));
+            }
+        }
+        Ok(ops.iter().map(|_| Ok(())).collect())
     }
 
     /// Puts a leased message back to due at `now` without counting an attempt (shutdown, restart).
     pub fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
+        if self.leases.holds(id) {
+            let trees = Set::of(&[Name::Msg, Name::Due]);
+            let released = self.transaction(trees, |tx| match tx.get_record(id)? {
+                Some(mut record) if record.stage == Stage::Queued => {
+                    tx.due()?
+                        .remove(keys::due(&record.endpoint, record.next_attempt_at, id))?;
+                    tx.queue(&mut record, now)?;
+                    Ok(Some(record.endpoint))
+                }
+                _ => Ok(None),
+            })?;
+            self.leases.end(id);
+            if let Some(endpoint) = released {
+                self.tally
+                    .moved(&endpoint, Some(Stage::InFlight), Some(Stage::Queued));
+            }
+            return Ok(());
+        }
+        // A lease a first-format store persisted.
         let trees = Set::of(&[Name::Msg, Name::Lease, Name::Due]);
         let released = self.transaction(trees, |tx| {
             if tx.lease()?.remove(id.as_bytes())?.is_none() {
@@ -608,20 +713,18 @@ impl Store {
         Ok(())
     }
 
-    /// On start: every message still leased by a previous run goes back to due now. Returns how many.
+    /// Every message leased now, and every lease a first-format store left on disk, goes back to due at `now`.
+    /// The daemon calls it at start (a previous run's leases: only first-format ones are on disk) and after
+    /// its lanes stopped (attempts aborted at the end of the grace period). Returns how many.
     pub fn release_all_leases(&self, now: Millis) -> Result<usize, StoreError> {
-        let ids = self
-            .trees
-            .lease
-            .iter()
-            .keys()
-            .map(|k| {
-                k.map_err(StoreError::from).and_then(|k| {
-                    MessageId::from_slice(&k)
-                        .ok_or_else(|| StoreError::Corrupt("malformed lease key".into()))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids = self.leases.ids();
+        for key in self.trees.lease.iter().keys() {
+            let key = key?;
+            ids.push(
+                MessageId::from_slice(&key)
+                    .ok_or_else(|| StoreError::Corrupt("malformed lease key".into()))?,
+            );
+        }
         for id in &ids {
             self.release(*id, now)?;
         }
@@ -680,25 +783,30 @@ impl Store {
 
     /// Moves dead letters back to the queue, due now, with a fresh attempt count and age (history kept).
     /// Returns the replayed messages' endpoints (so their lanes can be woken); ids not dead are skipped.
+    /// Up to [`CHUNK`] messages share a transaction.
     pub fn replay(&self, selection: &Selection, now: Millis) -> Result<Vec<String>, StoreError> {
         let mut endpoints = Vec::new();
-        for id in self.select_dead(selection)? {
+        for chunk in self.select_dead(selection)?.chunks(CHUNK) {
             let trees = Set::of(&[Name::Msg, Name::Dead, Name::Due]);
             let replayed = self.transaction(trees, |tx| {
-                if tx.dead()?.remove(id.as_bytes())?.is_none() {
-                    return Ok(None);
+                let mut replayed = Vec::with_capacity(chunk.len());
+                for id in chunk {
+                    if tx.dead()?.remove(id.as_bytes())?.is_none() {
+                        continue;
+                    }
+                    let Some(mut record) = tx.get_record(*id)? else {
+                        continue;
+                    };
+                    record.cycle_attempts = 0;
+                    record.cycle_started_at = now;
+                    record.dead_reason = None;
+                    record.dead_at = None;
+                    tx.queue(&mut record, now)?;
+                    replayed.push(record.endpoint);
                 }
-                let Some(mut record) = tx.get_record(id)? else {
-                    return Ok(None);
-                };
-                record.cycle_attempts = 0;
-                record.cycle_started_at = now;
-                record.dead_reason = None;
-                record.dead_at = None;
-                tx.queue(&mut record, now)?;
-                Ok(Some(record.endpoint))
+                Ok(replayed)
             })?;
-            if let Some(endpoint) = &replayed {
+            for endpoint in &replayed {
                 self.tally
                     .moved(endpoint, Some(Stage::Dead), Some(Stage::Queued));
             }
@@ -707,69 +815,98 @@ impl Store {
         Ok(endpoints)
     }
 
-    /// Deletes dead letters for good: record, attempts and idempotency key. Returns how many.
+    /// Deletes dead letters for good: record, payload, attempts and idempotency key. Returns how many.
     pub fn purge(&self, selection: &Selection) -> Result<usize, StoreError> {
         let mut purged = 0;
-        for id in self.select_dead(selection)? {
-            if self.delete_if(id, Stage::Dead)? {
-                purged += 1;
-            }
+        for chunk in self.select_dead(selection)?.chunks(CHUNK) {
+            purged += self.delete_if(chunk, Stage::Dead)?;
         }
         Ok(purged)
     }
 
-    /// Deletes a message and everything about it if it is in `stage`.
-    fn delete_if(&self, id: MessageId, stage: Stage) -> Result<bool, StoreError> {
-        let attempt_keys = self
-            .trees
-            .attempt
-            .scan_prefix(id.as_bytes())
-            .keys()
-            .collect::<Result<Vec<_>, _>>()?;
-        let trees = Set::of(&[Name::Msg, Name::Dead, Name::Done, Name::Idem, Name::Attempt]);
+    /// Deletes those of `ids` that are in `stage`, and everything about them, in one transaction. Returns how
+    /// many.
+    fn delete_if(&self, ids: &[MessageId], stage: Stage) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut attempt_keys = Vec::with_capacity(ids.len());
+        for id in ids {
+            attempt_keys.push(
+                self.trees
+                    .attempt
+                    .scan_prefix(id.as_bytes())
+                    .keys()
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        let trees = Set::of(&[
+            Name::Msg,
+            Name::Payload,
+            Name::Dead,
+            Name::Done,
+            Name::Idem,
+            Name::Attempt,
+        ]);
         let deleted = self.transaction(trees, |tx| {
-            let Some(record) = tx.get_record(id)? else {
-                return Ok(None);
-            };
-            if record.stage != stage {
-                return Ok(None);
+            let mut deleted = Vec::new();
+            for (id, attempt_keys) in ids.iter().zip(&attempt_keys) {
+                let Some(record) = tx.get_record(*id)? else {
+                    continue;
+                };
+                if record.stage != stage {
+                    continue;
+                }
+                tx.msg()?.remove(id.as_bytes())?;
+                tx.payload()?.remove(id.as_bytes())?;
+                tx.dead()?.remove(id.as_bytes())?;
+                if let Some(at) = record.delivered_at {
+                    tx.done()?.remove(keys::done(at, *id))?;
+                }
+                if let Some(key) = &record.idempotency_key {
+                    tx.idem()?
+                        .remove(keys::idempotency(&record.endpoint, key))?;
+                }
+                let attempts = tx.attempt()?;
+                for key in attempt_keys {
+                    attempts.remove(key)?;
+                }
+                deleted.push(record.endpoint);
             }
-            tx.msg()?.remove(id.as_bytes())?;
-            tx.dead()?.remove(id.as_bytes())?;
-            if let Some(at) = record.delivered_at {
-                tx.done()?.remove(keys::done(at, id))?;
-            }
-            if let Some(key) = &record.idempotency_key {
-                tx.idem()?
-                    .remove(keys::idempotency(&record.endpoint, key))?;
-            }
-            let attempts = tx.attempt()?;
-            for key in &attempt_keys {
-                attempts.remove(key)?;
-            }
-            Ok(Some(record.endpoint))
+            Ok(deleted)
         })?;
-        if let Some(endpoint) = &deleted {
+        for endpoint in &deleted {
             self.tally.moved(endpoint, Some(stage), None);
         }
-        Ok(deleted.is_some())
+        Ok(deleted.len())
     }
 
     /// Removes delivered messages delivered before `before` (the retention window). Returns how many.
     pub fn prune_delivered(&self, before: Millis) -> Result<usize, StoreError> {
         let mut pruned = 0;
+        let mut chunk = Vec::with_capacity(CHUNK);
         // A done key starting with a time below `before` sorts below the bare 8-byte time.
         for key in self.trees.done.range(..before.to_be_bytes()).keys() {
             let key = key?;
             let Some((_, id)) = keys::parse_done(&key) else {
                 return Err(StoreError::Corrupt("malformed done key".into()));
             };
-            if self.delete_if(id, Stage::Delivered)? {
-                pruned += 1;
+            let record = match self.trees.msg.get(id.as_bytes())? {
+                Some(bytes) => Some(decode_record(&bytes)?),
+                None => None,
+            };
+            if record.is_some_and(|r| r.stage == Stage::Delivered) {
+                chunk.push(id);
             } else {
+                // A done entry whose message moved on or is gone.
                 self.trees.done.remove(key)?;
             }
+            if chunk.len() == CHUNK {
+                pruned += self.delete_if(&chunk, Stage::Delivered)?;
+                chunk.clear();
+            }
         }
+        pruned += self.delete_if(&chunk, Stage::Delivered)?;
         Ok(pruned)
     }
 
@@ -783,7 +920,7 @@ impl Store {
         self.tally.pending()
     }
 
-    /// Counts per endpoint and stage, read from the indexes (slow: reads a record per in-flight, dead and
+    /// Counts per endpoint and stage, read from the indexes and the leases (slow: reads a record per dead and
     /// delivered entry). The store opens with it; tests check the live tally against it.
     pub fn recount(&self) -> Result<Counts, StoreError> {
         let mut counts = Counts::default();
@@ -791,7 +928,17 @@ impl Store {
             let key = key?;
             let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
             let name = String::from_utf8_lossy(&key[..end]).into_owned();
-            counts.by_endpoint.entry(name).or_default().queued += 1;
+            let leased = key
+                .len()
+                .checked_sub(16)
+                .and_then(|start| MessageId::from_slice(&key[start..]))
+                .is_some_and(|id| self.leases.holds(id));
+            let entry = counts.by_endpoint.entry(name).or_default();
+            if leased {
+                entry.in_flight += 1;
+            } else {
+                entry.queued += 1;
+            }
         }
         let mut by_record = |tree: &Tree, bump: fn(&mut StageCounts)| -> Result<(), StoreError> {
             for key in tree.iter().keys() {
@@ -873,6 +1020,15 @@ impl Store {
     }
 }
 
+/// The one answer of a one-message enqueue.
+pub fn first_answer(
+    mut answers: Vec<Result<Enqueued, StoreError>>,
+) -> Result<Enqueued, StoreError> {
+    answers
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Corrupt("an enqueue gave no answer".into())))
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))
 }
@@ -880,6 +1036,29 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
+}
+
+/// The first byte of a format-2 message record; a format-1 record is plain JSON and starts with `{`.
+const RECORD_V2: u8 = 2;
+
+/// A message record as stored: the format tag, then the record's JSON without its payload.
+fn encode_record(record: &MessageRecord) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::with_capacity(256);
+    bytes.push(RECORD_V2);
+    serde_json::to_writer(&mut bytes, record)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))?;
+    Ok(bytes)
+}
+
+/// Reads a stored message record: a format-2 one without its payload, a format-1 one with it inline.
+fn decode_record(bytes: &[u8]) -> Result<MessageRecord, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_V2, json)) => decode(json),
+        Some((b'{', _)) => decode(bytes),
+        _ => Err(StoreError::Corrupt(
+            "a message record of an unknown format".into(),
+        )),
+    }
 }
 
 // Operability reads (`hookd status`), kept apart from the verbs above.
@@ -894,7 +1073,7 @@ impl Store {
             let key = key?;
             let (_, id) = keys::parse_due_suffix(&key[prefix.len()..])
                 .ok_or_else(|| StoreError::Corrupt("malformed due key".into()))?;
-            if oldest.is_none_or(|o| id < o) {
+            if oldest.is_none_or(|o| id < o) && !self.leases.holds(id) {
                 oldest = Some(id);
             }
         }

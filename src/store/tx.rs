@@ -1,8 +1,8 @@
 //! Transactions over only the message trees a state change touches.
 //!
 //! sled's cost of a transaction grows with the trees in it (each one is staged, pinned, committed and
-//! dropped), and a message's hot path touches few of the eight message trees: an enqueue `msg` and `due`, a
-//! lease `msg`, `due` and `lease`, an attempt `msg`, `lease`, `attempt` and one of `done`, `due` or `dead`.
+//! dropped), and a message's hot path touches few of the nine message trees: an enqueue `msg`, `payload` and
+//! `due`, an attempt `msg`, `due`, `attempt` and `done` or `dead` (a lease writes nothing: `leases.rs`).
 //! So each verb names the trees it needs ([`Set`]), and [`Tx`] hands out only those. A verb that learns inside
 //! the transaction that it needs another tree (a message with a contact needs `contact`) asks for it all the
 //! same: the accessor aborts the run, nothing of it is written, and `Store::transaction` runs it again with
@@ -13,10 +13,11 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::StoreError;
 
-/// One of the eight message trees (the `endpoint` and `token` trees are never in a transaction).
+/// One of the nine message trees (the `endpoint` and `token` trees are never in a transaction).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Name {
     Msg,
+    Payload,
     Due,
     Lease,
     Attempt,
@@ -28,8 +29,9 @@ pub(super) enum Name {
 
 impl Name {
     /// Every message tree, in the order a transaction lists them.
-    pub const ALL: [Name; 8] = [
+    pub const ALL: [Name; 9] = [
         Name::Msg,
+        Name::Payload,
         Name::Due,
         Name::Lease,
         Name::Attempt,
@@ -42,7 +44,7 @@ impl Name {
 
 /// A set of message trees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Set(u8);
+pub(super) struct Set(u16);
 
 impl Set {
     pub const fn of(names: &[Name]) -> Set {
@@ -56,11 +58,11 @@ impl Set {
     }
 
     pub const fn with(self, name: Name) -> Set {
-        Set(self.0 | 1 << name as u8)
+        Set(self.0 | 1 << name as u16)
     }
 
     pub const fn has(self, name: Name) -> bool {
-        self.0 & 1 << name as u8 != 0
+        self.0 & 1 << name as u16 != 0
     }
 }
 
@@ -81,13 +83,13 @@ pub(super) fn abort(error: StoreError) -> ConflictableTransactionError<Abort> {
 
 /// The trees of one transaction, by name; a tree outside the transaction's set is `None`.
 pub(super) struct Tx<'a> {
-    trees: [Option<&'a TransactionalTree>; 8],
+    trees: [Option<&'a TransactionalTree>; 9],
 }
 
 impl<'a> Tx<'a> {
     /// Lays the transaction's trees (in [`Name::ALL`] order, those of `set` only) out by name.
     pub fn new(set: Set, view: &'a [TransactionalTree]) -> Tx<'a> {
-        let mut trees = [None; 8];
+        let mut trees = [None; 9];
         let mut in_view = view.iter();
         for name in Name::ALL {
             if set.has(name) {
@@ -103,6 +105,10 @@ impl<'a> Tx<'a> {
 
     pub fn msg(&self) -> TxResult<&'a TransactionalTree> {
         self.tree(Name::Msg)
+    }
+
+    pub fn payload(&self) -> TxResult<&'a TransactionalTree> {
+        self.tree(Name::Payload)
     }
 
     pub fn due(&self) -> TxResult<&'a TransactionalTree> {

@@ -1,0 +1,69 @@
+//! Leases: which queued messages a lane has taken for an attempt. Kept in memory only.
+//!
+//! A lease is worth nothing after the process ends: every message leased by a previous run is due again at the
+//! next start, with no attempt counted. So a lease writes nothing to disk. While a message is leased its
+//! record on disk still says `queued` and its `due` entry stays where it was; the store lays the lease over
+//! both: [`Store::get`](super::Store::get) reports it `in_flight`, and its lane's scans of the due index
+//! step over it. The attempt's outcome then moves the record on in one transaction, as before. This took one of
+//! the three sled transactions each delivered message cost (docs/PERFORMANCE.md, change 2).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::model::{MessageId, Millis};
+
+/// The messages leased by this process, with their lease deadlines.
+#[derive(Debug, Default)]
+pub(super) struct Leases {
+    by_id: Mutex<HashMap<MessageId, Millis>>,
+}
+
+impl Leases {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<MessageId, Millis>) -> T) -> T {
+        // A poisoned lock only means a panic elsewhere while it was held; the map itself is always whole.
+        let mut map = self
+            .by_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut map)
+    }
+
+    /// Leases `id` until `until`; false when it is leased already.
+    pub fn take(&self, id: MessageId, until: Millis) -> bool {
+        self.with(|map| map.insert(id, until).is_none())
+    }
+
+    pub fn holds(&self, id: MessageId) -> bool {
+        self.with(|map| map.contains_key(&id))
+    }
+
+    /// Ends the lease of `id`; false when it was not leased.
+    pub fn end(&self, id: MessageId) -> bool {
+        self.with(|map| map.remove(&id).is_some())
+    }
+
+    /// Every message leased now.
+    pub fn ids(&self) -> Vec<MessageId> {
+        self.with(|map| map.keys().copied().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_leased_once_until_its_lease_ends() {
+        let leases = Leases::default();
+        let id = MessageId::new();
+        assert!(!leases.holds(id));
+        assert!(leases.take(id, 5));
+        assert!(!leases.take(id, 6), "a second lease of the same message");
+        assert!(leases.holds(id));
+        assert_eq!(leases.ids(), [id]);
+        assert!(leases.end(id));
+        assert!(!leases.end(id));
+        assert!(!leases.holds(id));
+        assert!(leases.ids().is_empty());
+    }
+}

@@ -1,0 +1,170 @@
+//! The operations the combiners batch (`combine.rs`): an enqueue and an attempt's outcome, each applied to a
+//! shared transaction. They are written so that a transaction run again (sled retries on conflict, and
+//! `Store::transaction` reruns with a tree a verb asked for) computes everything afresh.
+
+use std::collections::HashMap;
+
+use super::tx::{Tx, TxResult, abort};
+use super::{ContactLimit, Enqueued, NewMessage, StoreError, keys};
+use crate::model::{MessageId, MessageRecord, Millis, Stage};
+use crate::retry::Decision;
+
+/// One caller's enqueue: its messages and the time they are due.
+pub(super) struct EnqueueOp {
+    pub messages: Vec<NewMessage>,
+    pub now: Millis,
+}
+
+/// A message ready to be written: its new id and record, and its index keys.
+pub(super) struct PlannedEnqueue<'a> {
+    new: &'a NewMessage,
+    id: MessageId,
+    record: MessageRecord,
+    pub idem_key: Option<Vec<u8>>,
+    /// The contact's key prefix and cap, on capped formats.
+    pub contact: Option<(Vec<u8>, &'a ContactLimit)>,
+}
+
+impl<'a> PlannedEnqueue<'a> {
+    pub fn of(new: &'a NewMessage, now: Millis) -> Self {
+        let id = MessageId::new();
+        // The payload goes to its own tree; the record is written without it.
+        let record = MessageRecord {
+            idempotency_key: new.idempotency_key.clone(),
+            contact: new.contact.as_ref().map(|c| c.contact.clone()),
+            ..MessageRecord::new_queued(id, &new.endpoint, &new.kind, "", now)
+        };
+        PlannedEnqueue {
+            new,
+            id,
+            record,
+            idem_key: new
+                .idempotency_key
+                .as_deref()
+                .map(|key| keys::idempotency(&new.endpoint, key)),
+            contact: new
+                .contact
+                .as_ref()
+                .map(|limit| (keys::contact_prefix(&new.endpoint, &limit.contact), limit)),
+        }
+    }
+
+    /// Writes the message unless its idempotency key is known (a duplicate) or its contact is at its cap.
+    /// `pending_before` holds each capped contact's pending count before the batch, `added` what the batch
+    /// has added to it so far.
+    pub fn apply<'p>(
+        &'p self,
+        tx: &Tx<'_>,
+        now: Millis,
+        pending_before: &HashMap<&[u8], usize>,
+        added: &mut HashMap<&'p [u8], usize>,
+    ) -> TxResult<Result<Enqueued, StoreError>> {
+        if let Some(key) = &self.idem_key {
+            if let Some(existing) = tx.idem()?.get(key)? {
+                let first = MessageId::from_slice(&existing).ok_or_else(|| {
+                    abort(StoreError::Corrupt("idempotency entry is not an id".into()))
+                })?;
+                return Ok(Ok(Enqueued {
+                    id: first,
+                    duplicate: true,
+                }));
+            }
+        }
+        if let Some((prefix, limit)) = &self.contact {
+            let before = pending_before.get(prefix.as_slice()).copied().unwrap_or(0);
+            let ours = added.entry(prefix.as_slice()).or_insert(0);
+            if before + *ours >= limit.max_pending {
+                return Ok(Err(StoreError::ContactFull {
+                    endpoint: self.new.endpoint.clone(),
+                    contact: limit.contact.clone(),
+                    max: limit.max_pending,
+                }));
+            }
+            *ours += 1;
+        }
+        if let Some(key) = &self.idem_key {
+            tx.idem()?.insert(key.as_slice(), self.id.as_bytes())?;
+        }
+        tx.payload()?
+            .insert(self.id.as_bytes(), self.new.payload.as_bytes())?;
+        tx.queue(&mut self.record.clone(), now)?;
+        Ok(Ok(Enqueued {
+            id: self.id,
+            duplicate: false,
+        }))
+    }
+}
+
+/// One attempt's outcome for one message, as the dispatcher records it.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    pub id: MessageId,
+    pub attempt: crate::model::AttemptRecord,
+    pub decision: Decision,
+    pub now: Millis,
+}
+
+/// One caller's attempt outcomes (one per message of the request), with each attempt record encoded.
+pub(super) struct AttemptOp {
+    pub outcomes: Vec<(AttemptOutcome, Vec<u8>)>,
+}
+
+impl AttemptOutcome {
+    /// Records the attempt (`attempt_bytes`: it, encoded) and applies the decision. Answers the message's
+    /// endpoint, the stage its record had on disk and the stage it has now (`None`: no such message).
+    pub(super) fn apply(
+        &self,
+        tx: &Tx<'_>,
+        attempt_bytes: &[u8],
+    ) -> TxResult<Option<(String, Stage, Stage)>> {
+        let id = self.id;
+        let Some(mut record) = tx.get_record(id)? else {
+            return Ok(None);
+        };
+        if record.contact.is_some() {
+            // Asked for before any write, so a run without it stops early.
+            tx.contact()?;
+        }
+        let on_disk = record.stage;
+        match on_disk {
+            // Leased in memory: its due entry is still where it was queued.
+            Stage::Queued => {
+                tx.due()?
+                    .remove(keys::due(&record.endpoint, record.next_attempt_at, id))?;
+            }
+            // Leased by a first-format store, which persisted leases.
+            Stage::InFlight => {
+                tx.lease()?.remove(id.as_bytes())?;
+            }
+            Stage::Delivered | Stage::Dead => {}
+        }
+        tx.attempt()?
+            .insert(keys::attempt(id, self.attempt.number), attempt_bytes)?;
+        record.cycle_attempts += 1;
+        record.total_attempts = record.total_attempts.max(self.attempt.number);
+        if let (Some(contact), false) = (
+            &record.contact,
+            matches!(self.decision, Decision::RetryAt(_)),
+        ) {
+            tx.contact()?
+                .remove(keys::contact(&record.endpoint, contact, id))?;
+        }
+        match &self.decision {
+            Decision::Delivered => {
+                record.stage = Stage::Delivered;
+                record.delivered_at = Some(self.now);
+                tx.done()?.insert(keys::done(self.now, id), &[])?;
+                tx.put_record(&record)?;
+            }
+            Decision::RetryAt(due_at) => tx.queue(&mut record, *due_at)?,
+            Decision::Dead { reason } => {
+                record.stage = Stage::Dead;
+                record.dead_reason = Some(reason.clone());
+                record.dead_at = Some(self.now);
+                tx.dead()?.insert(id.as_bytes(), &[])?;
+                tx.put_record(&record)?;
+            }
+        }
+        Ok(Some((record.endpoint, on_disk, record.stage)))
+    }
+}
