@@ -21,7 +21,14 @@ type Answer<T> = Result<T, StoreError>;
 /// Operations of type `Op`, each answered with a `T` or a [`StoreError`].
 pub(super) struct Combiner<Op, T> {
     state: Mutex<State<Op, T>>,
+    /// How many messages an operation carries, and how many a batch may carry (at least one operation):
+    /// a bound on a transaction's size, hence on the memory sled stages for it.
+    weight: fn(&Op) -> usize,
+    max_weight: usize,
 }
+
+/// The most messages one combined transaction carries.
+pub(super) const MAX_BATCH_MESSAGES: usize = 256;
 
 struct State<Op, T> {
     /// Operations waiting for a leader, with where their answer goes.
@@ -49,13 +56,16 @@ impl<T> Reply<T> {
     }
 }
 
-impl<Op, T> Default for Combiner<Op, T> {
-    fn default() -> Self {
+impl<Op, T> Combiner<Op, T> {
+    /// A combiner whose batches carry at most `max_weight` messages, `weight` telling an operation's count.
+    pub fn new(weight: fn(&Op) -> usize, max_weight: usize) -> Self {
         Combiner {
             state: Mutex::new(State {
                 queue: Vec::new(),
                 leading: false,
             }),
+            weight,
+            max_weight,
         }
     }
 }
@@ -102,12 +112,32 @@ impl<Op, T> Combiner<Op, T> {
                     state.leading = false;
                     return;
                 }
-                std::mem::take(&mut state.queue)
+                self.take_batch(&mut state.queue)
             };
             let (ops, replies): (Vec<Op>, Vec<Reply<T>>) = batch.into_iter().unzip();
             guard.replies = replies;
             let outcome = exec(&ops);
             answer_all(std::mem::take(&mut guard.replies), outcome);
+        }
+    }
+}
+
+impl<Op, T> Combiner<Op, T> {
+    /// The oldest queued operations up to `max_weight` messages (at least one operation).
+    fn take_batch(&self, queue: &mut Vec<(Op, Reply<T>)>) -> Vec<(Op, Reply<T>)> {
+        let mut weight = 0;
+        let mut take = 0;
+        for (op, _) in queue.iter() {
+            weight += (self.weight)(op);
+            if take > 0 && weight > self.max_weight {
+                break;
+            }
+            take += 1;
+        }
+        if take == queue.len() {
+            std::mem::take(queue)
+        } else {
+            queue.drain(..take).collect()
         }
     }
 }
@@ -181,14 +211,14 @@ mod tests {
 
     #[test]
     fn a_caller_alone_runs_its_own_operation() {
-        let combiner = Combiner::<u32, u32>::default();
+        let combiner = Combiner::<u32, u32>::new(|_| 1, 16);
         let answer = combiner.run(7, |ops| Ok(ops.iter().map(|op| Ok(op * 2)).collect()));
         assert_eq!(answer.unwrap(), 14);
     }
 
     #[test]
     fn concurrent_callers_each_get_their_own_answer_and_share_batches() {
-        let combiner = Arc::new(Combiner::<u32, u32>::default());
+        let combiner = Arc::new(Combiner::<u32, u32>::new(|_| 1, 16));
         let batches = Arc::new(Mutex::new(Vec::new()));
         let start = Arc::new(Barrier::new(8));
         let threads: Vec<_> = (0..8u32)
@@ -228,7 +258,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_async_callers_each_get_their_own_answer() {
-        let combiner = Arc::new(Combiner::<u32, u32>::default());
+        let combiner = Arc::new(Combiner::<u32, u32>::new(|_| 1, 16));
         let batches = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = tokio::task::JoinSet::new();
         for op in 0..500u32 {
@@ -247,16 +277,21 @@ mod tests {
             let (op, answer) = joined.unwrap();
             assert_eq!(answer, op * 3);
         }
+        let batches = lock(&batches);
         assert_eq!(
-            lock(&batches).iter().sum::<usize>(),
+            batches.iter().sum::<usize>(),
             500,
             "every operation ran once"
+        );
+        assert!(
+            batches.iter().all(|n| *n <= 16),
+            "a batch over its bound: {batches:?}"
         );
     }
 
     #[test]
     fn a_batch_that_panics_answers_its_callers_and_frees_the_lead() {
-        let combiner = Combiner::<u32, u32>::default();
+        let combiner = Combiner::<u32, u32>::new(|_| 1, 16);
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             combiner.run(1, |_| panic!("a bug in a write"))
         }));
@@ -268,7 +303,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_fails_every_operation_in_it() {
-        let combiner = Combiner::<u32, u32>::default();
+        let combiner = Combiner::<u32, u32>::new(|_| 1, 16);
         let answer = combiner.run(1, |_| Err(StoreError::Corrupt("disk on fire".into())));
         let error = answer.unwrap_err().to_string();
         assert!(error.contains("disk on fire"), "{error}");

@@ -355,8 +355,14 @@ impl Store {
             db,
             trees,
             committer,
-            enqueues: Arc::new(Combiner::default()),
-            attempts: Arc::new(Combiner::default()),
+            enqueues: Arc::new(Combiner::new(
+                |op: &EnqueueOp| op.messages.len(),
+                combine::MAX_BATCH_MESSAGES,
+            )),
+            attempts: Arc::new(Combiner::new(
+                |op: &AttemptOp| op.outcomes.len(),
+                combine::MAX_BATCH_MESSAGES,
+            )),
             tally: Arc::new(Tally::default()),
             leases: Arc::new(Leases::default()),
         };
