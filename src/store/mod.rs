@@ -619,15 +619,8 @@ impl Store {
     /// [`Store::record_attempt`] would each; they share a transaction with other callers' outcomes
     /// (`combine.rs`).
     pub fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<(), StoreError> {
-        let outcomes = outcomes
-            .into_iter()
-            .map(|outcome| {
-                let bytes = encode(&outcome.attempt)?;
-                Ok((outcome, bytes))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        self.attempts
-            .run(AttemptOp { outcomes }, |ops| self.apply_attempts(ops))
+        let op = AttemptOp::encoded(outcomes)?;
+        self.attempts.run(op, |ops| self.apply_attempts(ops))
     }
 
     /// [`Store::record_attempts`] for async callers: the caller awaits while a leader writes
@@ -636,16 +629,10 @@ impl Store {
         &self,
         outcomes: Vec<AttemptOutcome>,
     ) -> Result<(), StoreError> {
-        let outcomes = outcomes
-            .into_iter()
-            .map(|outcome| {
-                let bytes = encode(&outcome.attempt)?;
-                Ok((outcome, bytes))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let op = AttemptOp::encoded(outcomes)?;
         let store = self.clone();
         self.attempts
-            .run_async(AttemptOp { outcomes }, move |ops| store.apply_attempts(ops))
+            .run_async(op, move |ops| store.apply_attempts(ops))
             .await
     }
 

@@ -109,6 +109,20 @@ pub(super) struct AttemptOp {
     pub outcomes: Vec<(AttemptOutcome, Vec<u8>)>,
 }
 
+impl AttemptOp {
+    /// The operation for `outcomes`, each attempt record encoded once, outside any transaction.
+    pub fn encoded(outcomes: Vec<AttemptOutcome>) -> Result<AttemptOp, StoreError> {
+        let outcomes = outcomes
+            .into_iter()
+            .map(|outcome| {
+                let bytes = super::encode(&outcome.attempt)?;
+                Ok((outcome, bytes))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(AttemptOp { outcomes })
+    }
+}
+
 impl AttemptOutcome {
     /// Records the attempt (`attempt_bytes`: it, encoded) and applies the decision. Answers the message's
     /// endpoint, the stage its record had on disk and the stage it has now (`None`: no such message).
