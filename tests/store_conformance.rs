@@ -547,13 +547,28 @@ fn first_format_dir(dir: &Path) -> (MessageId, MessageId, MessageId) {
     (queued, in_flight, dead)
 }
 
+/// Opens the store in `dir` once the sled database that wrote it there has let go of it. Dropping a sled `Db`
+/// joins its flusher, but a write job on sled's I/O pool can hold the log file (and with it the lock) a moment
+/// longer, and sled gives no event to wait for; so this asks again every 10 ms, up to 10 s.
+fn open_once_released(dir: &Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, CACHE_BYTES) {
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.expect("open the store"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_as_they_change() {
     let dir = tempfile::tempdir().unwrap();
     let (queued, in_flight, dead) = first_format_dir(dir.path());
     let payload_of = |id: MessageId| format!(r#"{{"legacy":"{id}"}}"#);
 
-    let store = open(dir.path());
+    let store = open_once_released(dir.path());
     assert_eq!(
         std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
         "hookd data dir, format 2\n",
