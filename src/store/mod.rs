@@ -22,7 +22,7 @@ use std::sync::Arc;
 use sled::transaction::TransactionError;
 use sled::{Transactional, Tree};
 
-use combine::Combiner;
+use combine::{BatchResult, Combiner};
 pub use commit::CommitError;
 use commit::GroupCommit;
 use leases::Leases;
@@ -174,8 +174,8 @@ pub struct Store {
     db: sled::Db,
     trees: Trees,
     committer: GroupCommit,
-    /// Concurrent enqueues share transactions (`combine.rs`). Its leader lock also serialises enqueues, so a
-    /// contact's count and the insert of its message happen with no other enqueue between them.
+    /// Concurrent enqueues share transactions (`combine.rs`). It has one leader at a time, which also
+    /// serialises enqueues: a contact's count and the insert of its message have no other enqueue between them.
     enqueues: Arc<Combiner<EnqueueOp, Vec<Result<Enqueued, StoreError>>>>,
     /// Concurrent attempt outcomes share transactions.
     attempts: Arc<Combiner<AttemptOp, ()>>,
@@ -443,11 +443,7 @@ impl Store {
     }
 
     /// The combined transaction of a batch of enqueue operations (run by the combiner's leader).
-    #[allow(clippy::type_complexity)]
-    fn apply_enqueues(
-        &self,
-        ops: &[EnqueueOp],
-    ) -> Result<Vec<Result<Vec<Result<Enqueued, StoreError>>, StoreError>>, StoreError> {
+    fn apply_enqueues(&self, ops: &[EnqueueOp]) -> BatchResult<Vec<Result<Enqueued, StoreError>>> {
         let planned: Vec<Vec<PlannedEnqueue<'_>>> = ops
             .iter()
             .map(|op| {
@@ -521,12 +517,20 @@ impl Store {
         self.committer.failed().await.to_string()
     }
 
+    /// The message's record as stored: a format-2 one without its payload, a format-1 one with it.
+    fn record_without_payload(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        self.trees
+            .msg
+            .get(id.as_bytes())?
+            .map(|bytes| decode_record(&bytes))
+            .transpose()
+    }
+
     /// The message's record with its payload, `in_flight` while this process has it leased.
     pub fn get(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
-        let Some(bytes) = self.trees.msg.get(id.as_bytes())? else {
+        let Some(mut record) = self.record_without_payload(id)? else {
             return Ok(None);
         };
-        let mut record = decode_record(&bytes)?;
         if record.payload.is_empty() {
             let payload = self.trees.payload.get(id.as_bytes())?.ok_or_else(|| {
                 StoreError::Corrupt(format!("message {id} has a record but no payload"))
@@ -637,7 +641,7 @@ impl Store {
     }
 
     /// The combined transaction of a batch of attempt outcomes (run by the combiner's leader).
-    fn apply_attempts(&self, ops: &[AttemptOp]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    fn apply_attempts(&self, ops: &[AttemptOp]) -> BatchResult<()> {
         let all = || ops.iter().flat_map(|op| &op.outcomes);
         // A message with a contact also needs the `contact` tree; the transaction adds it when asked.
         let mut trees = Set::of(&[Name::Msg, Name::Due, Name::Attempt]);
@@ -884,11 +888,10 @@ impl Store {
             let Some((_, id)) = keys::parse_done(&key) else {
                 return Err(StoreError::Corrupt("malformed done key".into()));
             };
-            let record = match self.trees.msg.get(id.as_bytes())? {
-                Some(bytes) => Some(decode_record(&bytes)?),
-                None => None,
-            };
-            if record.is_some_and(|r| r.stage == Stage::Delivered) {
+            if self
+                .record_without_payload(id)?
+                .is_some_and(|r| r.stage == Stage::Delivered)
+            {
                 chunk.push(id);
             } else {
                 // A done entry whose message moved on or is gone.
@@ -1072,7 +1075,9 @@ impl Store {
         }
         match oldest {
             None => Ok(None),
-            Some(id) => Ok(self.get(id)?.map(|record| record.created_at)),
+            Some(id) => Ok(self
+                .record_without_payload(id)?
+                .map(|record| record.created_at)),
         }
     }
 }
