@@ -49,6 +49,8 @@ mod names {
     pub const E2E: &str = "end-to-end delivery";
     pub const LAT_P50: &str = "enqueue-to-delivery latency p50";
     pub const LAT_P99: &str = "enqueue-to-delivery latency p99";
+    pub const ACK_P50: &str = "enqueue acknowledgement p50";
+    pub const ACK_P99: &str = "enqueue acknowledgement p99";
     pub const PEAK_RSS: &str = "daemon peak RSS (VmHWM)";
     pub const Q_ENQ: &str = "backlog: batch enqueue to a paused endpoint";
     pub const Q_RSS: &str = "backlog: daemon VmRSS";

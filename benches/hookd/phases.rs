@@ -228,7 +228,7 @@ impl Bench {
                     tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
                     let at = Instant::now();
                     let id = client.enqueue(body.clone()).await?;
-                    sent.push((id, at));
+                    sent.push((id, at, at.elapsed()));
                 }
             });
         }
@@ -241,7 +241,9 @@ impl Bench {
         self.receiver.wait_distinct(n, delivery_deadline(n)).await?;
         let arrivals = self.receiver.arrivals();
         let mut latencies = Vec::with_capacity(n);
-        for (id, at) in &sent {
+        let mut acks: Vec<Duration> = sent.iter().map(|s| s.2).collect();
+        acks.sort_unstable();
+        for (id, at, _) in &sent {
             let arrived = arrivals
                 .get(id)
                 .with_context(|| format!("message {} never arrived", uuid::Uuid::from_u128(*id)))?;
@@ -268,6 +270,15 @@ impl Bench {
             Figure::new(LAT_P99, ms(percentile(&latencies, 0.99)), "ms")
                 .against("HTTP p99", self.report.value(HTTP_P99))
                 .target(Target::Below(10.0)),
+        );
+        // The part of the latency spent before the daemon answered the enqueue (its durable commit).
+        self.report.push(
+            Figure::new(ACK_P50, ms(percentile(&acks, 0.50)), "ms")
+                .against("delivery p50", Some(ms(percentile(&latencies, 0.50)))),
+        );
+        self.report.push(
+            Figure::new(ACK_P99, ms(percentile(&acks, 0.99)), "ms")
+                .against("delivery p99", Some(ms(percentile(&latencies, 0.99)))),
         );
         let now = daemon.memory()?;
         self.peak_rss("latency", idle, now);

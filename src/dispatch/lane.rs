@@ -1,12 +1,14 @@
 //! A lane: the loop that feeds one endpoint's attempts, within that endpoint's concurrency limit.
 //!
 //! A permit is acquired *before* a message is leased, so a lane never holds more leased messages than it can
-//! send. With no permit free (a hanging receiver) the lane simply waits; other lanes are unaffected.
+//! send. With no permit free (a hanging receiver) the lane simply waits; other lanes are unaffected. When
+//! several permits are free at once (the lane fell behind its attempts), one scan of the due index leases a
+//! message for each.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -16,7 +18,7 @@ use super::{
     Control, DispatchContext, LaneShared, LaneStatus, lock, read_status, verify, write_status,
 };
 use crate::config::EndpointConfig;
-use crate::model::now_millis;
+use crate::model::{MessageRecord, now_millis};
 use crate::store::Lease;
 
 /// Extra lease time beyond the request timeout; leases only matter to a restart, which releases them all.
@@ -92,29 +94,37 @@ impl Lane {
                 }
             }
             let endpoint = self.current();
+            // One message per request, no rate limit: every free permit is filled from the same scan of the
+            // due index (one scan steps over everything this lane holds in flight).
+            let spare = if batch_max == 1 && !probe && rate_limit.is_none() {
+                spare_permits(&permits)
+            } else {
+                Vec::new()
+            };
             let now = now_millis();
             let lease_until = now + endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
             let sleep_for = match self.context.store.lease_due(
                 &self.name,
                 now,
-                batch_max,
+                batch_max * (1 + spare.len()),
                 lease_until,
             ) {
-                Ok(Lease::Taken(mut messages)) => {
+                Ok(Lease::Taken(mut messages)) if spare.is_empty() => {
                     if let Some(limiter) = &mut rate_limit {
                         limiter.take(clock.elapsed().as_micros() as u64);
                     }
                     if messages.len() < batch_max {
                         self.fill_batch(&endpoint, batch_max, &mut messages).await;
                     }
-                    attempts.spawn(run_attempt(
-                        Arc::clone(&self.context),
-                        Arc::clone(&endpoint),
-                        messages,
-                        Arc::clone(&self.wake),
-                        Arc::clone(&self.shared),
-                        permit,
-                    ));
+                    attempts.spawn(self.attempt(&endpoint, messages, permit));
+                    continue;
+                }
+                Ok(Lease::Taken(messages)) => {
+                    // Unused spare permits go back as the iterator drops them.
+                    let permits = std::iter::once(permit).chain(spare);
+                    for (message, permit) in messages.into_iter().zip(permits) {
+                        attempts.spawn(self.attempt(&endpoint, vec![message], permit));
+                    }
                     continue;
                 }
                 Ok(Lease::NextDueAt(due_at)) => {
@@ -230,6 +240,23 @@ impl Lane {
         }
     }
 
+    /// One request's attempt on leased `messages`, holding `permit` until its outcome is recorded.
+    fn attempt(
+        &self,
+        endpoint: &Arc<EndpointConfig>,
+        messages: Vec<MessageRecord>,
+        permit: OwnedSemaphorePermit,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        run_attempt(
+            Arc::clone(&self.context),
+            Arc::clone(endpoint),
+            messages,
+            Arc::clone(&self.wake),
+            Arc::clone(&self.shared),
+            permit,
+        )
+    }
+
     /// The endpoint's settings now.
     fn current(&self) -> Arc<EndpointConfig> {
         Arc::clone(&self.settings.borrow())
@@ -262,7 +289,7 @@ impl Lane {
         &self,
         endpoint: &EndpointConfig,
         batch_max: usize,
-        messages: &mut Vec<crate::model::MessageRecord>,
+        messages: &mut Vec<MessageRecord>,
     ) {
         let deadline = tokio::time::Instant::now() + endpoint.batch_linger;
         while messages.len() < batch_max {
@@ -307,4 +334,9 @@ impl Lane {
         }
         tracing::debug!(endpoint = name, "lane stopped");
     }
+}
+
+/// The permits free beside the one a lane already holds, taken without waiting.
+fn spare_permits(permits: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
+    std::iter::from_fn(|| Arc::clone(permits).try_acquire_owned().ok()).collect()
 }

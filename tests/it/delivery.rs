@@ -140,6 +140,51 @@ async fn a_hanging_receiver_ties_up_only_its_own_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_released_at_once_fills_every_permit_and_no_more() {
+    // Paused, then resumed: all 20 messages are due at once and the lane's 4 permits are all free, the case in
+    // which one scan of the due index leases a message for every free permit.
+    let hanging = TestReceiver::start(|_| Reply::hang()).await;
+    let healthy = TestReceiver::start(|_| Reply::ok()).await;
+    let daemon = TestDaemon::start(
+        &[
+            endpoint(
+                "busy",
+                &hanging.url("/"),
+                "timeout_ms = 60000\nconcurrency = 4",
+            ),
+            endpoint("healthy", &healthy.url("/"), ""),
+        ],
+        "",
+    )
+    .await;
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "pause", "busy"]);
+    assert!(ok, "{stderr}");
+    let mut ids = HashSet::new();
+    for _ in 0..20 {
+        ids.insert(daemon.send("busy", "event", "{}").await);
+    }
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "resume", "busy"]);
+    assert!(ok, "{stderr}");
+    hanging.wait_for(4, WAIT).await;
+    // Deliveries to another endpoint give the busy lane time to overstep its limit, if it would.
+    for _ in 0..50 {
+        daemon.send("healthy", "event", "{}").await;
+    }
+    healthy.wait_for(50, WAIT).await;
+    let sent: HashSet<String> = hanging
+        .received()
+        .into_iter()
+        .map(|r| r.webhook_id)
+        .collect();
+    assert_eq!(hanging.count(), 4, "no more requests than permits");
+    assert_eq!(sent.len(), 4, "four different messages: {sent:?}");
+    assert!(sent.is_subset(&ids));
+    let status = daemon.client().status().await.unwrap();
+    let busy = &status.endpoints["busy"];
+    assert_eq!((busy.in_flight, busy.queued), (4, 16));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_not_followed() {
     let target = TestReceiver::start(|_| Reply::ok()).await;
     let location = target.url("/elsewhere");
