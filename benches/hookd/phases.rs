@@ -228,7 +228,11 @@ impl Bench {
                     tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
                     let at = Instant::now();
                     let id = client.enqueue(body.clone()).await?;
-                    sent.push((id, at, at.elapsed()));
+                    sent.push(Sent {
+                        id,
+                        at,
+                        acknowledged_after: at.elapsed(),
+                    });
                 }
             });
         }
@@ -236,14 +240,22 @@ impl Bench {
         while let Some(done) = tasks.join_next().await {
             sent.extend(done??);
         }
-        let first_sent = sent.iter().map(|s| s.1).min().context("nothing was sent")?;
-        let last_sent = sent.iter().map(|s| s.1).max().context("nothing was sent")?;
+        let first_sent = sent
+            .iter()
+            .map(|s| s.at)
+            .min()
+            .context("nothing was sent")?;
+        let last_sent = sent
+            .iter()
+            .map(|s| s.at)
+            .max()
+            .context("nothing was sent")?;
         self.receiver.wait_distinct(n, delivery_deadline(n)).await?;
         let arrivals = self.receiver.arrivals();
         let mut latencies = Vec::with_capacity(n);
-        let mut acks: Vec<Duration> = sent.iter().map(|s| s.2).collect();
+        let mut acks: Vec<Duration> = sent.iter().map(|s| s.acknowledged_after).collect();
         acks.sort_unstable();
-        for (id, at, _) in &sent {
+        for Sent { id, at, .. } in &sent {
             let arrived = arrivals
                 .get(id)
                 .with_context(|| format!("message {} never arrived", uuid::Uuid::from_u128(*id)))?;
@@ -483,4 +495,12 @@ async fn enqueue_batches(
         done??;
     }
     Ok(started.elapsed())
+}
+
+/// One single enqueue of the latency phase: its message id, when it was sent, and how long the daemon took
+/// to acknowledge it (durably).
+struct Sent {
+    id: u128,
+    at: Instant,
+    acknowledged_after: Duration,
 }
