@@ -68,7 +68,9 @@ impl Queue {
         // with the notify below.
         drop(queue);
 
-        self.cv.notify_all();
+        // hookd patch: wake one waiting worker per task, not all of them (a thundering herd of context
+        // switches on every buffer write and flush).
+        self.cv.notify_one();
 
         len
     }

@@ -1009,8 +1009,13 @@ pub(in crate::pagecache) fn make_stable_inner(
 /// to flush some pending writes. Returns the number
 /// of bytes written during this call.
 pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
-    let _cc = concurrency_control::read();
-    let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
+    // hookd patch: the read side of the global transaction lock is held only while reading the LSN to wait
+    // for (so that no transaction is half-reserved), not while waiting for the disk. Held throughout, it
+    // blocked every transaction, and behind a waiting transaction every tree operation, for each flush.
+    let max_reserved_lsn = {
+        let _cc = concurrency_control::read();
+        iobufs.max_reserved_lsn.load(Acquire)
+    };
     make_stable(iobufs, max_reserved_lsn)
 }
 
