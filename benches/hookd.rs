@@ -55,6 +55,7 @@ mod names {
     pub const Q_ENQ: &str = "backlog: batch enqueue to a paused endpoint";
     pub const Q_RSS: &str = "backlog: daemon VmRSS";
     pub const Q_HWM: &str = "backlog: daemon VmHWM";
+    pub const Q_HWM_RESTARTED: &str = "backlog: daemon VmHWM after the restart";
     pub const Q_DISK: &str = "backlog: data dir size";
     pub const RESTART: &str = "backlog: restart to first delivery";
     pub const HEALTHY_ALONE: &str = "healthy endpoint alone";
@@ -69,6 +70,7 @@ const TARGETED: &[(&str, &str, Target)] = &[
     (LAT_P99, "ms", Target::Below(10.0)),
     (Q_RSS, "MiB", Target::AtMost(256.0)),
     (Q_HWM, "MiB", Target::AtMost(256.0)),
+    (Q_HWM_RESTARTED, "MiB", Target::AtMost(256.0)),
     (RESTART, "s", Target::Below(5.0)),
     (HEALTHY_BESIDE, "/s", Target::RatioAtLeast(0.9)),
 ];

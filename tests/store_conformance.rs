@@ -527,7 +527,7 @@ fn first_format_dir(dir: &Path) -> (MessageId, MessageId, MessageId) {
         .unwrap();
     db.open_tree("due")
         .unwrap()
-        .insert(hookd::store::keys::due(E, 1_000, queued), &[])
+        .insert(old_due_key(E, 1_000, queued), &[])
         .unwrap();
     db.open_tree("lease")
         .unwrap()
@@ -545,6 +545,64 @@ fn first_format_dir(dir: &Path) -> (MessageId, MessageId, MessageId) {
     )
     .unwrap();
     (queued, in_flight, dead)
+}
+
+/// A key of the `due` tree of formats 1 and 2: endpoint ‖ 0x00 ‖ due time ‖ id.
+fn old_due_key(endpoint: &str, due_at: Millis, id: MessageId) -> Vec<u8> {
+    let mut key = endpoint.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&due_at.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// A data dir written by the second store format: records without their payload (tagged `2`), payloads in
+/// their own tree, and the due index on disk in the `due` tree. This one's `due` tree is stale on purpose: it
+/// lists the delivered message and misses the queued one, which format 3 must not believe. Built with sled
+/// directly, as that format wrote it.
+fn second_format_dir(dir: &Path) -> (MessageId, MessageId) {
+    let record = |id: MessageId, stage: &str, delivered_at: Option<Millis>| {
+        let json = serde_json::json!({
+            "id": id, "endpoint": E, "type": "order.created",
+            "idempotency_key": null, "created_at": 1_000, "stage": stage,
+            "next_attempt_at": 1_000, "cycle_attempts": 0, "cycle_started_at": 1_000,
+            "total_attempts": 0, "delivered_at": delivered_at, "dead_reason": null, "dead_at": null,
+        });
+        let mut bytes = vec![2u8];
+        bytes.extend_from_slice(json.to_string().as_bytes());
+        bytes
+    };
+    let (queued, delivered) = (MessageId::new(), MessageId::new());
+    let db = sled::open(dir).unwrap();
+    let msg = db.open_tree("msg").unwrap();
+    let payload = db.open_tree("payload").unwrap();
+    msg.insert(queued.as_bytes(), record(queued, "queued", None))
+        .unwrap();
+    msg.insert(
+        delivered.as_bytes(),
+        record(delivered, "delivered", Some(1_100)),
+    )
+    .unwrap();
+    for id in [queued, delivered] {
+        payload
+            .insert(id.as_bytes(), format!(r#"{{"v2":"{id}"}}"#).as_bytes())
+            .unwrap();
+    }
+    db.open_tree("due")
+        .unwrap()
+        .insert(old_due_key(E, 1_000, delivered), &[])
+        .unwrap();
+    let mut done = 1_100u64.to_be_bytes().to_vec();
+    done.extend_from_slice(delivered.as_bytes());
+    db.open_tree("done").unwrap().insert(done, &[]).unwrap();
+    db.flush().unwrap();
+    drop((msg, payload, db));
+    std::fs::write(
+        dir.join(hookd::store::MARKER_FILE),
+        "hookd data dir, format 2\n",
+    )
+    .unwrap();
+    (queued, delivered)
 }
 
 /// Opens the store in `dir` once the sled database that wrote it there has let go of it. Dropping a sled `Db`
@@ -571,7 +629,7 @@ async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_
     let store = open_once_released(dir.path());
     assert_eq!(
         std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
-        "hookd data dir, format 2\n",
+        "hookd data dir, format 3\n",
         "an older hookd must not open the dir once new records may be in it"
     );
     assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 1, 0, 1))]));
@@ -605,6 +663,41 @@ async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_
     assert_eq!(record(&store, dead).payload, payload_of(dead));
     assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 2, 0))]));
     store.commit().await.unwrap();
+}
+
+#[test]
+fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queued, delivered) = second_format_dir(dir.path());
+
+    in_own_runtime(async {
+        let store = open_once_released(dir.path());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
+            "hookd data dir, format 3\n",
+            "an older hookd would look for the due index on disk"
+        );
+        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 0))]));
+        // The queued message is due although the old `due` tree did not list it; the delivered one is not,
+        // although it did.
+        let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+        assert_eq!(ids(&leased), [queued]);
+        assert_eq!(leased[0].payload, format!(r#"{{"v2":"{queued}"}}"#));
+        assert_eq!(record(&store, delivered).stage, Stage::Delivered);
+        store.commit().await.unwrap();
+    });
+
+    // Reopened (the lease died with the process): the same again.
+    in_own_runtime(async {
+        let store = open(dir.path());
+        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 0))]));
+        assert_eq!(
+            ids(&taken(
+                store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap()
+            )),
+            [queued]
+        );
+    });
 }
 
 #[tokio::test]

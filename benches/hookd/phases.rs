@@ -359,6 +359,14 @@ impl Bench {
                     serving_in.as_secs_f64()
                 )),
         );
+        // The restarted daemon has read the whole backlog back (the due index is rebuilt from the records).
+        let restarted = daemon.memory()?;
+        self.report.push(
+            Figure::new(Q_HWM_RESTARTED, restarted.hwm as f64 / MIB, "MiB")
+                .against("idle RSS", Some(idle.rss as f64 / MIB))
+                .target(Target::AtMost(256.0))
+                .note("peak from the restart to the first delivery"),
+        );
         stop(daemon).await
     }
 

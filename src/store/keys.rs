@@ -4,7 +4,6 @@
 //! |-----------|---------------------------------------|--------------------|
 //! | `msg`     | id (16)                               | 0x02 ‖ `MessageRecord` JSON without the payload (format 1: the JSON with it) |
 //! | `payload` | id (16)                               | the payload bytes, written once |
-//! | `due`     | endpoint ‖ 0x00 ‖ due_ms (8) ‖ id (16) | empty (also while the message is leased) |
 //! | `lease`   | id (16)                               | lease deadline (8); format 1 only, released at start |
 //! | `attempt` | id (16) ‖ number (4)                  | `AttemptRecord` JSON |
 //! | `dead`    | id (16)                               | empty              |
@@ -12,9 +11,9 @@
 //! | `done`    | delivered_ms (8) ‖ id (16)            | empty              |
 //! | `contact` | endpoint ‖ 0x00 ‖ contact ‖ 0x00 ‖ id (16) | empty (pending messages only) |
 //!
-//! The due index is grouped by endpoint so that each lane reads only its own due messages: a hanging
-//! endpoint's backlog is never scanned by anyone else. Endpoint names never contain 0x00 (see
-//! `config::validate_endpoint_name`), so the separator is unambiguous.
+//! Format 2 had a `due` tree (endpoint ‖ 0x00 ‖ due_ms ‖ id); format 3 keeps the due index in memory
+//! (`due.rs`) and drops that tree. Endpoint names never contain 0x00 (see `config::validate_endpoint_name`),
+//! so the separator in the `idem` and `contact` keys is unambiguous.
 
 use crate::model::{MessageId, Millis};
 
@@ -23,20 +22,6 @@ pub fn endpoint_prefix(endpoint: &str) -> Vec<u8> {
     key.extend_from_slice(endpoint.as_bytes());
     key.push(0);
     key
-}
-
-pub fn due(endpoint: &str, due_at: Millis, id: MessageId) -> Vec<u8> {
-    let mut key = endpoint_prefix(endpoint);
-    key.extend_from_slice(&due_at.to_be_bytes());
-    key.extend_from_slice(id.as_bytes());
-    key
-}
-
-/// Splits the part of a due key after the endpoint prefix into (due time, id).
-pub fn parse_due_suffix(suffix: &[u8]) -> Option<(Millis, MessageId)> {
-    let (time, id) = suffix.split_at_checked(8)?;
-    let time = Millis::from_be_bytes(time.try_into().ok()?);
-    Some((time, MessageId::from_slice(id)?))
 }
 
 pub fn attempt(id: MessageId, number: u32) -> Vec<u8> {
@@ -73,8 +58,11 @@ pub fn done(delivered_at: Millis, id: MessageId) -> Vec<u8> {
     key
 }
 
+/// Splits a done key into (delivery time, id).
 pub fn parse_done(key: &[u8]) -> Option<(Millis, MessageId)> {
-    parse_due_suffix(key)
+    let (time, id) = key.split_at_checked(8)?;
+    let time = Millis::from_be_bytes(time.try_into().ok()?);
+    Some((time, MessageId::from_slice(id)?))
 }
 
 #[cfg(test)]
@@ -82,14 +70,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn due_keys_sort_by_time_within_an_endpoint() {
+    fn done_keys_sort_by_delivery_time_and_parse_back() {
         let a = MessageId::new();
-        let early = due("e", 5, a);
-        let late = due("e", 256, a);
+        let early = done(5, a);
+        let late = done(256, a);
         assert!(early < late);
-        let prefix = endpoint_prefix("e");
-        assert_eq!(parse_due_suffix(&late[prefix.len()..]), Some((256, a)));
+        assert_eq!(parse_done(&late), Some((256, a)));
+        assert_eq!(parse_done(&late[..10]), None);
+    }
+
+    #[test]
+    fn endpoint_prefixes_do_not_prefix_each_other() {
         // `e` and `e2` do not share a prefix.
-        assert!(!due("e2", 0, a).starts_with(&prefix));
+        assert!(!contact("e2", "c", MessageId::new()).starts_with(&endpoint_prefix("e")));
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! A lease is worth nothing after the process ends: every message leased by a previous run is due again at the
 //! next start, with no attempt counted. So a lease writes nothing to disk. While a message is leased its
-//! record on disk still says `queued` and its `due` entry stays where it was; the store lays the lease over
-//! both: [`Store::get`](super::Store::get) reports it `in_flight`, and its lane's scans of the due index
-//! step over it. The attempt's outcome then moves the record on in one transaction, as before. This took one of
+//! record on disk still says `queued` and its due-index entry stays where it was; the store lays the lease
+//! over both: [`Store::get`](super::Store::get) reports it `in_flight`, and its lane's scans of the due
+//! index step over it. The attempt's outcome then moves the record on in one transaction, as before. This took one of
 //! the three sled transactions each delivered message cost (docs/PERFORMANCE.md, change 2).
 
 use std::collections::HashMap;

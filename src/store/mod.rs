@@ -2,13 +2,16 @@
 //!
 //! Everything else speaks in domain verbs: [`Store::enqueue`], [`Store::commit`], [`Store::lease_due`],
 //! [`Store::record_attempt`], [`Store::replay`], [`Store::purge`]. Every state change that touches more than
-//! one tree runs in one sled transaction, so the indexes (`due`, `dead`, `done`, `idem`, `contact`) always
+//! one tree runs in one sled transaction, so the indexes on disk (`dead`, `done`, `idem`, `contact`) always
 //! agree with the message records; a transaction spans only the message trees its change touches (`tx.rs`).
-//! A payload is written once, into its own tree, and never rewritten with its record; a lease lives in
-//! memory only (`leases.rs`). Key layouts are in [`keys`]; the durability point is in [`commit`].
+//! A payload is written once, into its own tree, and never rewritten with its record. Two things live in
+//! memory only, laid over the records: leases (`leases.rs`) and the due index (`due.rs`), which the store
+//! rebuilds from the records when it opens and changes after each committed transaction. Key layouts are in
+//! [`keys`]; the durability point is in [`commit`].
 
 mod combine;
 mod commit;
+mod due;
 pub mod keys;
 mod leases;
 mod ops;
@@ -25,9 +28,10 @@ use sled::{Transactional, Tree};
 use combine::{BatchResult, Combiner};
 pub use commit::CommitError;
 use commit::GroupCommit;
+use due::{Due, DueIndex};
 use leases::Leases;
 pub use ops::AttemptOutcome;
-use ops::{AttemptOp, EnqueueOp, PlannedEnqueue};
+use ops::{AttemptOp, EnqueueOp, Moved, PlannedEnqueue};
 use tally::Tally;
 use tx::{Abort, Name, Set, Tx, TxResult, abort};
 
@@ -183,6 +187,8 @@ pub struct Store {
     tally: Arc<Tally>,
     /// The messages this process has leased (in memory only).
     leases: Arc<Leases>,
+    /// Each endpoint's queued messages by due time (in memory only, derived from the records).
+    due: Arc<DueIndex>,
 }
 
 #[derive(Clone)]
@@ -190,7 +196,6 @@ struct Trees {
     msg: Tree,
     /// Payloads by message id, written once at enqueue.
     payload: Tree,
-    due: Tree,
     /// Leases persisted by the first store format; read only to release them.
     lease: Tree,
     attempt: Tree,
@@ -225,7 +230,8 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Puts a message (back) in the due index as queued (and its contact entry, when it has a contact).
+    /// Writes the record as queued, due at `due_at` (and its contact entry, when it has a contact). The
+    /// caller puts it in the due index once the transaction has committed.
     fn queue(&self, record: &mut MessageRecord, due_at: Millis) -> TxResult<()> {
         if let Some(contact) = &record.contact {
             self.contact()?
@@ -233,8 +239,6 @@ impl Tx<'_> {
         }
         record.stage = Stage::Queued;
         record.next_attempt_at = due_at;
-        self.due()?
-            .insert(keys::due(&record.endpoint, due_at, record.id), &[])?;
         self.put_record(record)
     }
 }
@@ -244,9 +248,11 @@ const CHUNK: usize = 256;
 
 /// The file that marks a directory as a hookd data dir, and the on-disk format it holds.
 pub const MARKER_FILE: &str = "hookd-data";
-/// Format 2: payloads in their own tree, records without them, leases not persisted.
-const MARKER_TEXT: &str = "hookd data dir, format 2\n";
-/// Format 1 (inline payloads, persisted leases) is read and moved to format 2 as records are rewritten.
+/// Format 3: payloads in their own tree, records without them; neither leases nor the due index on disk.
+const MARKER_TEXT: &str = "hookd data dir, format 3\n";
+/// Format 2 kept the due index in a `due` tree; the first open as format 3 drops that tree.
+const MARKER_TEXT_V2: &str = "hookd data dir, format 2\n";
+/// Format 1 (inline payloads, persisted leases) is read and moved to format 3 as records are rewritten.
 const MARKER_TEXT_V1: &str = "hookd data dir, format 1\n";
 
 /// Refuses a directory that holds someone else's files, or a format this build does not know, before sled
@@ -257,7 +263,9 @@ fn check_marker(dir: &Path) -> Result<(), StoreError> {
         reason: format!("cannot read the data dir: {e}"),
     };
     match std::fs::read_to_string(dir.join(MARKER_FILE)) {
-        Ok(text) if text == MARKER_TEXT || text == MARKER_TEXT_V1 => return Ok(()),
+        Ok(text) if [MARKER_TEXT, MARKER_TEXT_V2, MARKER_TEXT_V1].contains(&text.as_str()) => {
+            return Ok(());
+        }
         Ok(text) => {
             return Err(StoreError::Marker {
                 path: dir.join(MARKER_FILE),
@@ -290,7 +298,8 @@ fn check_marker(dir: &Path) -> Result<(), StoreError> {
     Err(StoreError::Foreign(dir.to_owned()))
 }
 
-/// Marks the dir as this format (a format-1 dir becomes format 2: an older hookd must not read it now).
+/// Marks the dir as this format (a format-1 or format-2 dir becomes format 3: an older hookd must not read it
+/// now, for it would find no due index).
 fn write_marker(dir: &Path) -> Result<(), StoreError> {
     let path = dir.join(MARKER_FILE);
     if std::fs::read_to_string(&path).is_ok_and(|text| text == MARKER_TEXT) {
@@ -340,7 +349,6 @@ impl Store {
         let trees = Trees {
             msg: tree("msg")?,
             payload: tree("payload")?,
-            due: tree("due")?,
             lease: tree("lease")?,
             attempt: tree("attempt")?,
             dead: tree("dead")?,
@@ -365,8 +373,13 @@ impl Store {
             )),
             tally: Arc::new(Tally::default()),
             leases: Arc::new(Leases::default()),
+            due: Arc::new(DueIndex::default()),
         };
-        store.tally = Arc::new(Tally::new(store.recount()?));
+        let due = Arc::clone(&store.due);
+        let counts = store.scan_records(|endpoint, due_at, id| due.insert(endpoint, due_at, id))?;
+        store.tally = Arc::new(Tally::new(counts));
+        // A format-2 dir's due index on disk: rebuilt above from the records, and never read again.
+        store.db.drop_tree("due")?;
         Ok(store)
     }
 
@@ -382,7 +395,6 @@ impl Store {
         let tree = |name: Name| match name {
             Name::Msg => &t.msg,
             Name::Payload => &t.payload,
-            Name::Due => &t.due,
             Name::Lease => &t.lease,
             Name::Attempt => &t.attempt,
             Name::Dead => &t.dead,
@@ -392,7 +404,7 @@ impl Store {
         };
         let mut set = set.with(Name::Msg);
         loop {
-            let mut trees = [&t.msg; 9];
+            let mut trees = [&t.msg; 8];
             let mut len = 0;
             for name in Name::ALL.into_iter().filter(|name| set.has(*name)) {
                 trees[len] = tree(name);
@@ -402,7 +414,7 @@ impl Store {
             match result {
                 Ok(value) => return Ok(value),
                 Err(TransactionError::Abort(Abort::Store(e))) => return Err(e),
-                // Never a tree already in the set, so this ends after at most eight more runs.
+                // Never a tree already in the set, so this ends after at most seven more runs.
                 Err(TransactionError::Abort(Abort::Missing(name))) => set = set.with(name),
                 Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
             }
@@ -453,7 +465,7 @@ impl Store {
                     .collect()
             })
             .collect();
-        let mut trees = Set::of(&[Name::Msg, Name::Payload, Name::Due]);
+        let mut trees = Set::of(&[Name::Msg, Name::Payload]);
         // Each capped contact's pending messages, counted once; the transaction adds the batch's own.
         let mut pending_before: HashMap<&[u8], usize> = HashMap::new();
         for plan in planned.iter().flatten() {
@@ -488,13 +500,12 @@ impl Store {
         })?;
         for (op, results) in ops.iter().zip(&answers) {
             for (new, result) in op.messages.iter().zip(results) {
-                if matches!(
-                    result,
-                    Ok(Enqueued {
-                        duplicate: false,
-                        ..
-                    })
-                ) {
+                if let Ok(Enqueued {
+                    id,
+                    duplicate: false,
+                }) = result
+                {
+                    self.due.insert(&new.endpoint, op.now, *id);
                     self.tally.moved(&new.endpoint, None, Some(Stage::Queued));
                 }
             }
@@ -558,7 +569,7 @@ impl Store {
     /// Leases up to `max` messages of `endpoint` that are due at `now`, marking them in flight until
     /// `lease_until` (`max` 0 leases nothing). Only the endpoint's own lane calls this, so it never races
     /// with itself. A lease writes nothing to disk (`leases.rs`): the messages it takes stay in the due index,
-    /// and this scan steps over those already leased.
+    /// and the scan steps over those already leased.
     pub fn lease_due(
         &self,
         endpoint: &str,
@@ -566,28 +577,21 @@ impl Store {
         max: usize,
         lease_until: Millis,
     ) -> Result<Lease, StoreError> {
-        let prefix = keys::endpoint_prefix(endpoint);
         let mut taken = Vec::new();
-        for key in self.trees.due.scan_prefix(&prefix).keys() {
-            if taken.len() >= max {
-                break;
-            }
-            let key = key?;
-            let (due_at, id) = keys::parse_due_suffix(&key[prefix.len()..])
-                .ok_or_else(|| StoreError::Corrupt("malformed due key".into()))?;
-            if due_at > now {
-                if taken.is_empty() {
-                    return Ok(Lease::NextDueAt(due_at));
-                }
-                break;
-            }
-            if self.leases.holds(id) {
-                continue;
-            }
-            let Some(mut record) = self.get(id)? else {
+        let ids = match self.due.due(endpoint, now, max, |id| self.leases.holds(id)) {
+            Due::Now(ids) => ids,
+            Due::Later(due_at) => return Ok(Lease::NextDueAt(due_at)),
+            Due::Nothing => return Ok(Lease::Idle),
+        };
+        for (due_at, id) in ids {
+            let record = self.get(id)?;
+            let Some(mut record) = record.filter(|r| r.stage == Stage::Queued) else {
+                // Only a bug could leave such an entry; the lane must not stall on it.
+                tracing::error!(message_id = %id, endpoint, "the due index named a message that is not queued; entry dropped");
+                self.due.remove(endpoint, due_at, id);
                 continue;
             };
-            if record.stage != Stage::Queued || !self.leases.take(id, lease_until) {
+            if !self.leases.take(id, lease_until) {
                 continue;
             }
             record.stage = Stage::InFlight;
@@ -644,13 +648,13 @@ impl Store {
     fn apply_attempts(&self, ops: &[AttemptOp]) -> BatchResult<()> {
         let all = || ops.iter().flat_map(|op| &op.outcomes);
         // A message with a contact also needs the `contact` tree; the transaction adds it when asked.
-        let mut trees = Set::of(&[Name::Msg, Name::Due, Name::Attempt]);
+        let mut trees = Set::of(&[Name::Msg, Name::Attempt]);
         for (outcome, _) in all() {
-            trees = trees.with(match outcome.decision {
-                Decision::Delivered => Name::Done,
-                Decision::RetryAt(_) => Name::Due,
-                Decision::Dead { .. } => Name::Dead,
-            });
+            match outcome.decision {
+                Decision::Delivered => trees = trees.with(Name::Done),
+                Decision::RetryAt(_) => {}
+                Decision::Dead { .. } => trees = trees.with(Name::Dead),
+            }
         }
         let moved = self.transaction(trees, |tx| {
             let mut moved = Vec::new();
@@ -660,52 +664,76 @@ impl Store {
             Ok(moved)
         })?;
         for ((outcome, _), moved) in all().zip(moved) {
+            // The index changes before the lease ends, so the lane never sees the old entry unleased.
+            if let Some(moved) = &moved {
+                self.mirror(outcome.id, moved);
+            }
             let leased = self.leases.end(outcome.id);
-            if let Some((endpoint, on_disk, to)) = moved {
-                let from = if leased { Stage::InFlight } else { on_disk };
-                self.tally.moved(&endpoint, Some(from), Some(to));
+            if let Some(moved) = moved {
+                let from = if leased { Stage::InFlight } else { moved.was };
+                self.tally
+                    .moved(&moved.endpoint, Some(from), Some(moved.is));
             }
         }
         Ok(ops.iter().map(|_| Ok(())).collect())
     }
 
+    /// Mirrors a committed change of a message's record in the due index.
+    fn mirror(&self, id: MessageId, moved: &Moved) {
+        if moved.was == Stage::Queued {
+            self.due.remove(&moved.endpoint, moved.was_due_at, id);
+        }
+        if moved.is == Stage::Queued {
+            self.due.insert(&moved.endpoint, moved.due_at, id);
+        }
+    }
+
     /// Puts a leased message back to due at `now` without counting an attempt (shutdown, restart).
     pub fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
-        if self.leases.holds(id) {
-            let trees = Set::of(&[Name::Msg, Name::Due]);
+        let queue_again = |tx: &Tx<'_>, mut record: MessageRecord| -> TxResult<Moved> {
+            let (was, was_due_at) = (record.stage, record.next_attempt_at);
+            tx.queue(&mut record, now)?;
+            Ok(Moved {
+                endpoint: record.endpoint,
+                was,
+                was_due_at,
+                is: Stage::Queued,
+                due_at: now,
+            })
+        };
+        let released = if self.leases.holds(id) {
+            let trees = Set::of(&[Name::Msg]);
             let released = self.transaction(trees, |tx| match tx.get_record(id)? {
-                Some(mut record) if record.stage == Stage::Queued => {
-                    tx.due()?
-                        .remove(keys::due(&record.endpoint, record.next_attempt_at, id))?;
-                    tx.queue(&mut record, now)?;
-                    Ok(Some(record.endpoint))
-                }
+                Some(record) if record.stage == Stage::Queued => queue_again(tx, record).map(Some),
                 _ => Ok(None),
             })?;
+            if let Some(moved) = &released {
+                self.mirror(id, moved);
+            }
             self.leases.end(id);
-            if let Some(endpoint) = released {
-                self.tally
-                    .moved(&endpoint, Some(Stage::InFlight), Some(Stage::Queued));
-            }
-            return Ok(());
-        }
-        // A lease a first-format store persisted.
-        let trees = Set::of(&[Name::Msg, Name::Lease, Name::Due]);
-        let released = self.transaction(trees, |tx| {
-            if tx.lease()?.remove(id.as_bytes())?.is_none() {
-                return Ok(None);
-            }
-            match tx.get_record(id)? {
-                Some(mut record) if record.stage == Stage::InFlight => {
-                    tx.queue(&mut record, now)?;
-                    Ok(Some(record.endpoint))
+            released
+        } else {
+            // A lease a first-format store persisted.
+            let trees = Set::of(&[Name::Msg, Name::Lease]);
+            let released = self.transaction(trees, |tx| {
+                if tx.lease()?.remove(id.as_bytes())?.is_none() {
+                    return Ok(None);
                 }
-                _ => Ok(None),
+                match tx.get_record(id)? {
+                    Some(record) if record.stage == Stage::InFlight => {
+                        queue_again(tx, record).map(Some)
+                    }
+                    _ => Ok(None),
+                }
+            })?;
+            if let Some(moved) = &released {
+                self.mirror(id, moved);
             }
-        })?;
-        if let Some(endpoint) = released {
+            released
+        };
+        if let Some(moved) = released {
             self.tally
-                .moved(&endpoint, Some(Stage::InFlight), Some(Stage::Queued));
+                .moved(&moved.endpoint, Some(Stage::InFlight), Some(Stage::Queued));
         }
         Ok(())
     }
@@ -784,7 +812,7 @@ impl Store {
     pub fn replay(&self, selection: &Selection, now: Millis) -> Result<Vec<String>, StoreError> {
         let mut endpoints = Vec::new();
         for chunk in self.select_dead(selection)?.chunks(CHUNK) {
-            let trees = Set::of(&[Name::Msg, Name::Dead, Name::Due]);
+            let trees = Set::of(&[Name::Msg, Name::Dead]);
             let replayed = self.transaction(trees, |tx| {
                 let mut replayed = Vec::with_capacity(chunk.len());
                 for id in chunk {
@@ -799,15 +827,16 @@ impl Store {
                     record.dead_reason = None;
                     record.dead_at = None;
                     tx.queue(&mut record, now)?;
-                    replayed.push(record.endpoint);
+                    replayed.push((record.endpoint, record.id));
                 }
                 Ok(replayed)
             })?;
-            for endpoint in &replayed {
+            for (endpoint, id) in replayed {
+                self.due.insert(&endpoint, now, id);
                 self.tally
-                    .moved(endpoint, Some(Stage::Dead), Some(Stage::Queued));
+                    .moved(&endpoint, Some(Stage::Dead), Some(Stage::Queued));
+                endpoints.push(endpoint);
             }
-            endpoints.extend(replayed);
         }
         Ok(endpoints)
     }
@@ -916,46 +945,59 @@ impl Store {
         self.tally.pending()
     }
 
-    /// Counts per endpoint and stage, read from the indexes and the leases (slow: reads a record per dead and
-    /// delivered entry). The store opens with it; tests check the live tally against it.
+    /// Counts per endpoint and stage, read from every message record and the leases (slow: reads every
+    /// record). Also checks that the due index holds exactly the queued records. Tests check the live tally
+    /// against it.
     pub fn recount(&self) -> Result<Counts, StoreError> {
+        let mut on_disk = Vec::new();
+        let counts = self.scan_records(|endpoint, due_at, id| {
+            on_disk.push((endpoint.to_owned(), due_at, id));
+        })?;
+        let mut in_memory = self.due.entries();
+        on_disk.sort_unstable();
+        in_memory.sort_unstable();
+        if on_disk != in_memory {
+            let missing = on_disk
+                .iter()
+                .filter(|e| in_memory.binary_search(e).is_err());
+            let stale = in_memory
+                .iter()
+                .filter(|e| on_disk.binary_search(e).is_err());
+            return Err(StoreError::Corrupt(format!(
+                "the due index disagrees with the records: {} queued records not in it, {} entries not queued",
+                missing.count(),
+                stale.count()
+            )));
+        }
+        Ok(counts)
+    }
+
+    /// One pass over every message record: the counts by endpoint and stage; each queued record's endpoint,
+    /// due time and id go to `queued` (the due index's entries). The store opens with it.
+    fn scan_records(
+        &self,
+        mut queued: impl FnMut(&str, Millis, MessageId),
+    ) -> Result<Counts, StoreError> {
         let mut counts = Counts::default();
-        for key in self.trees.due.iter().keys() {
-            let key = key?;
-            let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
-            let name = String::from_utf8_lossy(&key[..end]).into_owned();
-            let leased = key
-                .len()
-                .checked_sub(16)
-                .and_then(|start| MessageId::from_slice(&key[start..]))
-                .is_some_and(|id| self.leases.holds(id));
-            let entry = counts.by_endpoint.entry(name).or_default();
-            if leased {
-                entry.in_flight += 1;
-            } else {
-                entry.queued += 1;
+        for entry in self.trees.msg.iter() {
+            let (key, bytes) = entry?;
+            let id = MessageId::from_slice(&key)
+                .ok_or_else(|| StoreError::Corrupt("malformed message key".into()))?;
+            let facts: RecordFacts<'_> = decode_record_as(&bytes)?;
+            let endpoint: &str = &facts.endpoint;
+            let of_endpoint = counts.by_endpoint.entry(endpoint.to_owned()).or_default();
+            match facts.stage {
+                Stage::Queued if self.leases.holds(id) => of_endpoint.in_flight += 1,
+                Stage::Queued => of_endpoint.queued += 1,
+                // A first-format store's persisted lease.
+                Stage::InFlight => of_endpoint.in_flight += 1,
+                Stage::Delivered => of_endpoint.delivered += 1,
+                Stage::Dead => of_endpoint.dead += 1,
+            }
+            if facts.stage == Stage::Queued {
+                queued(endpoint, facts.next_attempt_at, id);
             }
         }
-        let mut by_record = |tree: &Tree, bump: fn(&mut StageCounts)| -> Result<(), StoreError> {
-            for key in tree.iter().keys() {
-                let key = key?;
-                let id_bytes = if key.len() == 16 {
-                    &key[..]
-                } else {
-                    &key[key.len().saturating_sub(16)..]
-                };
-                let Some(id) = MessageId::from_slice(id_bytes) else {
-                    continue;
-                };
-                if let Some(record) = self.get(id)? {
-                    bump(counts.by_endpoint.entry(record.endpoint).or_default());
-                }
-            }
-            Ok(())
-        };
-        by_record(&self.trees.lease, |c| c.in_flight += 1)?;
-        by_record(&self.trees.dead, |c| c.dead += 1)?;
-        by_record(&self.trees.done, |c| c.delivered += 1)?;
         Ok(counts)
     }
 
@@ -1029,13 +1071,23 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
 }
 
 /// The first byte of a format-2 message record; a format-1 record is plain JSON and starts with `{`.
 const RECORD_V2: u8 = 2;
+
+/// The fields of a stored record that the counts and the due index need; the others are skipped unread.
+#[derive(serde::Deserialize)]
+struct RecordFacts<'a> {
+    /// Borrowed from the stored bytes unless it holds an escape.
+    #[serde(borrow)]
+    endpoint: std::borrow::Cow<'a, str>,
+    stage: Stage,
+    next_attempt_at: Millis,
+}
 
 /// A message record as stored: the format tag, then the record's JSON without its payload.
 fn encode_record(record: &MessageRecord) -> Result<Vec<u8>, StoreError> {
@@ -1048,6 +1100,11 @@ fn encode_record(record: &MessageRecord) -> Result<Vec<u8>, StoreError> {
 
 /// Reads a stored message record: a format-2 one without its payload, a format-1 one with it inline.
 fn decode_record(bytes: &[u8]) -> Result<MessageRecord, StoreError> {
+    decode_record_as(bytes)
+}
+
+/// Reads a stored message record as `T` (the whole record, or some of its fields).
+fn decode_record_as<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&RECORD_V2, json)) => decode(json),
         Some((b'{', _)) => decode(bytes),
@@ -1059,21 +1116,11 @@ fn decode_record(bytes: &[u8]) -> Result<MessageRecord, StoreError> {
 
 // Operability reads (`hookd status`), kept apart from the verbs above.
 impl Store {
-    /// When the oldest queued message of `endpoint` was enqueued; `None` when nothing is queued. Reads the
-    /// endpoint's slice of the due index (keys only: ids are time-ordered, so the smallest is the oldest) and
-    /// then one record.
+    /// When the oldest queued message of `endpoint` was enqueued; `None` when nothing is queued. Walks the
+    /// endpoint's slice of the due index in memory (ids are time-ordered, so the smallest is the oldest) and
+    /// then reads one record.
     pub fn oldest_queued(&self, endpoint: &str) -> Result<Option<Millis>, StoreError> {
-        let prefix = keys::endpoint_prefix(endpoint);
-        let mut oldest: Option<MessageId> = None;
-        for key in self.trees.due.scan_prefix(&prefix).keys() {
-            let key = key?;
-            let (_, id) = keys::parse_due_suffix(&key[prefix.len()..])
-                .ok_or_else(|| StoreError::Corrupt("malformed due key".into()))?;
-            if oldest.is_none_or(|o| id < o) && !self.leases.holds(id) {
-                oldest = Some(id);
-            }
-        }
-        match oldest {
+        match self.due.oldest(endpoint, |id| self.leases.holds(id)) {
             None => Ok(None),
             Some(id) => Ok(self
                 .record_without_payload(id)?

@@ -123,14 +123,22 @@ impl AttemptOp {
     }
 }
 
+/// What a committed change did to a message's record: the store mirrors it in the due index and the tally.
+#[derive(Debug)]
+pub(super) struct Moved {
+    pub endpoint: String,
+    /// The record's stage before the change, and its due time then (an index entry while it was queued).
+    pub was: Stage,
+    pub was_due_at: Millis,
+    /// The record's stage after the change, and its due time (an index entry when it is queued).
+    pub is: Stage,
+    pub due_at: Millis,
+}
+
 impl AttemptOutcome {
-    /// Records the attempt (`attempt_bytes`: it, encoded) and applies the decision. Answers the message's
-    /// endpoint, the stage its record had on disk and the stage it has now (`None`: no such message).
-    pub(super) fn apply(
-        &self,
-        tx: &Tx<'_>,
-        attempt_bytes: &[u8],
-    ) -> TxResult<Option<(String, Stage, Stage)>> {
+    /// Records the attempt (`attempt_bytes`: it, encoded) and applies the decision. Answers what moved
+    /// (`None`: no such message).
+    pub(super) fn apply(&self, tx: &Tx<'_>, attempt_bytes: &[u8]) -> TxResult<Option<Moved>> {
         let id = self.id;
         let Some(mut record) = tx.get_record(id)? else {
             return Ok(None);
@@ -139,18 +147,11 @@ impl AttemptOutcome {
             // Asked for before any write, so a run without it stops early.
             tx.contact()?;
         }
-        let on_disk = record.stage;
-        match on_disk {
-            // Leased in memory: its due entry is still where it was queued.
-            Stage::Queued => {
-                tx.due()?
-                    .remove(keys::due(&record.endpoint, record.next_attempt_at, id))?;
-            }
+        let was = record.stage;
+        let was_due_at = record.next_attempt_at;
+        if was == Stage::InFlight {
             // Leased by a first-format store, which persisted leases.
-            Stage::InFlight => {
-                tx.lease()?.remove(id.as_bytes())?;
-            }
-            Stage::Delivered | Stage::Dead => {}
+            tx.lease()?.remove(id.as_bytes())?;
         }
         tx.attempt()?
             .insert(keys::attempt(id, self.attempt.number), attempt_bytes)?;
@@ -179,6 +180,12 @@ impl AttemptOutcome {
                 tx.put_record(&record)?;
             }
         }
-        Ok(Some((record.endpoint, on_disk, record.stage)))
+        Ok(Some(Moved {
+            endpoint: record.endpoint,
+            was,
+            was_due_at,
+            is: record.stage,
+            due_at: record.next_attempt_at,
+        }))
     }
 }
