@@ -587,7 +587,11 @@ impl Store {
             let record = self.get(id)?;
             let Some(mut record) = record.filter(|r| r.stage == Stage::Queued) else {
                 // Only a bug could leave such an entry; the lane must not stall on it.
-                tracing::error!(message_id = %id, endpoint, "the due index named a message that is not queued; entry dropped");
+                tracing::error!(
+                    message_id = %id,
+                    endpoint,
+                    "the due index named a message that is not queued; entry dropped"
+                );
                 self.due.remove(endpoint, due_at, id);
                 continue;
             };
