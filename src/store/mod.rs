@@ -578,30 +578,42 @@ impl Store {
         lease_until: Millis,
     ) -> Result<Lease, StoreError> {
         let mut taken = Vec::new();
-        let ids = match self.due.due(endpoint, now, max, |id| self.leases.holds(id)) {
-            Due::Now(ids) => ids,
-            Due::Later(due_at) => return Ok(Lease::NextDueAt(due_at)),
-            Due::Nothing => return Ok(Lease::Idle),
-        };
-        for (due_at, id) in ids {
-            let record = self.get(id)?;
-            let Some(mut record) = record.filter(|r| r.stage == Stage::Queued) else {
-                // Only a bug could leave such an entry; the lane must not stall on it.
-                tracing::error!(
-                    message_id = %id,
-                    endpoint,
-                    "the due index named a message that is not queued; entry dropped"
-                );
-                self.due.remove(endpoint, due_at, id);
-                continue;
+        loop {
+            let wanted = max - taken.len();
+            let due = match self
+                .due
+                .due(endpoint, now, wanted, |id| self.leases.holds(id))
+            {
+                Due::Now(due) => due,
+                Due::Later(due_at) if taken.is_empty() => return Ok(Lease::NextDueAt(due_at)),
+                Due::Later(_) | Due::Nothing => break,
             };
-            if !self.leases.take(id, lease_until) {
-                continue;
+            let mut dropped = false;
+            for (due_at, id) in due {
+                let record = self.get(id)?;
+                let Some(mut record) = record.filter(|r| r.stage == Stage::Queued) else {
+                    // Only a bug could leave such an entry; the lane must not stall on it.
+                    tracing::error!(
+                        message_id = %id,
+                        endpoint,
+                        "the due index named a message that is not queued; entry dropped"
+                    );
+                    self.due.remove(endpoint, due_at, id);
+                    dropped = true;
+                    continue;
+                };
+                if !self.leases.take(id, lease_until) {
+                    continue;
+                }
+                record.stage = Stage::InFlight;
+                self.tally
+                    .moved(endpoint, Some(Stage::Queued), Some(Stage::InFlight));
+                taken.push(record);
             }
-            record.stage = Stage::InFlight;
-            self.tally
-                .moved(endpoint, Some(Stage::Queued), Some(Stage::InFlight));
-            taken.push(record);
+            // A dropped entry took a place that a due message may fill: look again.
+            if !dropped || taken.len() >= max {
+                break;
+            }
         }
         Ok(if taken.is_empty() {
             Lease::Idle
@@ -1163,6 +1175,34 @@ mod tests {
             Lease::Taken(records) if records.len() == 1 => records[0].id,
             other => panic!("expected one leased message, got {other:?}"),
         }
+    }
+
+    /// An index entry whose record is not queued (only a bug could leave one) is dropped by the lease that
+    /// finds it, and the lease goes on to the next due message instead of stalling the lane.
+    #[tokio::test]
+    async fn a_lease_drops_a_due_entry_whose_record_is_not_queued_and_takes_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let new = NewMessage {
+            endpoint: "e".into(),
+            kind: "t".into(),
+            payload: "{}".into(),
+            idempotency_key: None,
+            contact: None,
+        };
+        let delivered = store.enqueue(&new, 1_000).unwrap().id;
+        assert_eq!(lease_one(&store, 1_000), delivered);
+        try_once(&store, delivered, Decision::Delivered, 1_100);
+        let queued = store.enqueue(&new, 1_200).unwrap().id;
+        // The bug: the delivered message back in the index, due before the queued one.
+        store.due.insert("e", 1_000, delivered);
+
+        assert_eq!(lease_one(&store, 2_000), queued);
+        assert_eq!(store.due.entries(), [("e".to_owned(), 1_200, queued)]);
+        assert_eq!(
+            store.get(delivered).unwrap().unwrap().stage,
+            Stage::Delivered
+        );
     }
 
     /// A message with a contact needs the `contact` tree in transactions that do not name it up front
