@@ -1170,6 +1170,17 @@ mod tests {
         store.record_attempt(id, &attempt, &decision, now).unwrap();
     }
 
+    /// A message for endpoint `e` without idempotency key or contact.
+    fn plain_message() -> NewMessage {
+        NewMessage {
+            endpoint: "e".into(),
+            kind: "t".into(),
+            payload: "{}".into(),
+            idempotency_key: None,
+            contact: None,
+        }
+    }
+
     fn lease_one(store: &Store, now: Millis) -> MessageId {
         match store.lease_due("e", now, 1, now + 1_000).unwrap() {
             Lease::Taken(records) if records.len() == 1 => records[0].id,
@@ -1183,13 +1194,7 @@ mod tests {
     async fn a_lease_drops_a_due_entry_whose_record_is_not_queued_and_takes_the_next() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
-        let new = NewMessage {
-            endpoint: "e".into(),
-            kind: "t".into(),
-            payload: "{}".into(),
-            idempotency_key: None,
-            contact: None,
-        };
+        let new = plain_message();
         let delivered = store.enqueue(&new, 1_000).unwrap().id;
         assert_eq!(lease_one(&store, 1_000), delivered);
         try_once(&store, delivered, Decision::Delivered, 1_100);
@@ -1212,14 +1217,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let new = NewMessage {
-            endpoint: "e".into(),
-            kind: "t".into(),
-            payload: "{}".into(),
             idempotency_key: Some("k".into()),
             contact: Some(ContactLimit {
                 contact: "c".into(),
                 max_pending: 5,
             }),
+            ..plain_message()
         };
         let id = store.enqueue(&new, 1_000).unwrap().id;
         assert_eq!(contact_entries(&store), 1);
