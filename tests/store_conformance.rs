@@ -629,7 +629,7 @@ async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_
     let store = open_once_released(dir.path());
     assert_eq!(
         std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
-        "hookd data dir, format 3\n",
+        "hookd data dir, format 4\n",
         "an older hookd must not open the dir once new records may be in it"
     );
     assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 1, 0, 1))]));
@@ -674,7 +674,7 @@ fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due
         let store = open_once_released(dir.path());
         assert_eq!(
             std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
-            "hookd data dir, format 3\n",
+            "hookd data dir, format 4\n",
             "an older hookd would look for the due index on disk"
         );
         assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 0))]));
@@ -696,6 +696,203 @@ fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due
                 store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap()
             )),
             [queued]
+        );
+    });
+}
+
+/// A data dir written by the third store format: records without their payload (tagged `2`), every payload
+/// in its own tree, and delivery times in a `done` tree. Built with sled directly, as that format wrote it.
+fn third_format_dir(dir: &Path) -> (MessageId, MessageId) {
+    let record = |id: MessageId, stage: &str, delivered_at: Option<Millis>| {
+        let json = serde_json::json!({
+            "id": id, "endpoint": E, "type": "order.created",
+            "idempotency_key": null, "created_at": 1_000, "stage": stage,
+            "next_attempt_at": 1_000, "cycle_attempts": 0, "cycle_started_at": 1_000,
+            "total_attempts": 0, "delivered_at": delivered_at, "dead_reason": null, "dead_at": null,
+        });
+        let mut bytes = vec![2u8];
+        bytes.extend_from_slice(json.to_string().as_bytes());
+        bytes
+    };
+    let (queued, delivered) = (MessageId::new(), MessageId::new());
+    let db = sled::open(dir).unwrap();
+    let msg = db.open_tree("msg").unwrap();
+    let payload = db.open_tree("payload").unwrap();
+    msg.insert(queued.as_bytes(), record(queued, "queued", None))
+        .unwrap();
+    msg.insert(
+        delivered.as_bytes(),
+        record(delivered, "delivered", Some(1_100)),
+    )
+    .unwrap();
+    for id in [queued, delivered] {
+        payload
+            .insert(id.as_bytes(), format!(r#"{{"v3":"{id}"}}"#).as_bytes())
+            .unwrap();
+    }
+    let mut done = 1_100u64.to_be_bytes().to_vec();
+    done.extend_from_slice(delivered.as_bytes());
+    db.open_tree("done").unwrap().insert(done, &[]).unwrap();
+    db.flush().unwrap();
+    drop((msg, payload, db));
+    std::fs::write(
+        dir.join(hookd::store::MARKER_FILE),
+        "hookd data dir, format 3\n",
+    )
+    .unwrap();
+    (queued, delivered)
+}
+
+#[test]
+fn a_third_format_data_dir_keeps_its_payloads_apart_and_is_pruned_from_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queued, delivered) = third_format_dir(dir.path());
+    let payload_of = |id: MessageId| format!(r#"{{"v3":"{id}"}}"#);
+
+    in_own_runtime(async {
+        let store = open_once_released(dir.path());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
+            "hookd data dir, format 4\n",
+            "an older hookd cannot read the records this one writes"
+        );
+        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 0))]));
+        let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+        assert_eq!(ids(&leased), [queued]);
+        assert_eq!(leased[0].payload, payload_of(queued));
+        // A rewrite of the record leaves the payload where it is, and it still reads back.
+        attempt(&store, queued, &Decision::RetryAt(2_500), 2_100);
+        assert_eq!(record(&store, queued).payload, payload_of(queued));
+        assert_eq!(record(&store, delivered).payload, payload_of(delivered));
+        // Pruned by its record's delivery time: nothing reads the old `done` tree.
+        assert_eq!(store.prune_delivered(2_000).unwrap(), 1);
+        assert_eq!(store.get(delivered).unwrap(), None);
+        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
+        store.commit().await.unwrap();
+    });
+
+    let db = sled_once_released(dir.path());
+    assert!(
+        !db.tree_names().iter().any(|name| name == b"done"),
+        "the done tree is dropped at open"
+    );
+    let payload = db.open_tree("payload").unwrap();
+    assert!(payload.contains_key(queued.as_bytes()).unwrap());
+    assert!(
+        !payload.contains_key(delivered.as_bytes()).unwrap(),
+        "pruning removes a payload kept apart"
+    );
+}
+
+/// Opens the data dir with sled directly once the store that had it has let go of it (see
+/// [`open_once_released`]).
+fn sled_once_released(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.expect("open the data dir with sled"),
+        }
+    }
+}
+
+/// Larger than the store keeps in a record (`store/record.rs`: 4 KiB).
+fn large_payload() -> String {
+    format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024))
+}
+
+#[test]
+fn a_small_payload_lives_in_its_record_and_a_large_one_apart_through_every_verb() {
+    let dir = tempfile::tempdir().unwrap();
+    let large = large_payload();
+    let (small_id, large_id, pruned_large) = in_own_runtime(async {
+        let store = open(dir.path());
+        let small_id = enqueue(&store, E, 1_000);
+        let large_id = store
+            .enqueue(
+                &NewMessage {
+                    payload: large.clone(),
+                    ..message(E, None)
+                },
+                1_000,
+            )
+            .unwrap()
+            .id;
+        let pruned_large = store
+            .enqueue(
+                &NewMessage {
+                    payload: large.clone(),
+                    ..message(E2, None)
+                },
+                1_000,
+            )
+            .unwrap()
+            .id;
+        let payloads = |store: &Store| [small_id, large_id].map(|id| record(store, id).payload);
+        let expected = [message(E, None).payload, large.clone()];
+        assert_eq!(payloads(&store), expected);
+
+        // Leased, retried, leased again, dead, replayed: every rewrite keeps the payload.
+        let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+        assert_eq!(ids(&leased), [small_id, large_id]);
+        assert_eq!(
+            leased.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
+            expected
+        );
+        for id in [small_id, large_id] {
+            attempt(&store, id, &Decision::RetryAt(1_500), 1_100);
+        }
+        assert_eq!(payloads(&store), expected);
+        taken(store.lease_due(E, 1_500, 10, 1_500 + LEASE_MS).unwrap());
+        for id in [small_id, large_id] {
+            attempt(&store, id, &dead("HTTP 400"), 1_600);
+        }
+        assert_eq!(payloads(&store), expected);
+        store
+            .replay(
+                &Selection::All {
+                    endpoint: Some(E.into()),
+                },
+                2_000,
+            )
+            .unwrap();
+        assert_eq!(payloads(&store), expected);
+
+        lease_exactly(&store, E2, pruned_large, 2_000);
+        attempt(&store, pruned_large, &Decision::Delivered, 2_100);
+        assert_eq!(store.prune_delivered(3_000).unwrap(), 1);
+        store.commit().await.unwrap();
+        (small_id, large_id, pruned_large)
+    });
+
+    // On disk: only the large payloads went to the `payload` tree, and the pruned one left it.
+    let db = sled_once_released(dir.path());
+    let payload = db.open_tree("payload").unwrap();
+    assert!(
+        !payload.contains_key(small_id.as_bytes()).unwrap(),
+        "a small payload stays in its record"
+    );
+    assert_eq!(
+        payload.get(large_id.as_bytes()).unwrap().as_deref(),
+        Some(large.as_bytes())
+    );
+    assert!(!payload.contains_key(pruned_large.as_bytes()).unwrap());
+    drop((payload, db));
+
+    // And everything reads back after the reopen.
+    in_own_runtime(async {
+        let store = open(dir.path());
+        assert_eq!(record(&store, small_id).payload, message(E, None).payload);
+        assert_eq!(record(&store, large_id).payload, large);
+        assert_eq!(
+            store.purge(&Selection::All { endpoint: None }).unwrap(),
+            0,
+            "nothing is dead"
         );
     });
 }
@@ -1487,14 +1684,18 @@ async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
     let old = delivered(&store, E, 100, 1_000);
     let at_cutoff = delivered(&store, E2, 100, 2_000);
     let recent = delivered(&store, E, 200, 3_000);
+    // Enqueued after `recent` (which was delivered late) and delivered early: pruned all the same.
+    let early = delivered(&store, E2, 250, 1_500);
     let gone = dead_letter(&store, E, 300);
     let queued = enqueue(&store, E, 400);
 
     let pruned = store.prune_delivered(2_000).unwrap();
 
-    assert_eq!(pruned, 1);
-    assert_eq!(store.get(old).unwrap(), None);
-    assert!(store.attempts(old).unwrap().is_empty());
+    assert_eq!(pruned, 2);
+    for id in [old, early] {
+        assert_eq!(store.get(id).unwrap(), None);
+        assert!(store.attempts(id).unwrap().is_empty());
+    }
     assert_eq!(
         stage(&store, at_cutoff),
         Stage::Delivered,

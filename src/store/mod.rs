@@ -2,12 +2,13 @@
 //!
 //! Everything else speaks in domain verbs: [`Store::enqueue`], [`Store::commit`], [`Store::lease_due`],
 //! [`Store::record_attempt`], [`Store::replay`], [`Store::purge`]. Every state change that touches more than
-//! one tree runs in one sled transaction, so the indexes on disk (`dead`, `done`, `idem`, `contact`) always
-//! agree with the message records; a transaction spans only the message trees its change touches (`tx.rs`).
-//! A payload is written once, into its own tree, and never rewritten with its record. Two things live in
-//! memory only, laid over the records: leases (`leases.rs`) and the due index (`due.rs`), which the store
-//! rebuilds from the records when it opens and changes after each committed transaction. Key layouts are in
-//! [`keys`]; the durability point is in [`commit`].
+//! one tree runs in one sled transaction, so the indexes on disk (`dead`, `idem`, `contact`) always agree
+//! with the message records; a transaction spans only the message trees its change touches (`tx.rs`).
+//! Writes are what a message costs, so the hot path makes few: a small payload lives in its record, a large
+//! one is written once into its own tree (`record.rs`), and an enqueue is one write, a delivery two (the
+//! attempt and the record). Two things live in memory only, laid over the records: leases (`leases.rs`) and
+//! the due index (`due.rs`), which the store rebuilds from the records when it opens and changes after each
+//! committed transaction. Key layouts are in [`keys`]; the durability point is in [`commit`].
 
 mod combine;
 mod commit;
@@ -15,6 +16,7 @@ mod due;
 pub mod keys;
 mod leases;
 mod ops;
+mod record;
 mod tally;
 mod tx;
 
@@ -32,6 +34,7 @@ use due::{Due, DueIndex};
 use leases::Leases;
 pub use ops::AttemptOutcome;
 use ops::{AttemptOp, EnqueueOp, Moved, PlannedEnqueue};
+use record::{PayloadAt, RecordFacts};
 use tally::Tally;
 use tx::{Abort, Name, Set, Tx, TxResult, abort};
 
@@ -201,7 +204,6 @@ struct Trees {
     attempt: Tree,
     dead: Tree,
     idem: Tree,
-    done: Tree,
     contact: Tree,
     /// Per-endpoint state that outlives a run (verification); outside the message transactions.
     endpoint: Tree,
@@ -210,36 +212,41 @@ struct Trees {
 }
 
 impl Tx<'_> {
-    /// The record without its payload (a first-format record brings its inline payload along).
-    fn get_record(&self, id: MessageId) -> TxResult<Option<MessageRecord>> {
+    /// The record, with its payload when the record holds it, and where that payload is.
+    fn get_record(&self, id: MessageId) -> TxResult<Option<(MessageRecord, PayloadAt)>> {
         match self.msg()?.get(id.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => decode_record(&bytes).map(Some).map_err(abort),
+            Some(bytes) => record::decode(&bytes).map(Some).map_err(abort),
         }
     }
 
-    /// Writes the record. A payload it still carries inline (a first-format record) moves to the `payload`
-    /// tree on this first rewrite.
-    fn put_record(&self, record: &MessageRecord) -> TxResult<()> {
-        if !record.payload.is_empty() {
-            self.payload()?
-                .insert(record.id.as_bytes(), record.payload.as_bytes())?;
-        }
-        let bytes = encode_record(record).map_err(abort)?;
+    /// Writes the record, whose payload is `at` (as read, or [`PayloadAt::Record`] for a new message). A
+    /// payload the record carries that is too large to stay in it (a new message's, or a first-format
+    /// record's) moves to the `payload` tree.
+    fn put_record(&self, record: &MessageRecord, at: PayloadAt) -> TxResult<()> {
+        let at = match at {
+            PayloadAt::Record if PayloadAt::for_len(record.payload.len()) == PayloadAt::Tree => {
+                self.payload()?
+                    .insert(record.id.as_bytes(), record.payload.as_bytes())?;
+                PayloadAt::Tree
+            }
+            at => at,
+        };
+        let bytes = record::encode(record, at).map_err(abort)?;
         self.msg()?.insert(record.id.as_bytes(), bytes)?;
         Ok(())
     }
 
     /// Writes the record as queued, due at `due_at` (and its contact entry, when it has a contact). The
     /// caller puts it in the due index once the transaction has committed.
-    fn queue(&self, record: &mut MessageRecord, due_at: Millis) -> TxResult<()> {
+    fn queue(&self, record: &mut MessageRecord, at: PayloadAt, due_at: Millis) -> TxResult<()> {
         if let Some(contact) = &record.contact {
             self.contact()?
                 .insert(keys::contact(&record.endpoint, contact, record.id), &[])?;
         }
         record.stage = Stage::Queued;
         record.next_attempt_at = due_at;
-        self.put_record(record)
+        self.put_record(record, at)
     }
 }
 
@@ -248,11 +255,16 @@ const CHUNK: usize = 256;
 
 /// The file that marks a directory as a hookd data dir, and the on-disk format it holds.
 pub const MARKER_FILE: &str = "hookd-data";
-/// Format 3: payloads in their own tree, records without them; neither leases nor the due index on disk.
-const MARKER_TEXT: &str = "hookd data dir, format 3\n";
-/// Format 2 kept the due index in a `due` tree; the first open as format 3 drops that tree.
+/// Format 4: small payloads in their records, large ones in their own tree; no index of delivery times; neither
+/// leases nor the due index on disk.
+const MARKER_TEXT: &str = "hookd data dir, format 4\n";
+/// Format 3 kept every payload in the `payload` tree and delivery times in a `done` tree; its records are read
+/// as they are, and the first open as format 4 drops the `done` tree.
+const MARKER_TEXT_V3: &str = "hookd data dir, format 3\n";
+/// Format 2 also kept the due index in a `due` tree; the first open as format 4 drops that tree too.
 const MARKER_TEXT_V2: &str = "hookd data dir, format 2\n";
-/// Format 1 (inline payloads, persisted leases) is read and moved to format 3 as records are rewritten.
+/// Format 1 (inline payloads in the JSON, persisted leases) is read and moved to format 4 as records are
+/// rewritten.
 const MARKER_TEXT_V1: &str = "hookd data dir, format 1\n";
 
 /// Refuses a directory that holds someone else's files, or a format this build does not know, before sled
@@ -263,7 +275,10 @@ fn check_marker(dir: &Path) -> Result<(), StoreError> {
         reason: format!("cannot read the data dir: {e}"),
     };
     match std::fs::read_to_string(dir.join(MARKER_FILE)) {
-        Ok(text) if [MARKER_TEXT, MARKER_TEXT_V2, MARKER_TEXT_V1].contains(&text.as_str()) => {
+        Ok(text)
+            if [MARKER_TEXT, MARKER_TEXT_V3, MARKER_TEXT_V2, MARKER_TEXT_V1]
+                .contains(&text.as_str()) =>
+        {
             return Ok(());
         }
         Ok(text) => {
@@ -298,8 +313,8 @@ fn check_marker(dir: &Path) -> Result<(), StoreError> {
     Err(StoreError::Foreign(dir.to_owned()))
 }
 
-/// Marks the dir as this format (a format-1 or format-2 dir becomes format 3: an older hookd must not read it
-/// now, for it would find no due index).
+/// Marks the dir as this format (an older format's dir becomes format 4: an older hookd must not read it now,
+/// for it would find records it cannot decode, and no due index or `done` tree).
 fn write_marker(dir: &Path) -> Result<(), StoreError> {
     let path = dir.join(MARKER_FILE);
     if std::fs::read_to_string(&path).is_ok_and(|text| text == MARKER_TEXT) {
@@ -353,7 +368,6 @@ impl Store {
             attempt: tree("attempt")?,
             dead: tree("dead")?,
             idem: tree("idem")?,
-            done: tree("done")?,
             contact: tree("contact")?,
             endpoint: tree("endpoint")?,
             token: tree("token")?,
@@ -380,6 +394,8 @@ impl Store {
         store.tally = Arc::new(Tally::new(counts));
         // A format-2 dir's due index on disk: rebuilt above from the records, and never read again.
         store.db.drop_tree("due")?;
+        // A format-3 dir's index of delivery times: pruning reads the records instead.
+        store.db.drop_tree("done")?;
         Ok(store)
     }
 
@@ -399,12 +415,11 @@ impl Store {
             Name::Attempt => &t.attempt,
             Name::Dead => &t.dead,
             Name::Idem => &t.idem,
-            Name::Done => &t.done,
             Name::Contact => &t.contact,
         };
         let mut set = set.with(Name::Msg);
         loop {
-            let mut trees = [&t.msg; 8];
+            let mut trees = [&t.msg; Name::ALL.len()];
             let mut len = 0;
             for name in Name::ALL.into_iter().filter(|name| set.has(*name)) {
                 trees[len] = tree(name);
@@ -465,10 +480,13 @@ impl Store {
                     .collect()
             })
             .collect();
-        let mut trees = Set::of(&[Name::Msg, Name::Payload]);
+        let mut trees = Set::of(&[Name::Msg]);
         // Each capped contact's pending messages, counted once; the transaction adds the batch's own.
         let mut pending_before: HashMap<&[u8], usize> = HashMap::new();
         for plan in planned.iter().flatten() {
+            if PayloadAt::for_len(plan.payload_len()) == PayloadAt::Tree {
+                trees = trees.with(Name::Payload);
+            }
             if plan.idem_key.is_some() {
                 trees = trees.with(Name::Idem);
             }
@@ -528,21 +546,24 @@ impl Store {
         self.committer.failed().await.to_string()
     }
 
-    /// The message's record as stored: a format-2 one without its payload, a format-1 one with it.
-    fn record_without_payload(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
+    /// The message's record as stored (with its payload only when the record holds it).
+    fn stored_record(
+        &self,
+        id: MessageId,
+    ) -> Result<Option<(MessageRecord, PayloadAt)>, StoreError> {
         self.trees
             .msg
             .get(id.as_bytes())?
-            .map(|bytes| decode_record(&bytes))
+            .map(|bytes| record::decode(&bytes))
             .transpose()
     }
 
     /// The message's record with its payload, `in_flight` while this process has it leased.
     pub fn get(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
-        let Some(mut record) = self.record_without_payload(id)? else {
+        let Some((mut record, at)) = self.stored_record(id)? else {
             return Ok(None);
         };
-        if record.payload.is_empty() {
+        if at == PayloadAt::Tree {
             let payload = self.trees.payload.get(id.as_bytes())?.ok_or_else(|| {
                 StoreError::Corrupt(format!("message {id} has a record but no payload"))
             })?;
@@ -667,8 +688,7 @@ impl Store {
         let mut trees = Set::of(&[Name::Msg, Name::Attempt]);
         for (outcome, _) in all() {
             match outcome.decision {
-                Decision::Delivered => trees = trees.with(Name::Done),
-                Decision::RetryAt(_) => {}
+                Decision::Delivered | Decision::RetryAt(_) => {}
                 Decision::Dead { .. } => trees = trees.with(Name::Dead),
             }
         }
@@ -706,9 +726,9 @@ impl Store {
 
     /// Puts a leased message back to due at `now` without counting an attempt (shutdown, restart).
     pub fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
-        let queue_again = |tx: &Tx<'_>, mut record: MessageRecord| -> TxResult<Moved> {
+        let queue_again = |tx: &Tx<'_>, (mut record, at): (MessageRecord, PayloadAt)| {
             let (was, was_due_at) = (record.stage, record.next_attempt_at);
-            tx.queue(&mut record, now)?;
+            tx.queue(&mut record, at, now)?;
             Ok(Moved {
                 endpoint: record.endpoint,
                 was,
@@ -720,7 +740,9 @@ impl Store {
         let released = if self.leases.holds(id) {
             let trees = Set::of(&[Name::Msg]);
             let released = self.transaction(trees, |tx| match tx.get_record(id)? {
-                Some(record) if record.stage == Stage::Queued => queue_again(tx, record).map(Some),
+                Some(stored) if stored.0.stage == Stage::Queued => {
+                    queue_again(tx, stored).map(Some)
+                }
                 _ => Ok(None),
             })?;
             if let Some(moved) = &released {
@@ -736,8 +758,8 @@ impl Store {
                     return Ok(None);
                 }
                 match tx.get_record(id)? {
-                    Some(record) if record.stage == Stage::InFlight => {
-                        queue_again(tx, record).map(Some)
+                    Some(stored) if stored.0.stage == Stage::InFlight => {
+                        queue_again(tx, stored).map(Some)
                     }
                     _ => Ok(None),
                 }
@@ -835,14 +857,14 @@ impl Store {
                     if tx.dead()?.remove(id.as_bytes())?.is_none() {
                         continue;
                     }
-                    let Some(mut record) = tx.get_record(*id)? else {
+                    let Some((mut record, at)) = tx.get_record(*id)? else {
                         continue;
                     };
                     record.cycle_attempts = 0;
                     record.cycle_started_at = now;
                     record.dead_reason = None;
                     record.dead_at = None;
-                    tx.queue(&mut record, now)?;
+                    tx.queue(&mut record, at, now)?;
                     replayed.push((record.endpoint, record.id));
                 }
                 Ok(replayed)
@@ -886,25 +908,23 @@ impl Store {
             Name::Msg,
             Name::Payload,
             Name::Dead,
-            Name::Done,
             Name::Idem,
             Name::Attempt,
         ]);
         let deleted = self.transaction(trees, |tx| {
             let mut deleted = Vec::new();
             for (id, attempt_keys) in ids.iter().zip(&attempt_keys) {
-                let Some(record) = tx.get_record(*id)? else {
+                let Some((record, at)) = tx.get_record(*id)? else {
                     continue;
                 };
                 if record.stage != stage {
                     continue;
                 }
                 tx.msg()?.remove(id.as_bytes())?;
-                tx.payload()?.remove(id.as_bytes())?;
-                tx.dead()?.remove(id.as_bytes())?;
-                if let Some(at) = record.delivered_at {
-                    tx.done()?.remove(keys::done(at, *id))?;
+                if at == PayloadAt::Tree {
+                    tx.payload()?.remove(id.as_bytes())?;
                 }
+                tx.dead()?.remove(id.as_bytes())?;
                 if let Some(key) = &record.idempotency_key {
                     tx.idem()?
                         .remove(keys::idempotency(&record.endpoint, key))?;
@@ -924,23 +944,33 @@ impl Store {
     }
 
     /// Removes delivered messages delivered before `before` (the retention window). Returns how many.
+    ///
+    /// There is no index of delivery times on disk: it would cost every delivery a write. Instead the pass
+    /// reads the records in id order, which is enqueue order, and stops at the first one enqueued at or after
+    /// `before`: a message is delivered after it is enqueued, so none from there on can be due for pruning.
+    /// (Should the clock have stepped back, a message enqueued before the cutoff may sit beyond that point; it
+    /// is pruned by a later pass, never early.) What the pass reads besides the messages it prunes are the
+    /// older messages still queued or dead, and those delivered late.
     pub fn prune_delivered(&self, before: Millis) -> Result<usize, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct PruneFacts {
+            stage: Stage,
+            created_at: Millis,
+            delivered_at: Option<Millis>,
+        }
         let mut pruned = 0;
         let mut chunk = Vec::with_capacity(CHUNK);
-        // A done key starting with a time below `before` sorts below the bare 8-byte time.
-        for key in self.trees.done.range(..before.to_be_bytes()).keys() {
-            let key = key?;
-            let Some((_, id)) = keys::parse_done(&key) else {
-                return Err(StoreError::Corrupt("malformed done key".into()));
-            };
-            if self
-                .record_without_payload(id)?
-                .is_some_and(|r| r.stage == Stage::Delivered)
-            {
-                chunk.push(id);
-            } else {
-                // A done entry whose message moved on or is gone.
-                self.trees.done.remove(key)?;
+        for entry in self.trees.msg.iter() {
+            let (key, bytes) = entry?;
+            let facts: PruneFacts = record::decode_as(&bytes)?;
+            if facts.created_at >= before {
+                break;
+            }
+            if facts.stage == Stage::Delivered && facts.delivered_at.is_some_and(|at| at < before) {
+                chunk.push(
+                    MessageId::from_slice(&key)
+                        .ok_or_else(|| StoreError::Corrupt("malformed message key".into()))?,
+                );
             }
             if chunk.len() == CHUNK {
                 pruned += self.delete_if(&chunk, Stage::Delivered)?;
@@ -999,7 +1029,7 @@ impl Store {
             let (key, bytes) = entry?;
             let id = MessageId::from_slice(&key)
                 .ok_or_else(|| StoreError::Corrupt("malformed message key".into()))?;
-            let facts: RecordFacts<'_> = decode_record_as(&bytes)?;
+            let facts: RecordFacts<'_> = record::decode_as(&bytes)?;
             let endpoint: &str = &facts.endpoint;
             let of_endpoint = counts.by_endpoint.entry(endpoint.to_owned()).or_default();
             match facts.stage {
@@ -1092,44 +1122,6 @@ fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreErro
         .map_err(|e| StoreError::Corrupt(format!("cannot decode record: {e}")))
 }
 
-/// The first byte of a format-2 message record; a format-1 record is plain JSON and starts with `{`.
-const RECORD_V2: u8 = 2;
-
-/// The fields of a stored record that the counts and the due index need; the others are skipped unread.
-#[derive(serde::Deserialize)]
-struct RecordFacts<'a> {
-    /// Borrowed from the stored bytes unless it holds an escape.
-    #[serde(borrow)]
-    endpoint: std::borrow::Cow<'a, str>,
-    stage: Stage,
-    next_attempt_at: Millis,
-}
-
-/// A message record as stored: the format tag, then the record's JSON without its payload.
-fn encode_record(record: &MessageRecord) -> Result<Vec<u8>, StoreError> {
-    let mut bytes = Vec::with_capacity(256);
-    bytes.push(RECORD_V2);
-    serde_json::to_writer(&mut bytes, record)
-        .map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))?;
-    Ok(bytes)
-}
-
-/// Reads a stored message record: a format-2 one without its payload, a format-1 one with it inline.
-fn decode_record(bytes: &[u8]) -> Result<MessageRecord, StoreError> {
-    decode_record_as(bytes)
-}
-
-/// Reads a stored message record as `T` (the whole record, or some of its fields).
-fn decode_record_as<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
-    match bytes.split_first() {
-        Some((&RECORD_V2, json)) => decode(json),
-        Some((b'{', _)) => decode(bytes),
-        _ => Err(StoreError::Corrupt(
-            "a message record of an unknown format".into(),
-        )),
-    }
-}
-
 // Operability reads (`hookd status`), kept apart from the verbs above.
 impl Store {
     /// When the oldest queued message of `endpoint` was enqueued; `None` when nothing is queued. Walks the
@@ -1138,9 +1130,7 @@ impl Store {
     pub fn oldest_queued(&self, endpoint: &str) -> Result<Option<Millis>, StoreError> {
         match self.due.oldest(endpoint, |id| self.leases.holds(id)) {
             None => Ok(None),
-            Some(id) => Ok(self
-                .record_without_payload(id)?
-                .map(|record| record.created_at)),
+            Some(id) => Ok(self.stored_record(id)?.map(|(record, _)| record.created_at)),
         }
     }
 }

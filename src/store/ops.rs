@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use super::record::PayloadAt;
 use super::tx::{Tx, TxResult, abort};
 use super::{ContactLimit, Enqueued, NewMessage, StoreError, keys};
 use crate::model::{MessageId, MessageRecord, Millis, Stage};
@@ -28,11 +29,10 @@ pub(super) struct PlannedEnqueue<'a> {
 impl<'a> PlannedEnqueue<'a> {
     pub fn of(new: &'a NewMessage, now: Millis) -> Self {
         let id = MessageId::new();
-        // The payload goes to its own tree; the record is written without it.
         let record = MessageRecord {
             idempotency_key: new.idempotency_key.clone(),
             contact: new.contact.as_ref().map(|c| c.contact.clone()),
-            ..MessageRecord::new_queued(id, &new.endpoint, &new.kind, "", now)
+            ..MessageRecord::new_queued(id, &new.endpoint, &new.kind, &new.payload, now)
         };
         PlannedEnqueue {
             new,
@@ -47,6 +47,11 @@ impl<'a> PlannedEnqueue<'a> {
                 .as_ref()
                 .map(|limit| (keys::contact_prefix(&new.endpoint, &limit.contact), limit)),
         }
+    }
+
+    /// The size of the message's payload.
+    pub fn payload_len(&self) -> usize {
+        self.new.payload.len()
     }
 
     /// Writes the message unless its idempotency key is known (a duplicate) or its contact is at its cap.
@@ -85,9 +90,8 @@ impl<'a> PlannedEnqueue<'a> {
         if let Some(key) = &self.idem_key {
             tx.idem()?.insert(key.as_slice(), self.id.as_bytes())?;
         }
-        tx.payload()?
-            .insert(self.id.as_bytes(), self.new.payload.as_bytes())?;
-        tx.queue(&mut self.record.clone(), now)?;
+        // The record carries the payload; a large one goes to its own tree (`record.rs`).
+        tx.queue(&mut self.record.clone(), PayloadAt::Record, now)?;
         Ok(Ok(Enqueued {
             id: self.id,
             duplicate: false,
@@ -140,7 +144,7 @@ impl AttemptOutcome {
     /// (`None`: no such message).
     pub(super) fn apply(&self, tx: &Tx<'_>, attempt_bytes: &[u8]) -> TxResult<Option<Moved>> {
         let id = self.id;
-        let Some(mut record) = tx.get_record(id)? else {
+        let Some((mut record, at)) = tx.get_record(id)? else {
             return Ok(None);
         };
         if record.contact.is_some() {
@@ -168,16 +172,15 @@ impl AttemptOutcome {
             Decision::Delivered => {
                 record.stage = Stage::Delivered;
                 record.delivered_at = Some(self.now);
-                tx.done()?.insert(keys::done(self.now, id), &[])?;
-                tx.put_record(&record)?;
+                tx.put_record(&record, at)?;
             }
-            Decision::RetryAt(due_at) => tx.queue(&mut record, *due_at)?,
+            Decision::RetryAt(due_at) => tx.queue(&mut record, at, *due_at)?,
             Decision::Dead { reason } => {
                 record.stage = Stage::Dead;
                 record.dead_reason = Some(reason.clone());
                 record.dead_at = Some(self.now);
                 tx.dead()?.insert(id.as_bytes(), &[])?;
-                tx.put_record(&record)?;
+                tx.put_record(&record, at)?;
             }
         }
         Ok(Some(Moved {

@@ -1,9 +1,9 @@
 //! Transactions over only the message trees a state change touches.
 //!
 //! sled's cost of a transaction grows with the trees in it (each one is staged, pinned, committed and
-//! dropped), and a message's hot path touches few of the eight message trees: an enqueue `msg` and `payload`,
-//! an attempt `msg`, `attempt` and `done` or `dead` (a lease writes nothing: `leases.rs`; the due index is in
-//! memory: `due.rs`).
+//! dropped), and a message's hot path touches few of the seven message trees: an enqueue `msg` (and `payload`
+//! for a large payload), an attempt `msg`, `attempt` and, for a dead letter, `dead` (a lease writes nothing:
+//! `leases.rs`; the due index is in memory: `due.rs`).
 //! So each verb names the trees it needs ([`Set`]), and [`Tx`] hands out only those. A verb that learns inside
 //! the transaction that it needs another tree (a message with a contact needs `contact`) asks for it all the
 //! same: the accessor aborts the run, nothing of it is written, and `Store::transaction` runs it again with
@@ -14,7 +14,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::StoreError;
 
-/// One of the eight message trees (the `endpoint` and `token` trees are never in a transaction).
+/// One of the seven message trees (the `endpoint` and `token` trees are never in a transaction).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Name {
     Msg,
@@ -23,20 +23,18 @@ pub(super) enum Name {
     Attempt,
     Dead,
     Idem,
-    Done,
     Contact,
 }
 
 impl Name {
     /// Every message tree, in the order a transaction lists them.
-    pub const ALL: [Name; 8] = [
+    pub const ALL: [Name; 7] = [
         Name::Msg,
         Name::Payload,
         Name::Lease,
         Name::Attempt,
         Name::Dead,
         Name::Idem,
-        Name::Done,
         Name::Contact,
     ];
 }
@@ -82,13 +80,13 @@ pub(super) fn abort(error: StoreError) -> ConflictableTransactionError<Abort> {
 
 /// The trees of one transaction, by name; a tree outside the transaction's set is `None`.
 pub(super) struct Tx<'a> {
-    trees: [Option<&'a TransactionalTree>; 8],
+    trees: [Option<&'a TransactionalTree>; 7],
 }
 
 impl<'a> Tx<'a> {
     /// Lays the transaction's trees (in [`Name::ALL`] order, those of `set` only) out by name.
     pub fn new(set: Set, view: &'a [TransactionalTree]) -> Tx<'a> {
-        let mut trees = [None; 8];
+        let mut trees = [None; 7];
         let mut in_view = view.iter();
         for name in Name::ALL {
             if set.has(name) {
@@ -124,10 +122,6 @@ impl<'a> Tx<'a> {
 
     pub fn idem(&self) -> TxResult<&'a TransactionalTree> {
         self.tree(Name::Idem)
-    }
-
-    pub fn done(&self) -> TxResult<&'a TransactionalTree> {
-        self.tree(Name::Done)
     }
 
     pub fn contact(&self) -> TxResult<&'a TransactionalTree> {
