@@ -8,6 +8,11 @@
 //! - two inserts (a 150-byte record and its 300-byte payload in another tree), plain and in transactions of
 //!   250 messages over both trees (how format 3 enqueued);
 //! - one `apply_batch` of 250 inline records.
+//!
+//! Then, for payloads of 300 bytes to 8 KiB, a message's life as the store writes it: the enqueue and then
+//! one or three rewrites of the record (a delivery at the first attempt; two retries and a delivery), with the
+//! payload in the record against apart from it (a fifth as many messages; the ratio is the time with the
+//! payload inline over the time with it apart, so below 1 favours inline). This chose the inline limit.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
@@ -105,4 +110,53 @@ fn main() {
             rate / baseline
         );
     }
+
+    let messages = messages / 5;
+    println!(
+        "\n{messages} messages per case: the enqueue and the record's rewrites, inline over apart"
+    );
+    for rewrites in [1, 3] {
+        for size in [300, 512, 1024, 2048, 4096, 8192] {
+            let inline = lifetime_seconds(messages, size, rewrites, true);
+            let apart = lifetime_seconds(messages, size, rewrites, false);
+            println!(
+                "{size:>5}-byte payload, {rewrites} rewrite(s): {:>6.2} us inline, {:>6.2} us apart, ratio {:.2}",
+                inline * 1e6 / messages as f64,
+                apart * 1e6 / messages as f64,
+                inline / apart
+            );
+        }
+    }
+}
+
+/// Seconds to enqueue `messages` messages with a `size`-byte payload and rewrite each record `rewrites`
+/// times, in id order as a lane delivers them, with the payload in the record or in its own tree.
+fn lifetime_seconds(messages: usize, size: usize, rewrites: usize, inline: bool) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(64 << 20)
+        .flush_every_ms(Some(500))
+        .open()
+        .unwrap();
+    let (msg, apart) = (
+        db.open_tree("msg").unwrap(),
+        db.open_tree("payload").unwrap(),
+    );
+    let ids: Vec<_> = (0..messages).map(|_| uuid::Uuid::now_v7()).collect();
+    let record_len = if inline { 150 + size } else { 150 };
+    let started = Instant::now();
+    for id in &ids {
+        if !inline {
+            apart.insert(id.as_bytes(), vec![b'p'; size]).unwrap();
+        }
+        msg.insert(id.as_bytes(), vec![b'r'; record_len]).unwrap();
+    }
+    for rewrite in 0..rewrites {
+        for id in &ids {
+            msg.insert(id.as_bytes(), vec![b'0' + rewrite as u8; record_len + 10])
+                .unwrap();
+        }
+    }
+    started.elapsed().as_secs_f64()
 }

@@ -801,7 +801,7 @@ fn sled_once_released(dir: &Path) -> sled::Db {
     }
 }
 
-/// Larger than the store keeps in a record (`store/record.rs`: 4 KiB).
+/// Larger than the store keeps in a record (`store/record.rs`: 1 KiB).
 fn large_payload() -> String {
     format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024))
 }

@@ -1,9 +1,11 @@
 //! How a message record is laid out in the `msg` tree, and where its payload lives.
 //!
-//! Every sled write costs about the same whatever its size (a few hundred bytes or a few KiB), so the number of
-//! writes per message is what an enqueue and an attempt pay for. A small payload therefore lives in its record
-//! (one write per enqueue; the record's rewrites carry it along), and only a payload over
-//! [`INLINE_PAYLOAD_MAX`] lives in the `payload` tree, written once and never rewritten.
+//! A sled insert of a new key costs about the same at 300 bytes as at 450, and far more than a rewrite of a
+//! small value, so the number of new keys per message is much of what an enqueue pays for. A small payload
+//! therefore lives in its record: one insert per enqueue, and the record's rewrites carry it along. A rewrite
+//! costs more the larger the value, so only payloads up to [`INLINE_PAYLOAD_MAX`] do; a larger one lives in
+//! the `payload` tree, written once and never rewritten. `cargo bench --bench sled_writes` measures both
+//! sides of that choice (docs/PERFORMANCE.md, change 9).
 //!
 //! The first byte says which layout a stored record has:
 //! - [`RECORD_INLINE`] (format 4): the tag, the record's JSON length (4 bytes, little-endian), the JSON, then
@@ -16,8 +18,10 @@ use serde::Deserialize;
 use super::StoreError;
 use crate::model::{MessageRecord, Millis, Stage};
 
-/// Payloads up to this many bytes live in their record.
-pub(super) const INLINE_PAYLOAD_MAX: usize = 4 * 1024;
+/// Payloads up to this many bytes live in their record. At 1 KiB, a message delivered at its first attempt
+/// costs sled a little less inline than apart, and one retried twice about a quarter more; both gaps widen
+/// with the size (`benches/sled_writes.rs`).
+pub(super) const INLINE_PAYLOAD_MAX: usize = 1024;
 
 /// The tag of a record whose payload is in the `payload` tree.
 const RECORD_APART: u8 = 2;
