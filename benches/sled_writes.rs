@@ -26,6 +26,11 @@ const PER_TRANSACTION: usize = 250;
 type Layout<'a> = (&'a str, &'a dyn Fn(&sled::Tree, &sled::Tree));
 
 fn main() {
+    // `cargo test` runs bench targets too, without `--bench`: measure nothing then.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("sled_writes measures only under `cargo bench --bench sled_writes`");
+        return;
+    }
     let messages: usize = std::env::args()
         .skip(1)
         .find_map(|arg| arg.parse().ok())
@@ -87,17 +92,7 @@ fn main() {
     // page cache, which would otherwise flatter every layout after it.
     let runs = std::iter::once((true, layouts[0])).chain(layouts.into_iter().map(|l| (false, l)));
     for (warm_up, (name, write)) in runs {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .cache_capacity(64 << 20)
-            .flush_every_ms(Some(500))
-            .open()
-            .unwrap();
-        let (msg, apart) = (
-            db.open_tree("msg").unwrap(),
-            db.open_tree("payload").unwrap(),
-        );
+        let (_dir, msg, apart) = fresh_trees();
         let started = Instant::now();
         write(&msg, &apart);
         let rate = messages as f64 / started.elapsed().as_secs_f64();
@@ -132,17 +127,7 @@ fn main() {
 /// Seconds to enqueue `messages` messages with a `size`-byte payload and rewrite each record `rewrites`
 /// times, in id order as a lane delivers them, with the payload in the record or in its own tree.
 fn lifetime_seconds(messages: usize, size: usize, rewrites: usize, inline: bool) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new()
-        .path(dir.path())
-        .cache_capacity(64 << 20)
-        .flush_every_ms(Some(500))
-        .open()
-        .unwrap();
-    let (msg, apart) = (
-        db.open_tree("msg").unwrap(),
-        db.open_tree("payload").unwrap(),
-    );
+    let (_dir, msg, apart) = fresh_trees();
     let ids: Vec<_> = (0..messages).map(|_| uuid::Uuid::now_v7()).collect();
     let record_len = if inline { 150 + size } else { 150 };
     let started = Instant::now();
@@ -159,4 +144,21 @@ fn lifetime_seconds(messages: usize, size: usize, rewrites: usize, inline: bool)
         }
     }
     started.elapsed().as_secs_f64()
+}
+
+/// A fresh sled (in a temporary directory, kept while the guard lives) with the record tree and the payload
+/// tree, configured as hookd configures its own.
+fn fresh_trees() -> (tempfile::TempDir, sled::Tree, sled::Tree) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(64 << 20)
+        .flush_every_ms(Some(500))
+        .open()
+        .unwrap();
+    let (msg, apart) = (
+        db.open_tree("msg").unwrap(),
+        db.open_tree("payload").unwrap(),
+    );
+    (dir, msg, apart)
 }

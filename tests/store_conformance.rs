@@ -556,11 +556,12 @@ fn old_due_key(endpoint: &str, due_at: Millis, id: MessageId) -> Vec<u8> {
     key
 }
 
-/// A data dir written by the second store format: records without their payload (tagged `2`), payloads in
-/// their own tree, and the due index on disk in the `due` tree. This one's `due` tree is stale on purpose: it
-/// lists the delivered message and misses the queued one, which format 3 must not believe. Built with sled
-/// directly, as that format wrote it.
-fn second_format_dir(dir: &Path) -> (MessageId, MessageId) {
+/// A data dir written by the second or third store format: records without their payload (tagged `2`),
+/// payloads in their own tree (`{"v<format>":"<id>"}`), delivery times in a `done` tree, one message queued
+/// and one delivered. Format 2 also kept the due index on disk, in a `due` tree; this one's is stale on
+/// purpose: it lists the delivered message and misses the queued one, which a later format must not believe.
+/// Built with sled directly, as those formats wrote it.
+fn payloads_apart_dir(dir: &Path, format: u8) -> (MessageId, MessageId) {
     let record = |id: MessageId, stage: &str, delivered_at: Option<Millis>| {
         let json = serde_json::json!({
             "id": id, "endpoint": E, "type": "order.created",
@@ -585,13 +586,15 @@ fn second_format_dir(dir: &Path) -> (MessageId, MessageId) {
     .unwrap();
     for id in [queued, delivered] {
         payload
-            .insert(id.as_bytes(), format!(r#"{{"v2":"{id}"}}"#).as_bytes())
+            .insert(id.as_bytes(), apart_payload(format, id).as_bytes())
             .unwrap();
     }
-    db.open_tree("due")
-        .unwrap()
-        .insert(old_due_key(E, 1_000, delivered), &[])
-        .unwrap();
+    if format == 2 {
+        db.open_tree("due")
+            .unwrap()
+            .insert(old_due_key(E, 1_000, delivered), &[])
+            .unwrap();
+    }
     let mut done = 1_100u64.to_be_bytes().to_vec();
     done.extend_from_slice(delivered.as_bytes());
     db.open_tree("done").unwrap().insert(done, &[]).unwrap();
@@ -599,10 +602,15 @@ fn second_format_dir(dir: &Path) -> (MessageId, MessageId) {
     drop((msg, payload, db));
     std::fs::write(
         dir.join(hookd::store::MARKER_FILE),
-        "hookd data dir, format 2\n",
+        format!("hookd data dir, format {format}\n"),
     )
     .unwrap();
     (queued, delivered)
+}
+
+/// The payload [`payloads_apart_dir`] gives message `id`.
+fn apart_payload(format: u8, id: MessageId) -> String {
+    format!(r#"{{"v{format}":"{id}"}}"#)
 }
 
 /// Opens the store in `dir` once the sled database that wrote it there has let go of it. Dropping a sled `Db`
@@ -668,7 +676,7 @@ async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_
 #[test]
 fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due_tree() {
     let dir = tempfile::tempdir().unwrap();
-    let (queued, delivered) = second_format_dir(dir.path());
+    let (queued, delivered) = payloads_apart_dir(dir.path(), 2);
 
     in_own_runtime(async {
         let store = open_once_released(dir.path());
@@ -682,7 +690,7 @@ fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due
         // although it did.
         let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
         assert_eq!(ids(&leased), [queued]);
-        assert_eq!(leased[0].payload, format!(r#"{{"v2":"{queued}"}}"#));
+        assert_eq!(leased[0].payload, apart_payload(2, queued));
         assert_eq!(record(&store, delivered).stage, Stage::Delivered);
         store.commit().await.unwrap();
     });
@@ -700,54 +708,11 @@ fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due
     });
 }
 
-/// A data dir written by the third store format: records without their payload (tagged `2`), every payload
-/// in its own tree, and delivery times in a `done` tree. Built with sled directly, as that format wrote it.
-fn third_format_dir(dir: &Path) -> (MessageId, MessageId) {
-    let record = |id: MessageId, stage: &str, delivered_at: Option<Millis>| {
-        let json = serde_json::json!({
-            "id": id, "endpoint": E, "type": "order.created",
-            "idempotency_key": null, "created_at": 1_000, "stage": stage,
-            "next_attempt_at": 1_000, "cycle_attempts": 0, "cycle_started_at": 1_000,
-            "total_attempts": 0, "delivered_at": delivered_at, "dead_reason": null, "dead_at": null,
-        });
-        let mut bytes = vec![2u8];
-        bytes.extend_from_slice(json.to_string().as_bytes());
-        bytes
-    };
-    let (queued, delivered) = (MessageId::new(), MessageId::new());
-    let db = sled::open(dir).unwrap();
-    let msg = db.open_tree("msg").unwrap();
-    let payload = db.open_tree("payload").unwrap();
-    msg.insert(queued.as_bytes(), record(queued, "queued", None))
-        .unwrap();
-    msg.insert(
-        delivered.as_bytes(),
-        record(delivered, "delivered", Some(1_100)),
-    )
-    .unwrap();
-    for id in [queued, delivered] {
-        payload
-            .insert(id.as_bytes(), format!(r#"{{"v3":"{id}"}}"#).as_bytes())
-            .unwrap();
-    }
-    let mut done = 1_100u64.to_be_bytes().to_vec();
-    done.extend_from_slice(delivered.as_bytes());
-    db.open_tree("done").unwrap().insert(done, &[]).unwrap();
-    db.flush().unwrap();
-    drop((msg, payload, db));
-    std::fs::write(
-        dir.join(hookd::store::MARKER_FILE),
-        "hookd data dir, format 3\n",
-    )
-    .unwrap();
-    (queued, delivered)
-}
-
 #[test]
 fn a_third_format_data_dir_keeps_its_payloads_apart_and_is_pruned_from_its_records() {
     let dir = tempfile::tempdir().unwrap();
-    let (queued, delivered) = third_format_dir(dir.path());
-    let payload_of = |id: MessageId| format!(r#"{{"v3":"{id}"}}"#);
+    let (queued, delivered) = payloads_apart_dir(dir.path(), 3);
+    let payload_of = |id: MessageId| apart_payload(3, id);
 
     in_own_runtime(async {
         let store = open_once_released(dir.path());
