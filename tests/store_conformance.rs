@@ -617,13 +617,25 @@ fn apart_payload(format: u8, id: MessageId) -> String {
 /// joins its flusher, but a write job on sled's I/O pool can hold the log file (and with it the lock) a moment
 /// longer, and sled gives no event to wait for; so this asks again every 10 ms, up to 10 s.
 fn open_once_released(dir: &Path) -> Store {
+    once_released(
+        || Store::open(dir, CACHE_BYTES),
+        |e| matches!(e, StoreError::Locked(_)),
+    )
+}
+
+/// Runs `open` until it stops failing with an error `locked` recognises as sled's lock (every 10 ms, up to
+/// 10 s), and answers what it opened.
+fn once_released<T, E: std::fmt::Debug>(
+    open: impl Fn() -> Result<T, E>,
+    locked: impl Fn(&E) -> bool,
+) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match Store::open(dir, CACHE_BYTES) {
-            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+        match open() {
+            Err(e) if locked(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            other => return other.expect("open the store"),
+            other => return other.expect("open the data dir"),
         }
     }
 }
@@ -752,18 +764,10 @@ fn a_third_format_data_dir_keeps_its_payloads_apart_and_is_pruned_from_its_recor
 /// Opens the data dir with sled directly once the store that had it has let go of it (see
 /// [`open_once_released`]).
 fn sled_once_released(dir: &Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::open(dir) {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other.expect("open the data dir with sled"),
-        }
-    }
+    once_released(
+        || sled::open(dir),
+        |e| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock")),
+    )
 }
 
 /// Larger than the store keeps in a record (`store/record.rs`: 1 KiB).
