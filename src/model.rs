@@ -152,6 +152,12 @@ pub struct MessageRecord {
     /// Why it is dead, while it is.
     pub dead_reason: Option<String>,
     pub dead_at: Option<Millis>,
+    /// The message's latest attempt. It lives in the record so that an attempt's outcome rewrites one key
+    /// instead of adding one (most messages are delivered at their first attempt); the attempt before it moves
+    /// to the `attempt` tree when the next one is recorded. Records of store formats 1 to 4 have none: all
+    /// their attempts are in the tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<AttemptRecord>,
 }
 
 impl MessageRecord {
@@ -179,6 +185,7 @@ impl MessageRecord {
             delivered_at: None,
             dead_reason: None,
             dead_at: None,
+            last_attempt: None,
         }
     }
 }

@@ -237,6 +237,7 @@ async fn enqueue_records_the_message_queued_and_due_now() {
         delivered_at: None,
         dead_reason: None,
         dead_at: None,
+        last_attempt: None,
     };
     assert_eq!(store.get(enqueued.id).unwrap(), Some(expected.clone()));
     assert!(store.attempts(enqueued.id).unwrap().is_empty());
@@ -649,7 +650,7 @@ async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_
     let store = open_once_released(dir.path());
     assert_eq!(
         std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
-        "hookd data dir, format 4\n",
+        "hookd data dir, format 5\n",
         "an older hookd must not open the dir once new records may be in it"
     );
     assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 1, 0, 1))]));
@@ -694,7 +695,7 @@ fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due
         let store = open_once_released(dir.path());
         assert_eq!(
             std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
-            "hookd data dir, format 4\n",
+            "hookd data dir, format 5\n",
             "an older hookd would look for the due index on disk"
         );
         assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 0))]));
@@ -730,7 +731,7 @@ fn a_third_format_data_dir_keeps_its_payloads_apart_and_is_pruned_from_its_recor
         let store = open_once_released(dir.path());
         assert_eq!(
             std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
-            "hookd data dir, format 4\n",
+            "hookd data dir, format 5\n",
             "an older hookd cannot read the records this one writes"
         );
         assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 0))]));
@@ -862,6 +863,194 @@ fn a_small_payload_lives_in_its_record_and_a_large_one_apart_through_every_verb(
             store.purge(&Selection::All { endpoint: None }).unwrap(),
             0,
             "nothing is dead"
+        );
+    });
+}
+
+/// The numbers of the attempts the `attempt` tree holds for `id`, read with sled directly.
+fn attempts_in_tree(db: &sled::Db, id: MessageId) -> Vec<u32> {
+    db.open_tree("attempt")
+        .unwrap()
+        .scan_prefix(id.as_bytes())
+        .keys()
+        .map(|key| u32::from_be_bytes(key.unwrap()[16..20].try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_latest_attempt_lives_in_its_record_and_earlier_ones_in_the_attempt_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first_time, retried, purged, made) = in_own_runtime(async {
+        let store = open(dir.path());
+        let first_time = enqueue(&store, E, 1_000);
+        let retried = enqueue(&store, E, 1_000);
+        let purged = enqueue(&store, E, 1_000);
+        let mut made: BTreeMap<MessageId, Vec<AttemptRecord>> = BTreeMap::new();
+        let record_one =
+            |made: &mut BTreeMap<MessageId, Vec<AttemptRecord>>, id, decision: &Decision, now| {
+                made.entry(id)
+                    .or_default()
+                    .push(attempt(&store, id, decision, now));
+            };
+
+        let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+        assert_eq!(ids(&leased), [first_time, retried, purged]);
+        record_one(&mut made, first_time, &Decision::Delivered, 1_100);
+        for id in [retried, purged] {
+            record_one(&mut made, id, &Decision::RetryAt(1_500), 1_100);
+        }
+        taken(store.lease_due(E, 1_500, 10, 1_500 + LEASE_MS).unwrap());
+        for id in [retried, purged] {
+            record_one(&mut made, id, &dead("HTTP 400"), 1_600);
+        }
+        // What the dead-letter list shows as a dead letter's last status.
+        for id in [retried, purged] {
+            assert_eq!(
+                store.last_attempt(&record(&store, id)).unwrap().as_ref(),
+                made[&id].last()
+            );
+        }
+        store.replay(&Selection::Ids(vec![retried]), 2_000).unwrap();
+        lease_exactly(&store, E, retried, 2_000);
+        record_one(&mut made, retried, &Decision::Delivered, 2_100);
+        assert_eq!(store.purge(&Selection::Ids(vec![purged])).unwrap(), 1);
+
+        for id in [first_time, retried] {
+            assert_eq!(store.attempts(id).unwrap(), made[&id]);
+        }
+        assert!(store.attempts(purged).unwrap().is_empty());
+        store.commit().await.unwrap();
+        (first_time, retried, purged, made)
+    });
+
+    let db = sled_once_released(dir.path());
+    assert_eq!(
+        attempts_in_tree(&db, first_time),
+        [] as [u32; 0],
+        "an attempt's outcome adds no key when there was no attempt before it"
+    );
+    assert_eq!(
+        attempts_in_tree(&db, retried),
+        [1, 2],
+        "each attempt moved the one before it out of the record"
+    );
+    assert_eq!(attempts_in_tree(&db, purged), [] as [u32; 0]);
+    drop(db);
+
+    // The histories read back whole after a reopen: the latest attempt came back with its record.
+    in_own_runtime(async {
+        let store = open_once_released(dir.path());
+        for id in [first_time, retried] {
+            assert_eq!(store.attempts(id).unwrap(), made[&id]);
+            assert_eq!(record(&store, id).last_attempt.as_ref(), made[&id].last());
+        }
+    });
+}
+
+#[test]
+fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = MessageId::new();
+    let payload = r#"{"v4":"dead"}"#;
+    let tried = |number: u32, result: AttemptResult| AttemptRecord {
+        number,
+        started_at: 1_000 + u64::from(number) * 100,
+        duration_ms: 5,
+        status: Some(if result == AttemptResult::Retry {
+            503
+        } else {
+            400
+        }),
+        error: None,
+        reason: format!("attempt {number}"),
+        result,
+        body_excerpt: String::new(),
+        receipt: None,
+    };
+    let old = [
+        tried(1, AttemptResult::Retry),
+        tried(2, AttemptResult::Final),
+    ];
+    {
+        // As format 4 wrote it: the record with its payload after the JSON, and every attempt in the tree.
+        let json = serde_json::json!({
+            "id": id, "endpoint": E, "type": "order.created",
+            "idempotency_key": null, "created_at": 1_000, "stage": "dead",
+            "next_attempt_at": 1_100, "cycle_attempts": 2, "cycle_started_at": 1_000,
+            "total_attempts": 2, "delivered_at": null, "dead_reason": "HTTP 400", "dead_at": 1_250,
+        })
+        .to_string();
+        let mut bytes = vec![4u8];
+        bytes.extend_from_slice(&u32::try_from(json.len()).unwrap().to_le_bytes());
+        bytes.extend_from_slice(json.as_bytes());
+        bytes.extend_from_slice(payload.as_bytes());
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("msg")
+            .unwrap()
+            .insert(id.as_bytes(), bytes)
+            .unwrap();
+        db.open_tree("dead")
+            .unwrap()
+            .insert(id.as_bytes(), &[])
+            .unwrap();
+        let attempts = db.open_tree("attempt").unwrap();
+        for attempt in &old {
+            let mut key = id.as_bytes().to_vec();
+            key.extend_from_slice(&attempt.number.to_be_bytes());
+            attempts
+                .insert(key, serde_json::to_vec(attempt).unwrap())
+                .unwrap();
+        }
+        db.flush().unwrap();
+        std::fs::write(
+            dir.path().join(hookd::store::MARKER_FILE),
+            "hookd data dir, format 4\n",
+        )
+        .unwrap();
+    }
+
+    let delivered = in_own_runtime(async {
+        let store = open_once_released(dir.path());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
+            "hookd data dir, format 5\n"
+        );
+        let dead_letter = record(&store, id);
+        assert_eq!(
+            (
+                dead_letter.payload.as_str(),
+                dead_letter.last_attempt.as_ref()
+            ),
+            (payload, None)
+        );
+        assert_eq!(store.attempts(id).unwrap(), old);
+        assert_eq!(
+            store.last_attempt(&dead_letter).unwrap().as_ref(),
+            old.last()
+        );
+
+        store.replay(&Selection::Ids(vec![id]), 2_000).unwrap();
+        lease_exactly(&store, E, id, 2_000);
+        let delivered = attempt(&store, id, &Decision::Delivered, 2_100);
+        assert_eq!(delivered.number, 3);
+        let mut history = old.to_vec();
+        history.push(delivered.clone());
+        assert_eq!(store.attempts(id).unwrap(), history);
+        store.commit().await.unwrap();
+        delivered
+    });
+    let db = sled_once_released(dir.path());
+    assert_eq!(
+        attempts_in_tree(&db, id),
+        [1, 2],
+        "the old attempts stay where they are; the new one is in the record"
+    );
+    drop(db);
+    in_own_runtime(async {
+        let store = open_once_released(dir.path());
+        assert_eq!(
+            store.attempts(id).unwrap(),
+            [old[0].clone(), old[1].clone(), delivered]
         );
     });
 }

@@ -93,7 +93,7 @@ fn scan(
         let page = state.store.list_dead(endpoint, cursor, chunk)?;
         for record in page.items {
             let read = match filter.status.is_some() || with_status {
-                true => last_status(state, record.id)?,
+                true => last_status(state, &record)?,
                 false => None,
             };
             if !filter.matches(&record, read) {
@@ -112,8 +112,8 @@ fn scan(
     }
 }
 
-fn last_status(state: &AppState, id: MessageId) -> Result<Option<u16>, ApiError> {
-    Ok(state.store.attempts(id)?.last().and_then(|a| a.status))
+fn last_status(state: &AppState, record: &MessageRecord) -> Result<Option<u16>, ApiError> {
+    Ok(state.store.last_attempt(record)?.and_then(|a| a.status))
 }
 
 pub(super) async fn list(

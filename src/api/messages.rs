@@ -224,7 +224,7 @@ pub(super) async fn show(
 
 /// The full view of a message: record, state word and every attempt.
 pub(super) fn view(state: &AppState, record: MessageRecord) -> Result<MessageView, ApiError> {
-    let attempts = state.store.attempts(record.id)?;
+    let attempts = state.store.attempts_of(&record)?;
     let view_state = state.state_of(&record);
     let payload = RawValue::from_string(record.payload).map_err(|e| {
         ApiError::from(crate::store::StoreError::Corrupt(format!(

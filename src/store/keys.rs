@@ -5,14 +5,15 @@
 //! | `msg`     | id (16)                               | the record (`record.rs`): with its payload when it is small |
 //! | `payload` | id (16)                               | a large payload's bytes, written once |
 //! | `lease`   | id (16)                               | lease deadline (8); format 1 only, released at start |
-//! | `attempt` | id (16) ‖ number (4)                  | `AttemptRecord` JSON |
+//! | `attempt` | id (16) ‖ number (4)                  | `AttemptRecord` JSON, for every attempt but the latest (which is in the record) |
 //! | `dead`    | id (16)                               | empty              |
 //! | `idem`    | endpoint ‖ 0x00 ‖ idempotency key     | id (16)            |
 //! | `contact` | endpoint ‖ 0x00 ‖ contact ‖ 0x00 ‖ id (16) | empty (pending messages only) |
 //!
 //! Format 2 had a `due` tree (endpoint ‖ 0x00 ‖ due_ms ‖ id); format 3 keeps the due index in memory
 //! (`due.rs`) and drops that tree. Format 3 had a `done` tree (delivered_ms ‖ id); format 4 prunes by reading
-//! the records (`Store::prune_delivered`) and drops it. Endpoint names never contain 0x00 (see `config::validate_endpoint_name`),
+//! the records (`Store::prune_delivered`) and drops it. Format 4 kept every attempt in the `attempt` tree;
+//! format 5 keeps the latest in the record. Endpoint names never contain 0x00 (see `config::validate_endpoint_name`),
 //! so the separator in the `idem` and `contact` keys is unambiguous.
 
 use crate::model::MessageId;

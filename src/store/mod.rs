@@ -5,8 +5,9 @@
 //! one tree runs in one sled transaction, so the indexes on disk (`dead`, `idem`, `contact`) always agree
 //! with the message records; a transaction spans only the message trees its change touches (`tx.rs`).
 //! Writes are what a message costs, so the hot path makes few: a small payload lives in its record, a large
-//! one is written once into its own tree (`record.rs`), and an enqueue is one write, a delivery two (the
-//! attempt and the record). Two things live in memory only, laid over the records: leases (`leases.rs`) and
+//! one is written once into its own tree (`record.rs`), a message's latest attempt lives in its record, and
+//! so an enqueue is one write and a delivery at the first attempt one more (the record rewritten; a later
+//! attempt also moves the one before it to the `attempt` tree). Two things live in memory only, laid over the records: leases (`leases.rs`) and
 //! the due index (`due.rs`), which the store rebuilds from the records when it opens and changes after each
 //! committed transaction. Key layouts are in [`keys`]; the durability point is in [`commit`].
 
@@ -255,15 +256,19 @@ const CHUNK: usize = 256;
 
 /// The file that marks a directory as a hookd data dir, and the on-disk format it holds.
 pub const MARKER_FILE: &str = "hookd-data";
-/// Format 4: small payloads in their records, large ones in their own tree; no index of delivery times; neither
-/// leases nor the due index on disk.
-const MARKER_TEXT: &str = "hookd data dir, format 4\n";
+/// Format 5: a message's latest attempt in its record, earlier ones in the `attempt` tree; small payloads in
+/// their records, large ones in their own tree; no index of delivery times; neither leases nor the due index
+/// on disk.
+const MARKER_TEXT: &str = "hookd data dir, format 5\n";
+/// Format 4 kept every attempt in the `attempt` tree; its records are read as they are (a record without a
+/// latest attempt has all of its attempts in the tree).
+const MARKER_TEXT_V4: &str = "hookd data dir, format 4\n";
 /// Format 3 kept every payload in the `payload` tree and delivery times in a `done` tree; its records are read
-/// as they are, and the first open as format 4 drops the `done` tree.
+/// as they are, and the first open as format 5 drops the `done` tree.
 const MARKER_TEXT_V3: &str = "hookd data dir, format 3\n";
-/// Format 2 also kept the due index in a `due` tree; the first open as format 4 drops that tree too.
+/// Format 2 also kept the due index in a `due` tree; the first open as format 5 drops that tree too.
 const MARKER_TEXT_V2: &str = "hookd data dir, format 2\n";
-/// Format 1 (inline payloads in the JSON, persisted leases) is read and moved to format 4 as records are
+/// Format 1 (inline payloads in the JSON, persisted leases) is read and moved to format 5 as records are
 /// rewritten.
 const MARKER_TEXT_V1: &str = "hookd data dir, format 1\n";
 
@@ -276,8 +281,14 @@ fn check_marker(dir: &Path) -> Result<(), StoreError> {
     };
     match std::fs::read_to_string(dir.join(MARKER_FILE)) {
         Ok(text)
-            if [MARKER_TEXT, MARKER_TEXT_V3, MARKER_TEXT_V2, MARKER_TEXT_V1]
-                .contains(&text.as_str()) =>
+            if [
+                MARKER_TEXT,
+                MARKER_TEXT_V4,
+                MARKER_TEXT_V3,
+                MARKER_TEXT_V2,
+                MARKER_TEXT_V1,
+            ]
+            .contains(&text.as_str()) =>
         {
             return Ok(());
         }
@@ -313,8 +324,9 @@ fn check_marker(dir: &Path) -> Result<(), StoreError> {
     Err(StoreError::Foreign(dir.to_owned()))
 }
 
-/// Marks the dir as this format (an older format's dir becomes format 4: an older hookd must not read it now,
-/// for it would find records it cannot decode, and no due index or `done` tree).
+/// Marks the dir as this format (an older format's dir becomes format 5: an older hookd must not read it now,
+/// for it would find records it cannot decode or whose latest attempt it would not see, and no due index or
+/// `done` tree).
 fn write_marker(dir: &Path) -> Result<(), StoreError> {
     let path = dir.join(MARKER_FILE);
     if std::fs::read_to_string(&path).is_ok_and(|text| text == MARKER_TEXT) {
@@ -577,14 +589,47 @@ impl Store {
         Ok(Some(record))
     }
 
-    /// Every attempt ever made for a message, oldest first.
+    /// Every attempt ever made for a message, oldest first (none for an unknown message).
     pub fn attempts(&self, id: MessageId) -> Result<Vec<AttemptRecord>, StoreError> {
-        self.trees
+        match self.stored_record(id)? {
+            Some((record, _)) => self.attempts_of(&record),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Every attempt ever made for the message of `record` (as [`Store::get`] read it), oldest first: those
+    /// in the `attempt` tree, then the latest, which the record holds.
+    pub fn attempts_of(&self, record: &MessageRecord) -> Result<Vec<AttemptRecord>, StoreError> {
+        let mut attempts = self
+            .trees
             .attempt
-            .scan_prefix(id.as_bytes())
+            .scan_prefix(record.id.as_bytes())
             .values()
             .map(|v| decode(&v?))
-            .collect()
+            .collect::<Result<Vec<AttemptRecord>, StoreError>>()?;
+        attempts.extend(record.last_attempt.clone());
+        Ok(attempts)
+    }
+
+    /// The latest attempt made for the message of `record` (as [`Store::get`] read it), if any.
+    pub fn last_attempt(
+        &self,
+        record: &MessageRecord,
+    ) -> Result<Option<AttemptRecord>, StoreError> {
+        if let Some(last) = &record.last_attempt {
+            return Ok(Some(last.clone()));
+        }
+        // A record written by store format 4 or older: its attempts are all in the tree.
+        match self
+            .trees
+            .attempt
+            .scan_prefix(record.id.as_bytes())
+            .values()
+            .next_back()
+        {
+            Some(bytes) => decode(&bytes?).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Leases up to `max` messages of `endpoint` that are due at `now`, marking them in flight until
@@ -664,7 +709,7 @@ impl Store {
     /// [`Store::record_attempt`] would each; they share a transaction with other callers' outcomes
     /// (`combine.rs`).
     pub fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<(), StoreError> {
-        let op = AttemptOp::encoded(outcomes)?;
+        let op = AttemptOp { outcomes };
         self.attempts.run(op, |ops| self.apply_attempts(ops))
     }
 
@@ -674,7 +719,7 @@ impl Store {
         &self,
         outcomes: Vec<AttemptOutcome>,
     ) -> Result<(), StoreError> {
-        let op = AttemptOp::encoded(outcomes)?;
+        let op = AttemptOp { outcomes };
         let store = self.clone();
         self.attempts
             .run_async(op, move |ops| store.apply_attempts(ops))
@@ -684,22 +729,25 @@ impl Store {
     /// The combined transaction of a batch of attempt outcomes (run by the combiner's leader).
     fn apply_attempts(&self, ops: &[AttemptOp]) -> BatchResult<()> {
         let all = || ops.iter().flat_map(|op| &op.outcomes);
-        // A message with a contact also needs the `contact` tree; the transaction adds it when asked.
-        let mut trees = Set::of(&[Name::Msg, Name::Attempt]);
-        for (outcome, _) in all() {
-            match outcome.decision {
-                Decision::Delivered | Decision::RetryAt(_) => {}
-                Decision::Dead { .. } => trees = trees.with(Name::Dead),
+        // Only a message attempted before has an attempt to move to the `attempt` tree, and only one with a
+        // contact needs the `contact` tree; the transaction adds a tree it lacks when asked for it.
+        let mut trees = Set::of(&[Name::Msg]);
+        for outcome in all() {
+            if outcome.attempt.number > 1 {
+                trees = trees.with(Name::Attempt);
+            }
+            if matches!(outcome.decision, Decision::Dead { .. }) {
+                trees = trees.with(Name::Dead);
             }
         }
         let moved = self.transaction(trees, |tx| {
             let mut moved = Vec::new();
-            for (outcome, bytes) in all() {
-                moved.push(outcome.apply(tx, bytes)?);
+            for outcome in all() {
+                moved.push(outcome.apply(tx)?);
             }
             Ok(moved)
         })?;
-        for ((outcome, _), moved) in all().zip(moved) {
+        for (outcome, moved) in all().zip(moved) {
             // The index changes before the lease ends, so the lane never sees the old entry unleased.
             if let Some(moved) = &moved {
                 self.mirror(outcome.id, moved);

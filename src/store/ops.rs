@@ -108,23 +108,9 @@ pub struct AttemptOutcome {
     pub now: Millis,
 }
 
-/// One caller's attempt outcomes (one per message of the request), with each attempt record encoded.
+/// One caller's attempt outcomes (one per message of the request).
 pub(super) struct AttemptOp {
-    pub outcomes: Vec<(AttemptOutcome, Vec<u8>)>,
-}
-
-impl AttemptOp {
-    /// The operation for `outcomes`, each attempt record encoded once, outside any transaction.
-    pub fn encoded(outcomes: Vec<AttemptOutcome>) -> Result<AttemptOp, StoreError> {
-        let outcomes = outcomes
-            .into_iter()
-            .map(|outcome| {
-                let bytes = super::encode(&outcome.attempt)?;
-                Ok((outcome, bytes))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(AttemptOp { outcomes })
-    }
+    pub outcomes: Vec<AttemptOutcome>,
 }
 
 /// What a committed change did to a message's record: the store mirrors it in the due index and the tally.
@@ -140,9 +126,9 @@ pub(super) struct Moved {
 }
 
 impl AttemptOutcome {
-    /// Records the attempt (`attempt_bytes`: it, encoded) and applies the decision. Answers what moved
-    /// (`None`: no such message).
-    pub(super) fn apply(&self, tx: &Tx<'_>, attempt_bytes: &[u8]) -> TxResult<Option<Moved>> {
+    /// Records the attempt in the record (moving the one it held to the `attempt` tree) and applies the
+    /// decision. Answers what moved (`None`: no such message).
+    pub(super) fn apply(&self, tx: &Tx<'_>) -> TxResult<Option<Moved>> {
         let id = self.id;
         let Some((mut record, at)) = tx.get_record(id)? else {
             return Ok(None);
@@ -157,8 +143,11 @@ impl AttemptOutcome {
             // Leased by a first-format store, which persisted leases.
             tx.lease()?.remove(id.as_bytes())?;
         }
-        tx.attempt()?
-            .insert(keys::attempt(id, self.attempt.number), attempt_bytes)?;
+        if let Some(previous) = record.last_attempt.replace(self.attempt.clone()) {
+            let bytes = super::encode(&previous).map_err(super::tx::abort)?;
+            tx.attempt()?
+                .insert(keys::attempt(id, previous.number), bytes)?;
+        }
         record.cycle_attempts += 1;
         record.total_attempts = record.total_attempts.max(self.attempt.number);
         if let (Some(contact), false) = (

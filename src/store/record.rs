@@ -8,9 +8,9 @@
 //! sides of that choice (docs/PERFORMANCE.md, change 9).
 //!
 //! The first byte says which layout a stored record has:
-//! - [`RECORD_INLINE`] (format 4): the tag, the record's JSON length (4 bytes, little-endian), the JSON, then
+//! - [`RECORD_INLINE`] (formats 4 and 5): the tag, the record's JSON length (4 bytes, little-endian), the JSON, then
 //!   the payload's bytes as they are (no escaping);
-//! - [`RECORD_APART`] (formats 2 to 4): the tag, then the record's JSON; the payload is in the `payload` tree;
+//! - [`RECORD_APART`] (formats 2 to 5): the tag, then the record's JSON; the payload is in the `payload` tree;
 //! - `{` (format 1): the record's JSON with the payload as one of its fields.
 
 use serde::Deserialize;

@@ -2,7 +2,8 @@
 //!
 //! sled's cost of a transaction grows with the trees in it (each one is staged, pinned, committed and
 //! dropped), and a message's hot path touches few of the seven message trees: an enqueue `msg` (and `payload`
-//! for a large payload), an attempt `msg`, `attempt` and, for a dead letter, `dead` (a lease writes nothing:
+//! for a large payload), a first attempt `msg`, a later one `msg` and `attempt` (where the attempt before it
+//! goes), and a dead letter also `dead` (a lease writes nothing:
 //! `leases.rs`; the due index is in memory: `due.rs`).
 //! So each verb names the trees it needs ([`Set`]), and [`Tx`] hands out only those. A verb that learns inside
 //! the transaction that it needs another tree (a message with a contact needs `contact`) asks for it all the
