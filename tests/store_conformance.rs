@@ -16,7 +16,8 @@ use std::path::Path;
 use hookd::model::{AttemptRecord, AttemptResult, MessageId, MessageRecord, Millis, Stage};
 use hookd::retry::Decision;
 use hookd::store::{
-    ContactLimit, Counts, DeadPage, Lease, NewMessage, Selection, StageCounts, Store, StoreError,
+    AttemptOutcome, ContactLimit, Counts, DeadPage, Lease, NewMessage, Selection, StageCounts,
+    Store, StoreError,
 };
 
 const CACHE_BYTES: u64 = 1 << 20;
@@ -1349,6 +1350,101 @@ async fn attempt_histories_of_messages_do_not_mix() {
     assert_eq!(store.attempts(a).unwrap(), [on_a]);
     assert_eq!(store.attempts(b).unwrap(), [on_b]);
     assert!(store.attempts(MessageId::new()).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn one_batch_of_outcomes_applies_each_whether_it_changes_only_its_record_or_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // More than the record: a message attempted before, a dead letter, a message with a contact.
+    let second_try = enqueue(&store, E, 500);
+    lease_exactly(&store, E, second_try, 500);
+    let first_of_second = attempt(&store, second_try, &Decision::RetryAt(1_000), 600);
+    let dead_now = enqueue(&store, E, 1_000);
+    let capped = store
+        .enqueue(&for_contact(E, "alice", 1), 1_000)
+        .unwrap()
+        .id;
+    // Only the record changes: a first attempt delivered, a first attempt retried.
+    let delivered = enqueue(&store, E, 1_000);
+    let retried = enqueue(&store, E, 1_000);
+    let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+    assert_eq!(leased.len(), 5);
+
+    let made = [
+        (delivered, Decision::Delivered, AttemptResult::Delivered),
+        (retried, Decision::RetryAt(5_000), AttemptResult::Retry),
+        (dead_now, dead("HTTP 400"), AttemptResult::Final),
+        (second_try, Decision::Delivered, AttemptResult::Delivered),
+        (capped, Decision::Delivered, AttemptResult::Delivered),
+    ]
+    .map(|(id, decision, result)| (id, decision, next_attempt(&store, id, 1_100, result)));
+    store
+        .record_attempts(
+            made.iter()
+                .map(|(id, decision, attempt)| AttemptOutcome {
+                    id: *id,
+                    attempt: attempt.clone(),
+                    decision: decision.clone(),
+                    now: 1_100,
+                })
+                .collect(),
+        )
+        .unwrap();
+
+    let stages = made.each_ref().map(|(id, _, _)| stage(&store, *id));
+    assert_eq!(
+        stages,
+        [
+            Stage::Delivered,
+            Stage::Queued,
+            Stage::Dead,
+            Stage::Delivered,
+            Stage::Delivered
+        ]
+    );
+    for (id, _, attempt) in &made {
+        let mut expected = if *id == second_try {
+            vec![first_of_second.clone()]
+        } else {
+            Vec::new()
+        };
+        expected.push(attempt.clone());
+        assert_eq!(store.attempts(*id).unwrap(), expected);
+    }
+    // The due index, the dead-letter index, the contact's place and the counts agree with the records.
+    assert!(matches!(
+        store.lease_due(E, 4_999, 10, 4_999 + LEASE_MS).unwrap(),
+        Lease::NextDueAt(5_000)
+    ));
+    assert_eq!(
+        ids(&store.list_dead(None, None, 10).unwrap().items),
+        [dead_now]
+    );
+    store.enqueue(&for_contact(E, "alice", 1), 1_200).unwrap();
+    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(2, 0, 3, 1))]));
+}
+
+#[tokio::test]
+async fn an_outcome_is_committed_without_anyone_waiting_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = enqueue(&store, E, 1_000);
+    store.commit().await.unwrap();
+    lease_exactly(&store, E, id, 1_000);
+    let mut commits = store.commits();
+    let before = *commits.borrow_and_update();
+
+    attempt(&store, id, &Decision::Delivered, 1_100);
+
+    // Nothing here calls `commit`: the store asks for one itself, so that the outcome reaches the disk.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        commits.wait_for(|count| *count > before),
+    )
+    .await
+    .expect("a commit after the outcome, within 10 s")
+    .unwrap();
 }
 
 // ------------------------------------------------------------------------------------------- release

@@ -13,13 +13,20 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Duration, Instant};
+
+/// How long after the last commit began a commit that only [`GroupCommit::request`]s asked for may wait, so
+/// that a stream of attempt outcomes costs a commit every few milliseconds, not one per batch. It bounds how
+/// long an outcome written without a waiter stays off the disk (a crash meanwhile means a redelivery).
+const REQUEST_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Why a commit failed (the store is then not trusted for new acknowledgements).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct CommitError(Arc<str>);
 
-type Waiter = oneshot::Sender<Result<(), CommitError>>;
+/// Where a commit's result goes; `None` for a request nobody waits on ([`GroupCommit::request`]).
+type Waiter = Option<oneshot::Sender<Result<(), CommitError>>>;
 
 /// A handle to the group-commit task; cheap to clone.
 #[derive(Clone, Debug)]
@@ -28,6 +35,8 @@ pub struct GroupCommit {
     /// The first commit failure. sled 0.34 keeps an I/O error for good (every later write fails the same
     /// way), so a failed commit is a fact about this process: nothing can be made durable until a restart.
     failure: watch::Receiver<Option<CommitError>>,
+    /// How many commits have succeeded.
+    commits: watch::Receiver<u64>,
 }
 
 impl GroupCommit {
@@ -35,8 +44,18 @@ impl GroupCommit {
     pub fn start(db: sled::Db, dir: PathBuf) -> GroupCommit {
         let (requests, receiver) = mpsc::unbounded_channel();
         let (failed, failure) = watch::channel(None);
-        tokio::spawn(run(db, dir, receiver, failed));
-        GroupCommit { requests, failure }
+        let (committed, commits) = watch::channel(0);
+        tokio::spawn(run(db, dir, receiver, failed, committed));
+        GroupCommit {
+            requests,
+            failure,
+            commits,
+        }
+    }
+
+    /// The number of commits that have succeeded, changing with each one.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
     }
 
     /// The first commit failure, once one happened.
@@ -58,11 +77,19 @@ impl GroupCommit {
         }
     }
 
+    /// Asks for a commit without waiting for it: everything written before this call reaches the disk with
+    /// the next commit, which starts as soon as the one under way (if any) has ended. A failure is latched as
+    /// any other ([`GroupCommit::failure`]).
+    pub fn request(&self) {
+        // A stopped commit task has latched its failure, or the store is closing: nothing to ask.
+        let _ = self.requests.send(None);
+    }
+
     /// Waits until everything written before this call is on disk.
     pub async fn wait(&self) -> Result<(), CommitError> {
         let (tx, rx) = oneshot::channel();
         self.requests
-            .send(tx)
+            .send(Some(tx))
             .map_err(|_| CommitError("the commit task has stopped".into()))?;
         rx.await
             .map_err(|_| CommitError("the commit task has stopped".into()))?
@@ -74,14 +101,15 @@ async fn run(
     dir: PathBuf,
     mut receiver: mpsc::UnboundedReceiver<Waiter>,
     failed: watch::Sender<Option<CommitError>>,
+    committed: watch::Sender<u64>,
 ) {
     let files = Arc::new(Mutex::new(SyncedFiles::new(dir)));
     let mut batch = Vec::new();
+    let mut last_start = Instant::now();
     while let Some(first) = receiver.recv().await {
         batch.push(first);
-        while let Ok(more) = receiver.try_recv() {
-            batch.push(more);
-        }
+        gather(&mut receiver, &mut batch, last_start + REQUEST_INTERVAL).await;
+        last_start = Instant::now();
         let result = commit_once(&db, &files).await;
         if let Err(error) = &result {
             tracing::error!(%error, "group commit failed; nothing more can be acknowledged until a restart");
@@ -91,9 +119,45 @@ async fn run(
                 new
             });
         }
-        for waiter in batch.drain(..) {
+        if result.is_ok() {
+            committed.send_modify(|count| *count += 1);
+        }
+        for waiter in batch.drain(..).flatten() {
             let _ = waiter.send(result.clone());
         }
+    }
+}
+
+/// Adds what else is asked to `batch`. When nobody in it waits (attempt outcomes only), it also waits for more
+/// until `until` (the interval after the last commit began), or until a waiter comes.
+async fn gather(
+    receiver: &mut mpsc::UnboundedReceiver<Waiter>,
+    batch: &mut Vec<Waiter>,
+    until: Instant,
+) {
+    while let Ok(more) = receiver.try_recv() {
+        batch.push(more);
+    }
+    if batch.iter().any(Option::is_some) {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => break,
+            more = receiver.recv() => match more {
+                Some(waiter) => {
+                    let waits = waiter.is_some();
+                    batch.push(waiter);
+                    if waits {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    while let Ok(more) = receiver.try_recv() {
+        batch.push(more);
     }
 }
 

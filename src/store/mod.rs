@@ -548,6 +548,12 @@ impl Store {
         Ok(self.committer.wait().await?)
     }
 
+    /// The number of group commits that have succeeded since the store opened, changing with each one. An
+    /// attempt's outcome asks for one without waiting for it ([`Store::record_attempts`]).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committer.commits()
+    }
+
     /// Why the store can no longer make writes durable (a failed commit), if it cannot.
     pub fn failure(&self) -> Option<String> {
         self.committer.failure().map(|e| e.to_string())
@@ -706,8 +712,11 @@ impl Store {
     }
 
     /// Records the outcomes of one request's attempts (one per message) together, as
-    /// [`Store::record_attempt`] would each; they share a transaction with other callers' outcomes
-    /// (`combine.rs`).
+    /// [`Store::record_attempt`] would each, batched with other callers' outcomes (`combine.rs`).
+    ///
+    /// An outcome is not durable when this returns, and nobody waits for it to be: a crash before the next
+    /// commit means the message is attempted again (at least once). The store asks for a commit without
+    /// waiting ([`GroupCommit::request`]), which begins at most 10 ms after the one before it.
     pub fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<(), StoreError> {
         let op = AttemptOp { outcomes };
         self.attempts.run(op, |ops| self.apply_attempts(ops))
@@ -726,28 +735,16 @@ impl Store {
             .await
     }
 
-    /// The combined transaction of a batch of attempt outcomes (run by the combiner's leader).
+    /// A batch of attempt outcomes (run by the combiner's leader): those that change only their record are
+    /// compare-and-swapped one by one, the others share one transaction. What was written is mirrored in the
+    /// due index, the leases and the tally even when a later write fails (the batch's callers then get the
+    /// error, and their messages that were not written stay leased until the next start).
     fn apply_attempts(&self, ops: &[AttemptOp]) -> BatchResult<()> {
-        let all = || ops.iter().flat_map(|op| &op.outcomes);
-        // Only a message attempted before has an attempt to move to the `attempt` tree, and only one with a
-        // contact needs the `contact` tree; the transaction adds a tree it lacks when asked for it.
-        let mut trees = Set::of(&[Name::Msg]);
-        for outcome in all() {
-            if outcome.attempt.number > 1 {
-                trees = trees.with(Name::Attempt);
-            }
-            if matches!(outcome.decision, Decision::Dead { .. }) {
-                trees = trees.with(Name::Dead);
-            }
-        }
-        let moved = self.transaction(trees, |tx| {
-            let mut moved = Vec::new();
-            for outcome in all() {
-                moved.push(outcome.apply(tx)?);
-            }
-            Ok(moved)
-        })?;
-        for (outcome, moved) in all().zip(moved) {
+        let mut applied = Vec::new();
+        let written = self.write_outcomes(ops, &mut applied);
+        // On disk within a commit, though nobody waits for it (`Store::record_attempts`).
+        self.committer.request();
+        for (outcome, moved) in applied {
             // The index changes before the lease ends, so the lane never sees the old entry unleased.
             if let Some(moved) = &moved {
                 self.mirror(outcome.id, moved);
@@ -759,7 +756,65 @@ impl Store {
                     .moved(&moved.endpoint, Some(from), Some(moved.is));
             }
         }
+        written?;
         Ok(ops.iter().map(|_| Ok(())).collect())
+    }
+
+    /// Writes the outcomes of `ops`, adding each one written to `applied` with what it moved (`None`: no such
+    /// message).
+    fn write_outcomes<'a>(
+        &self,
+        ops: &'a [AttemptOp],
+        applied: &mut Vec<(&'a AttemptOutcome, Option<Moved>)>,
+    ) -> Result<(), StoreError> {
+        let mut rest = Vec::new();
+        for outcome in ops.iter().flat_map(|op| &op.outcomes) {
+            match self.swap_outcome(outcome)? {
+                Some(moved) => applied.push((outcome, Some(moved))),
+                None => rest.push(outcome),
+            }
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        // Only a message attempted before has an attempt to move to the `attempt` tree, and only one with a
+        // contact needs the `contact` tree; the transaction adds a tree it lacks when asked for it.
+        let mut trees = Set::of(&[Name::Msg]);
+        for outcome in &rest {
+            if outcome.attempt.number > 1 {
+                trees = trees.with(Name::Attempt);
+            }
+            if matches!(outcome.decision, Decision::Dead { .. }) {
+                trees = trees.with(Name::Dead);
+            }
+        }
+        let moved: Vec<Option<Moved>> = self.transaction(trees, |tx| {
+            rest.iter().map(|outcome| outcome.apply(tx)).collect()
+        })?;
+        applied.extend(rest.into_iter().zip(moved));
+        Ok(())
+    }
+
+    /// Records `outcome` by a compare-and-swap of its record when that is all it changes
+    /// ([`AttemptOutcome::record_alone`]); a single key needs no transaction to change atomically. `None`
+    /// when it needs one, or when the record changed between the read and the swap (the transaction reads
+    /// it again).
+    fn swap_outcome(&self, outcome: &AttemptOutcome) -> Result<Option<Moved>, StoreError> {
+        let key = outcome.id.as_bytes();
+        let Some(stored) = self.trees.msg.get(key)? else {
+            return Ok(None);
+        };
+        let (record, at) = record::decode(&stored)?;
+        let Some((record, moved)) = outcome.record_alone(record, at) else {
+            return Ok(None);
+        };
+        let new = record::encode(&record, at)?;
+        Ok(self
+            .trees
+            .msg
+            .compare_and_swap(key, Some(&stored), Some(new))?
+            .ok()
+            .map(|()| moved))
     }
 
     /// Mirrors a committed change of a message's record in the due index.

@@ -1,6 +1,7 @@
 //! The operations the combiners batch (`combine.rs`): an enqueue and an attempt's outcome, each applied to a
-//! shared transaction. They are written so that a transaction run again (sled retries on conflict, and
-//! `Store::transaction` reruns with a tree a verb asked for) computes everything afresh.
+//! shared transaction, except an outcome that changes nothing but its record, which is compare-and-swapped on
+//! its own ([`AttemptOutcome::record_alone`]). They are written so that a transaction run again (sled retries
+//! on conflict, and `Store::transaction` reruns with a tree a verb asked for) computes everything afresh.
 
 use std::collections::HashMap;
 
@@ -126,6 +127,46 @@ pub(super) struct Moved {
 }
 
 impl AttemptOutcome {
+    /// The record after this outcome, and what moved, when recording it changes nothing but the record (the
+    /// common case: a first attempt delivered or retried, on a message without a contact). `None` when it
+    /// needs a transaction ([`AttemptOutcome::apply`]): the record holds an attempt to move to the `attempt`
+    /// tree, the message has a contact entry or becomes a dead letter, or the record is of an older format
+    /// that still has a lease or a large payload to move.
+    pub(super) fn record_alone(
+        &self,
+        mut record: MessageRecord,
+        at: PayloadAt,
+    ) -> Option<(MessageRecord, Moved)> {
+        let payload_stays =
+            at == PayloadAt::Tree || PayloadAt::for_len(record.payload.len()) == PayloadAt::Record;
+        let alone = record.stage == Stage::Queued
+            && record.last_attempt.is_none()
+            && record.contact.is_none()
+            && payload_stays;
+        let (was, was_due_at) = (record.stage, record.next_attempt_at);
+        match self.decision {
+            Decision::Delivered if alone => {
+                record.stage = Stage::Delivered;
+                record.delivered_at = Some(self.now);
+            }
+            Decision::RetryAt(due_at) if alone => {
+                record.next_attempt_at = due_at;
+            }
+            _ => return None,
+        }
+        record.last_attempt = Some(self.attempt.clone());
+        record.cycle_attempts += 1;
+        record.total_attempts = record.total_attempts.max(self.attempt.number);
+        let moved = Moved {
+            endpoint: record.endpoint.clone(),
+            was,
+            was_due_at,
+            is: record.stage,
+            due_at: record.next_attempt_at,
+        };
+        Some((record, moved))
+    }
+
     /// Records the attempt in the record (moving the one it held to the `attempt` tree) and applies the
     /// decision. Answers what moved (`None`: no such message).
     pub(super) fn apply(&self, tx: &Tx<'_>) -> TxResult<Option<Moved>> {
