@@ -769,7 +769,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut rest = Vec::new();
         for outcome in ops.iter().flat_map(|op| &op.outcomes) {
-            match self.swap_outcome(outcome)? {
+            let swapped = match outcome.may_stand_alone() {
+                true => self.swap_outcome(outcome)?,
+                false => None,
+            };
+            match swapped {
                 Some(moved) => applied.push((outcome, Some(moved))),
                 None => rest.push(outcome),
             }

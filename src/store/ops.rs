@@ -127,6 +127,20 @@ pub(super) struct Moved {
 }
 
 impl AttemptOutcome {
+    /// Whether this outcome can change only its record, as far as the outcome alone tells: a first attempt
+    /// (a later one has an attempt before it to move out of the record), not a dead letter. Only such an
+    /// outcome is worth reading its record for [`AttemptOutcome::record_alone`] before the transaction.
+    pub(super) fn may_stand_alone(&self) -> bool {
+        self.attempt.number == 1 && !matches!(self.decision, Decision::Dead { .. })
+    }
+
+    /// Makes the attempt the record's latest and counts it; answers the attempt the record held before.
+    fn count_attempt(&self, record: &mut MessageRecord) -> Option<crate::model::AttemptRecord> {
+        record.cycle_attempts += 1;
+        record.total_attempts = record.total_attempts.max(self.attempt.number);
+        record.last_attempt.replace(self.attempt.clone())
+    }
+
     /// The record after this outcome, and what moved, when recording it changes nothing but the record (the
     /// common case: a first attempt delivered or retried, on a message without a contact). `None` when it
     /// needs a transaction ([`AttemptOutcome::apply`]): the record holds an attempt to move to the `attempt`
@@ -154,9 +168,7 @@ impl AttemptOutcome {
             }
             _ => return None,
         }
-        record.last_attempt = Some(self.attempt.clone());
-        record.cycle_attempts += 1;
-        record.total_attempts = record.total_attempts.max(self.attempt.number);
+        self.count_attempt(&mut record);
         let moved = Moved {
             endpoint: record.endpoint.clone(),
             was,
@@ -184,13 +196,11 @@ impl AttemptOutcome {
             // Leased by a first-format store, which persisted leases.
             tx.lease()?.remove(id.as_bytes())?;
         }
-        if let Some(previous) = record.last_attempt.replace(self.attempt.clone()) {
+        if let Some(previous) = self.count_attempt(&mut record) {
             let bytes = super::encode(&previous).map_err(super::tx::abort)?;
             tx.attempt()?
                 .insert(keys::attempt(id, previous.number), bytes)?;
         }
-        record.cycle_attempts += 1;
-        record.total_attempts = record.total_attempts.max(self.attempt.number);
         if let (Some(contact), false) = (
             &record.contact,
             matches!(self.decision, Decision::RetryAt(_)),
