@@ -213,6 +213,8 @@ pub struct TestDaemon {
     pub socket: PathBuf,
     child: Option<Child>,
     pub log_path: PathBuf,
+    /// The thread copying the running process's stderr to `log_path`; it ends when stderr closes.
+    log_copier: Option<std::thread::JoinHandle<()>>,
     /// Built once: a reqwest client with TLS support is costly to build.
     client: Client,
 }
@@ -252,6 +254,7 @@ impl TestDaemon {
             child: None,
             client: Client::new(&socket).unwrap(),
             log_path,
+            log_copier: None,
         };
         daemon.spawn().await;
         daemon
@@ -285,7 +288,7 @@ impl TestDaemon {
         let stderr = child.stderr.take().unwrap();
         let log_path = self.log_path.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
+        let copier = std::thread::spawn(move || {
             let mut log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -303,6 +306,7 @@ impl TestDaemon {
             }
         });
         self.child = Some(child);
+        self.log_copier = Some(copier);
         let started = tokio::time::timeout(Duration::from_secs(30), ready_rx).await;
         assert!(
             matches!(started, Ok(Ok(()))),
@@ -313,6 +317,14 @@ impl TestDaemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Everything the last process wrote to stderr, once it has exited and its stderr has closed.
+    pub fn final_log(&mut self) -> String {
+        if let Some(copier) = self.log_copier.take() {
+            copier.join().unwrap();
+        }
+        self.log()
     }
 
     /// The daemon's process id, for reading its state (open descriptors, memory) from `/proc`.

@@ -55,6 +55,35 @@ async fn sigterm_lets_the_attempt_in_flight_finish_and_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_delivery_line_is_written_by_the_time_the_daemon_exits() {
+    // Log lines are written by a thread of their own (src/main.rs); a clean stop writes out what it holds.
+    let receiver = TestReceiver::start(|_| Reply::ok()).await;
+    let mut daemon = TestDaemon::start(&[endpoint("ok", &receiver.url("/"), FAST_RETRY)], "").await;
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(daemon.send("ok", "event", "{}").await);
+    }
+    for id in &ids {
+        daemon.wait_state(id, "delivered", WAIT).await;
+    }
+    let status = daemon.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let log = daemon.final_log();
+    let delivered: Vec<&str> = log.lines().filter(|l| l.contains(" delivered")).collect();
+    assert_eq!(delivered.len(), ids.len(), "one line per delivery:\n{log}");
+    for id in &ids {
+        assert!(
+            delivered.iter().any(|line| line.contains(id.as_str())),
+            "no delivery line for {id}:\n{log}"
+        );
+    }
+    assert!(
+        log.trim_end().ends_with("hookd stopped"),
+        "the last line is the stop:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_of_an_endpoint_missing_from_the_config_are_held_not_dropped() {
     let receiver = TestReceiver::start(|_| Reply::hang()).await;
     let mut daemon = TestDaemon::start(
