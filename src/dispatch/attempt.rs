@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 
 use super::health::Health;
+use super::lane::AttemptPlaces;
 use super::{DispatchContext, LaneShared};
 use crate::config::EndpointConfig;
 use crate::formats::{Answer, TransportKind};
@@ -19,16 +20,21 @@ const BODY_EXCERPT_BYTES: usize = 512;
 /// The status by which a receiver says the endpoint no longer exists: the lane is disabled, messages kept.
 const GONE: u16 = 410;
 
-/// Delivers leased `messages` in one request and records the outcome of each. The permit is held until the
-/// outcome is recorded, so the lane's concurrency limit counts whole attempts.
+/// Delivers leased `messages` in one request and records the outcome of each. The sending place is given up
+/// once the exchange has ended and the endpoint's health is noted (so the lane's next request sees it), the
+/// leased place once the outcomes are recorded (`lane.rs`).
 pub(super) async fn run_attempt(
     context: Arc<DispatchContext>,
     endpoint: Arc<EndpointConfig>,
     messages: Vec<MessageRecord>,
     wake: Arc<Notify>,
     lane: Arc<LaneShared>,
-    _permit: OwnedSemaphorePermit,
+    places: AttemptPlaces,
 ) {
+    let AttemptPlaces {
+        sending,
+        leased: _leased,
+    } = places;
     let started_at = now_millis();
     let clock = Instant::now();
     let ids: Vec<_> = messages.iter().map(|m| m.id).collect();
@@ -53,6 +59,7 @@ pub(super) async fn run_attempt(
             tracing::error!(endpoint = %endpoint.name, %error, "cannot record that the endpoint is disabled");
         }
     }
+    drop(sending);
     let mut verdicts = endpoint.format.classify(&answer, &messages);
     // Every leased message must get an outcome, or it would stay in flight until a restart.
     verdicts.resize_with(messages.len(), || {

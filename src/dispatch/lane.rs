@@ -1,14 +1,17 @@
 //! A lane: the loop that feeds one endpoint's attempts, within that endpoint's concurrency limit.
 //!
-//! A permit is acquired *before* a message is leased, so a lane never holds more leased messages than it can
-//! send. With no permit free (a hanging receiver) the lane simply waits; other lanes are unaffected. When
-//! several permits are free at once (the lane fell behind its attempts), one scan of the due index leases a
-//! message for each.
+//! An attempt takes two places *before* its messages are leased ([`Places`]): a sending place for its HTTP
+//! exchange, of which there are `concurrency`, and a leased place until its outcome is recorded, of which
+//! there are twice as many. So at most `concurrency` requests are in flight, the next request goes out while
+//! the last one's outcome is still being written, and a lane never holds the messages of more than
+//! `2 × concurrency` requests leased. With no place free (a hanging receiver) the lane simply waits; other lanes are
+//! unaffected. When several places are free at once (the lane fell behind its attempts), one scan of the due
+//! index leases a message for each.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{AcquireError, Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +60,7 @@ enum Cleared {
 impl Lane {
     pub async fn run(mut self) {
         // Concurrency is fixed for the lane's life (a config file setting, not a run-time one).
-        let permits = Arc::new(Semaphore::new(self.current().concurrency));
+        let places = Places::new(self.current().concurrency);
         let mut rate_limit = self.current().rate_limit.map(RateLimiter::new);
         let clock = tokio::time::Instant::now();
         let mut attempts = JoinSet::new();
@@ -66,11 +69,11 @@ impl Lane {
         tracing::debug!(endpoint = %self.name, "lane started");
         loop {
             while attempts.try_join_next().is_some() {}
-            let permit = tokio::select! {
+            let taken = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => permit,
+                taken = places.take() => match taken {
+                    Ok(taken) => taken,
                     Err(_) => break,
                 },
             };
@@ -94,10 +97,10 @@ impl Lane {
                 }
             }
             let endpoint = self.current();
-            // One message per request, no rate limit: every free permit is filled from the same scan of the
+            // One message per request, no rate limit: every free place is filled from the same scan of the
             // due index (one scan steps over everything this lane holds in flight).
             let spare = if batch_max == 1 && !probe && rate_limit.is_none() {
-                spare_permits(&permits)
+                places.spare()
             } else {
                 Vec::new()
             };
@@ -116,14 +119,14 @@ impl Lane {
                     if messages.len() < batch_max {
                         self.fill_batch(&endpoint, batch_max, &mut messages).await;
                     }
-                    attempts.spawn(self.attempt(&endpoint, messages, permit));
+                    attempts.spawn(self.attempt(&endpoint, messages, taken));
                     continue;
                 }
                 Ok(Lease::Taken(messages)) => {
-                    // Unused spare permits go back as the iterator drops them.
-                    let permits = std::iter::once(permit).chain(spare);
-                    for (message, permit) in messages.into_iter().zip(permits) {
-                        attempts.spawn(self.attempt(&endpoint, vec![message], permit));
+                    // Unused spare places go back as the iterator drops them.
+                    let taken = std::iter::once(taken).chain(spare);
+                    for (message, taken) in messages.into_iter().zip(taken) {
+                        attempts.spawn(self.attempt(&endpoint, vec![message], taken));
                     }
                     continue;
                 }
@@ -139,7 +142,7 @@ impl Lane {
             if probe {
                 lock(&self.shared.circuit).probe_not_sent(now);
             }
-            drop(permit);
+            drop(taken);
             let sleep = async {
                 match sleep_for {
                     Some(duration) => tokio::time::sleep(duration).await,
@@ -240,12 +243,12 @@ impl Lane {
         }
     }
 
-    /// One request's attempt on leased `messages`, holding `permit` until its outcome is recorded.
+    /// One request's attempt on leased `messages`, in the places `taken` for it.
     fn attempt(
         &self,
         endpoint: &Arc<EndpointConfig>,
         messages: Vec<MessageRecord>,
-        permit: OwnedSemaphorePermit,
+        taken: AttemptPlaces,
     ) -> impl Future<Output = ()> + Send + 'static {
         run_attempt(
             Arc::clone(&self.context),
@@ -253,7 +256,7 @@ impl Lane {
             messages,
             Arc::clone(&self.wake),
             Arc::clone(&self.shared),
-            permit,
+            taken,
         )
     }
 
@@ -336,7 +339,71 @@ impl Lane {
     }
 }
 
-/// The permits free beside the one a lane already holds, taken without waiting.
-fn spare_permits(permits: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
-    std::iter::from_fn(|| Arc::clone(permits).try_acquire_owned().ok()).collect()
+/// A lane's places for attempts (module docs).
+struct Places {
+    /// One per HTTP exchange in flight: `concurrency` of them.
+    sending: Arc<Semaphore>,
+    /// One per attempt whose outcome is not yet recorded: `2 × concurrency` of them.
+    leased: Arc<Semaphore>,
+}
+
+/// The places one attempt holds: it gives up `sending` once its exchange has ended and its health is noted,
+/// and `leased` once its outcome is recorded.
+pub(super) struct AttemptPlaces {
+    pub sending: OwnedSemaphorePermit,
+    pub leased: OwnedSemaphorePermit,
+}
+
+impl Places {
+    fn new(concurrency: usize) -> Places {
+        Places {
+            sending: Arc::new(Semaphore::new(concurrency)),
+            leased: Arc::new(Semaphore::new(concurrency.saturating_mul(2))),
+        }
+    }
+
+    /// Waits for a leased place and then a sending place.
+    async fn take(&self) -> Result<AttemptPlaces, AcquireError> {
+        let leased = Arc::clone(&self.leased).acquire_owned().await?;
+        let sending = Arc::clone(&self.sending).acquire_owned().await?;
+        Ok(AttemptPlaces { sending, leased })
+    }
+
+    /// The places free beside those a lane already holds, taken without waiting.
+    fn spare(&self) -> Vec<AttemptPlaces> {
+        std::iter::from_fn(|| {
+            let leased = Arc::clone(&self.leased).try_acquire_owned().ok()?;
+            let sending = Arc::clone(&self.sending).try_acquire_owned().ok()?;
+            Some(AttemptPlaces { sending, leased })
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_attempt_holds_a_sending_place_for_its_exchange_and_a_leased_place_until_recorded() {
+        let places = Places::new(2);
+        let first = places.take().await.expect("a place");
+        let second = places.take().await.expect("a place");
+        assert!(places.spare().is_empty(), "both sending places are taken");
+
+        // Both exchanges end; their outcomes are still being recorded.
+        drop(first.sending);
+        drop(second.sending);
+        let more = places.spare();
+        assert_eq!(more.len(), 2, "two more exchanges may start");
+
+        // Those two end as well: sending places are free, but all four leased places are taken.
+        let still_recording: Vec<_> = more.into_iter().map(|taken| taken.leased).collect();
+        assert!(places.spare().is_empty(), "no fifth attempt");
+
+        // A recorded outcome frees a place.
+        drop(first.leased);
+        assert_eq!(places.spare().len(), 1);
+        drop((second.leased, still_recording));
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! There is no central scheduler to block: every lane reads only its endpoint's slice of the due index, holds
 //! its own concurrency limit, and sleeps until its next due time or until woken by an enqueue, a replay or a
-//! retry. A receiver that hangs fills only its own lane's permits. The dispatcher never awaits a receiver
+//! retry. A receiver that hangs fills only its own lane's places. The dispatcher never awaits a receiver
 //! itself; attempts run as tasks of their lane (see [`attempt`]).
 //!
 //! Whether a lane sends at all is decided, in this order, by its operator control (paused, or disabled by a
