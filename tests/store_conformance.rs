@@ -1352,8 +1352,32 @@ async fn attempt_histories_of_messages_do_not_mix() {
     assert!(store.attempts(MessageId::new()).unwrap().is_empty());
 }
 
+/// How a test hands outcomes to the store: the blocking call, or the async one the dispatcher uses (which
+/// swaps an outcome that changes only its record itself and hands the rest to the combiner).
+#[derive(Clone, Copy)]
+enum Recording {
+    Blocking,
+    Async,
+}
+
+async fn record_all(store: &Store, outcomes: Vec<AttemptOutcome>, how: Recording) {
+    match how {
+        Recording::Blocking => store.record_attempts(outcomes).unwrap(),
+        Recording::Async => store.record_attempts_async(outcomes).await.unwrap(),
+    }
+}
+
 #[tokio::test]
 async fn one_batch_of_outcomes_applies_each_whether_it_changes_only_its_record_or_more() {
+    one_batch_of_outcomes(Recording::Blocking).await;
+}
+
+#[tokio::test]
+async fn one_async_batch_of_outcomes_applies_each_whether_it_changes_only_its_record_or_more() {
+    one_batch_of_outcomes(Recording::Async).await;
+}
+
+async fn one_batch_of_outcomes(how: Recording) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     // More than the record: a message attempted before, a dead letter, a message with a contact.
@@ -1379,18 +1403,16 @@ async fn one_batch_of_outcomes_applies_each_whether_it_changes_only_its_record_o
         (capped, Decision::Delivered, AttemptResult::Delivered),
     ]
     .map(|(id, decision, result)| (id, decision, next_attempt(&store, id, 1_100, result)));
-    store
-        .record_attempts(
-            made.iter()
-                .map(|(id, decision, attempt)| AttemptOutcome {
-                    id: *id,
-                    attempt: attempt.clone(),
-                    decision: decision.clone(),
-                    now: 1_100,
-                })
-                .collect(),
-        )
-        .unwrap();
+    let outcomes = made
+        .iter()
+        .map(|(id, decision, attempt)| AttemptOutcome {
+            id: *id,
+            attempt: attempt.clone(),
+            decision: decision.clone(),
+            now: 1_100,
+        })
+        .collect();
+    record_all(&store, outcomes, how).await;
 
     let stages = made.each_ref().map(|(id, _, _)| stage(&store, *id));
     assert_eq!(
@@ -1427,6 +1449,15 @@ async fn one_batch_of_outcomes_applies_each_whether_it_changes_only_its_record_o
 
 #[tokio::test]
 async fn an_outcome_is_committed_without_anyone_waiting_for_it() {
+    an_outcome_is_committed(Recording::Blocking).await;
+}
+
+#[tokio::test]
+async fn an_async_outcome_is_committed_without_anyone_waiting_for_it() {
+    an_outcome_is_committed(Recording::Async).await;
+}
+
+async fn an_outcome_is_committed(how: Recording) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let id = enqueue(&store, E, 1_000);
@@ -1435,7 +1466,15 @@ async fn an_outcome_is_committed_without_anyone_waiting_for_it() {
     let mut commits = store.commits();
     let before = *commits.borrow_and_update();
 
-    attempt(&store, id, &Decision::Delivered, 1_100);
+    let attempt = next_attempt(&store, id, 1_100, AttemptResult::Delivered);
+    let outcome = AttemptOutcome {
+        id,
+        attempt,
+        decision: Decision::Delivered,
+        now: 1_100,
+    };
+    record_all(&store, vec![outcome], how).await;
+    assert_eq!(stage(&store, id), Stage::Delivered);
 
     // Nothing here calls `commit`: the store asks for one itself, so that the outcome reaches the disk.
     tokio::time::timeout(

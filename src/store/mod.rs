@@ -722,13 +722,44 @@ impl Store {
         self.attempts.run(op, |ops| self.apply_attempts(ops))
     }
 
-    /// [`Store::record_attempts`] for async callers: the caller awaits while a leader writes
-    /// (`combine.rs`), so the outcomes of concurrent attempts share transactions.
+    /// [`Store::record_attempts`] for async callers. An outcome that changes only its record (most of them: a
+    /// first attempt delivered or retried) is compare-and-swapped right here, by the caller: one sled write
+    /// that takes no lock another writer waits for. Handing it to a leader thread instead cost a thread wake-up
+    /// and a reply per batch (docs/PERFORMANCE.md, change 15). The other outcomes, and any whose record changed
+    /// since it was read, go to the combiner, where the outcomes of concurrent attempts share transactions
+    /// (`combine.rs`). Should a swap fail, the outcomes swapped before it are kept and the error is returned;
+    /// the messages not recorded stay leased until the next start, as after any failed write.
     pub async fn record_attempts_async(
         &self,
         outcomes: Vec<AttemptOutcome>,
     ) -> Result<(), StoreError> {
-        let op = AttemptOp { outcomes };
+        let mut swapped = Vec::new();
+        let mut rest = Vec::new();
+        let mut failed = None;
+        for outcome in outcomes {
+            if failed.is_some() || !outcome.may_stand_alone() {
+                rest.push(outcome);
+                continue;
+            }
+            match self.swap_outcome(&outcome) {
+                Ok(Some(moved)) => swapped.push((outcome, moved)),
+                Ok(None) => rest.push(outcome),
+                Err(error) => failed = Some(error),
+            }
+        }
+        if !swapped.is_empty() {
+            // On disk within a commit, though nobody waits for it (`Store::record_attempts`).
+            self.committer.request();
+            let (outcomes, moves): (Vec<_>, Vec<_>) = swapped.into_iter().unzip();
+            self.settle(outcomes.iter().zip(moves.into_iter().map(Some)));
+        }
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let op = AttemptOp { outcomes: rest };
         let store = self.clone();
         self.attempts
             .run_async(op, move |ops| store.apply_attempts(ops))
@@ -744,6 +775,13 @@ impl Store {
         let written = self.write_outcomes(ops, &mut applied);
         // On disk within a commit, though nobody waits for it (`Store::record_attempts`).
         self.committer.request();
+        self.settle(applied);
+        written?;
+        Ok(ops.iter().map(|_| Ok(())).collect())
+    }
+
+    /// Mirrors written outcomes in the due index, the leases and the tally (`None`: no such message).
+    fn settle<'a>(&self, applied: impl IntoIterator<Item = (&'a AttemptOutcome, Option<Moved>)>) {
         for (outcome, moved) in applied {
             // The index changes before the lease ends, so the lane never sees the old entry unleased.
             if let Some(moved) = &moved {
@@ -756,8 +794,6 @@ impl Store {
                     .moved(&moved.endpoint, Some(from), Some(moved.is));
             }
         }
-        written?;
-        Ok(ops.iter().map(|_| Ok(())).collect())
     }
 
     /// Writes the outcomes of `ops`, adding each one written to `applied` with what it moved (`None`: no such
