@@ -68,6 +68,12 @@ pub enum DaemonError {
 /// Runs the daemon until `shutdown` resolves, then shuts down in order.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let config = Arc::new(config);
+    // An unknown group is a config error: found before the data dir is created or the store opened.
+    let socket_group = config
+        .socket_group
+        .as_deref()
+        .map(|name| socket_gid(name, &config.socket).map(|gid| (name, gid)))
+        .transpose()?;
     create_private_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir, config.sled_cache_bytes)?;
     let released = store.release_all_leases(now_millis())?;
@@ -77,7 +83,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "messages in flight at the last stop are due again"
         );
     }
-    let listener = bind_socket(&config.socket, config.socket_group.as_deref())?;
+    let listener = bind_socket(&config.socket, socket_group)?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -214,14 +220,12 @@ fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
 
 /// Binds the socket: its directory is created private (0700) when missing, a stale socket file is removed
 /// (the store's lock proved no other daemon owns it), and the socket is made 0600, or, with `socket_group`,
-/// given to that group and made 0660. The group is looked up before anything is bound, so an unknown group
-/// fails start-up without leaving a socket behind.
-fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener, DaemonError> {
+/// given to that group (name and gid, looked up by `run` before anything else) and made 0660.
+fn bind_socket(path: &Path, group: Option<(&str, u32)>) -> Result<UnixListener, DaemonError> {
     let fail = |source| DaemonError::Socket {
         path: path.to_owned(),
         source,
     };
-    let gid = group.map(|name| socket_gid(name, path)).transpose()?;
     if let Some(dir) = path.parent() {
         create_private_dir(dir)?;
     }
@@ -232,7 +236,7 @@ fn bind_socket(path: &Path, group: Option<&str>) -> Result<UnixListener, DaemonE
     }
     let listener = UnixListener::bind(path).map_err(fail)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
-    if let (Some(name), Some(gid)) = (group, gid) {
+    if let Some((name, gid)) = group {
         // Owner-only until the group is right, so no other group ever gets a window.
         let given = std::os::unix::fs::chown(path, None, Some(gid))
             .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)));

@@ -450,4 +450,8 @@ fn an_unknown_socket_group_fails_start_up_naming_it() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(!socket.exists(), "nothing was bound");
+    assert!(
+        !dir.path().join("data").exists(),
+        "the group is checked before the data dir is created or the store opened"
+    );
 }
