@@ -1,6 +1,7 @@
 //! hookd's benchmark: the real daemon against baselines measured in the same run, on loopback.
 //!
-//! `cargo bench --bench hookd -- [--smoke] [--json PATH] [--only PHASE,...] [--work-dir DIR]`
+//! `cargo bench --bench hookd -- [--smoke] [--json PATH] [--only PHASE,...] [--work-dir DIR]
+//! [--latency-trace PATH]`
 //!
 //! Baselines first (an HTTP ceiling with reqwest and a hyper receiver; sled with hookd's group commit), then
 //! the `hookd` binary cargo built for this bench, spawned with its own temp config per phase: enqueue
@@ -93,6 +94,7 @@ struct Args {
     json: Option<PathBuf>,
     only: Option<Vec<String>>,
     work_dir: PathBuf,
+    latency_trace: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -102,6 +104,7 @@ fn parse_args() -> Result<Args> {
         json: None,
         only: None,
         work_dir: std::env::temp_dir(),
+        latency_trace: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
@@ -109,6 +112,10 @@ fn parse_args() -> Result<Args> {
             "--smoke" => args.smoke = true,
             "--json" => args.json = Some(given.next().context("--json needs a path")?.into()),
             "--work-dir" => args.work_dir = given.next().context("--work-dir needs a dir")?.into(),
+            "--latency-trace" => {
+                args.latency_trace =
+                    Some(given.next().context("--latency-trace needs a path")?.into());
+            }
             "--only" => {
                 let list: Vec<String> = given
                     .next()
@@ -125,7 +132,7 @@ fn parse_args() -> Result<Args> {
             "--bench" => args.under_cargo_bench = true,
             other => bail!(
                 "unknown argument `{other}`; usage: cargo bench --bench hookd -- [--smoke] [--json PATH] \
-                 [--only PHASE,...] [--work-dir DIR]"
+                 [--only PHASE,...] [--work-dir DIR] [--latency-trace PATH]"
             ),
         }
     }
@@ -185,6 +192,7 @@ fn run(args: Args) -> Result<bool> {
     let mut bench = Bench {
         sizes,
         work_dir: args.work_dir.clone(),
+        latency_trace: args.latency_trace.clone(),
         receiver: Receiver::start(receivers.handle(), false)?,
         hanging: Receiver::start(receivers.handle(), true)?,
         bodies: Bodies {

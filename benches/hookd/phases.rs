@@ -88,10 +88,40 @@ pub struct Bench {
     pub sizes: Sizes,
     /// Where temp dirs (data dirs, sled) are made: must be a real disk for the fsync costs to count.
     pub work_dir: PathBuf,
+    /// Where the latency phase writes one line per message (`--latency-trace`), if anywhere.
+    pub latency_trace: Option<PathBuf>,
     pub receiver: Receiver,
     pub hanging: Receiver,
     pub bodies: Bodies,
     pub report: Report,
+}
+
+/// Writes the latency phase message by message, in send order: milliseconds from the first send to this one,
+/// its enqueue-to-delivery latency and its acknowledgement time. A p99 that misses shows there as a stall
+/// (many neighbours slow at once) or as a spread (docs/PERFORMANCE.md, "How often the targets hold").
+fn write_latency_trace(
+    path: &std::path::Path,
+    sent: &[Sent],
+    arrivals: &std::collections::HashMap<u128, Instant>,
+    first_sent: Instant,
+) -> Result<()> {
+    use std::fmt::Write as _;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut order: Vec<&Sent> = sent.iter().collect();
+    order.sort_by_key(|s| s.at);
+    let mut text = String::from("# sent_ms latency_ms acknowledged_ms\n");
+    for s in order {
+        if let Some(arrived) = arrivals.get(&s.id) {
+            let _ = writeln!(
+                text,
+                "{:.3} {:.3} {:.3}",
+                ms(s.at.duration_since(first_sent)),
+                ms(arrived.saturating_duration_since(s.at)),
+                ms(s.acknowledged_after)
+            );
+        }
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Generous time for `n` messages to be delivered, even on a loaded machine.
@@ -271,6 +301,9 @@ impl Bench {
                 .get(id)
                 .with_context(|| format!("message {} never arrived", uuid::Uuid::from_u128(*id)))?;
             latencies.push(arrived.saturating_duration_since(*at));
+        }
+        if let Some(path) = &self.latency_trace {
+            write_latency_trace(path, &sent, &arrivals, first_sent)?;
         }
         latencies.sort_unstable();
         let span = last_sent.duration_since(first_sent).as_secs_f64();
