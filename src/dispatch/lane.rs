@@ -4,9 +4,9 @@
 //! exchange, of which there are `concurrency`, and a leased place until its outcome is recorded, of which
 //! there are twice as many. So at most `concurrency` requests are in flight, the next request goes out while
 //! the last one's outcome is still being written, and a lane never holds the messages of more than
-//! `2 × concurrency` requests leased. With no place free (a hanging receiver) the lane simply waits; other lanes are
-//! unaffected. When several places are free at once (the lane fell behind its attempts), one scan of the due
-//! index leases a message for each.
+//! `2 × concurrency` requests leased. With no place free (a hanging receiver) the lane simply waits; other
+//! lanes are unaffected. When several places are free at once (the lane fell behind its attempts), one scan
+//! of the due index leases a message for each.
 
 use std::sync::Arc;
 use std::time::Duration;

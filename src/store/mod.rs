@@ -105,6 +105,16 @@ pub struct Enqueued {
     pub duplicate: bool,
 }
 
+/// What [`Store::swap_standalone`] did with a run of outcomes.
+struct Swaps<O> {
+    /// Swapped in, with what each moved.
+    swapped: Vec<(O, Moved)>,
+    /// Not written: they need a transaction, their record changed, or a write failed before them.
+    rest: Vec<O>,
+    /// The write that failed, if one did.
+    failed: Result<(), StoreError>,
+}
+
 /// What a lane found when it asked for due work.
 #[derive(Debug)]
 pub enum Lease {
@@ -733,29 +743,21 @@ impl Store {
         &self,
         outcomes: Vec<AttemptOutcome>,
     ) -> Result<(), StoreError> {
-        let mut swapped = Vec::new();
-        let mut rest = Vec::new();
-        let mut failed = None;
-        for outcome in outcomes {
-            if failed.is_some() || !outcome.may_stand_alone() {
-                rest.push(outcome);
-                continue;
-            }
-            match self.swap_outcome(&outcome) {
-                Ok(Some(moved)) => swapped.push((outcome, moved)),
-                Ok(None) => rest.push(outcome),
-                Err(error) => failed = Some(error),
-            }
-        }
+        let Swaps {
+            swapped,
+            rest,
+            failed,
+        } = self.swap_standalone(outcomes);
         if !swapped.is_empty() {
             // On disk within a commit, though nobody waits for it (`Store::record_attempts`).
             self.committer.request();
-            let (outcomes, moves): (Vec<_>, Vec<_>) = swapped.into_iter().unzip();
-            self.settle(outcomes.iter().zip(moves.into_iter().map(Some)));
+            self.settle(
+                swapped
+                    .iter()
+                    .map(|(outcome, moved)| (outcome, Some(moved))),
+            );
         }
-        if let Some(error) = failed {
-            return Err(error);
-        }
+        failed?;
         if rest.is_empty() {
             return Ok(());
         }
@@ -775,16 +777,23 @@ impl Store {
         let written = self.write_outcomes(ops, &mut applied);
         // On disk within a commit, though nobody waits for it (`Store::record_attempts`).
         self.committer.request();
-        self.settle(applied);
+        self.settle(
+            applied
+                .iter()
+                .map(|(outcome, moved)| (*outcome, moved.as_ref())),
+        );
         written?;
         Ok(ops.iter().map(|_| Ok(())).collect())
     }
 
     /// Mirrors written outcomes in the due index, the leases and the tally (`None`: no such message).
-    fn settle<'a>(&self, applied: impl IntoIterator<Item = (&'a AttemptOutcome, Option<Moved>)>) {
+    fn settle<'a>(
+        &self,
+        applied: impl IntoIterator<Item = (&'a AttemptOutcome, Option<&'a Moved>)>,
+    ) {
         for (outcome, moved) in applied {
             // The index changes before the lease ends, so the lane never sees the old entry unleased.
-            if let Some(moved) = &moved {
+            if let Some(moved) = moved {
                 self.mirror(outcome.id, moved);
             }
             let leased = self.leases.end(outcome.id);
@@ -803,17 +812,17 @@ impl Store {
         ops: &'a [AttemptOp],
         applied: &mut Vec<(&'a AttemptOutcome, Option<Moved>)>,
     ) -> Result<(), StoreError> {
-        let mut rest = Vec::new();
-        for outcome in ops.iter().flat_map(|op| &op.outcomes) {
-            let swapped = match outcome.may_stand_alone() {
-                true => self.swap_outcome(outcome)?,
-                false => None,
-            };
-            match swapped {
-                Some(moved) => applied.push((outcome, Some(moved))),
-                None => rest.push(outcome),
-            }
-        }
+        let Swaps {
+            swapped,
+            rest,
+            failed,
+        } = self.swap_standalone(ops.iter().flat_map(|op| &op.outcomes));
+        applied.extend(
+            swapped
+                .into_iter()
+                .map(|(outcome, moved)| (outcome, Some(moved))),
+        );
+        failed?;
         if rest.is_empty() {
             return Ok(());
         }
@@ -833,6 +842,35 @@ impl Store {
         })?;
         applied.extend(rest.into_iter().zip(moved));
         Ok(())
+    }
+
+    /// Swaps in each outcome that changes only its record ([`Store::swap_outcome`]). Answers those swapped,
+    /// with what they moved, and the rest: those that need a transaction or whose record changed since it was
+    /// read, and, should a write fail, the outcome it failed on and every one after it, with the failure.
+    fn swap_standalone<O: std::borrow::Borrow<AttemptOutcome>>(
+        &self,
+        outcomes: impl IntoIterator<Item = O>,
+    ) -> Swaps<O> {
+        let (mut swapped, mut rest, mut failed) = (Vec::new(), Vec::new(), Ok(()));
+        for outcome in outcomes {
+            if failed.is_err() || !outcome.borrow().may_stand_alone() {
+                rest.push(outcome);
+                continue;
+            }
+            match self.swap_outcome(outcome.borrow()) {
+                Ok(Some(moved)) => swapped.push((outcome, moved)),
+                Ok(None) => rest.push(outcome),
+                Err(error) => {
+                    failed = Err(error);
+                    rest.push(outcome);
+                }
+            }
+        }
+        Swaps {
+            swapped,
+            rest,
+            failed,
+        }
     }
 
     /// Records `outcome` by a compare-and-swap of its record when that is all it changes
