@@ -48,8 +48,10 @@ mod names {
     pub const ENQ_SINGLE: &str = "enqueue: single, 32 clients";
     pub const ENQ_BATCH: &str = "enqueue: batches of 250, 4 clients";
     pub const E2E: &str = "end-to-end delivery";
+    pub const PIPELINE: &str = "enqueue and deliver at once: single, 32 clients";
     pub const LAT_P50: &str = "enqueue-to-delivery latency p50";
     pub const LAT_P99: &str = "enqueue-to-delivery latency p99";
+    pub const LAT_P99_SEPARATE: &str = "latency p99 at half the lower separate peak";
     pub const ACK_P50: &str = "enqueue acknowledgement p50";
     pub const ACK_P99: &str = "enqueue acknowledgement p99";
     pub const PEAK_RSS: &str = "daemon peak RSS (VmHWM)";

@@ -42,6 +42,7 @@ pub struct Sizes {
     pub single_enqueues: usize,
     pub batch_enqueues: usize,
     pub e2e: usize,
+    pub pipeline: usize,
     pub latency_max: usize,
     pub latency_secs: f64,
     pub queued: usize,
@@ -58,6 +59,7 @@ impl Sizes {
             single_enqueues: 50_000,
             batch_enqueues: 200_000,
             e2e: 100_000,
+            pipeline: 50_000,
             latency_max: 30_000,
             latency_secs: 10.0,
             queued: 1_000_000,
@@ -74,6 +76,7 @@ impl Sizes {
             single_enqueues: 2_000,
             batch_enqueues: 20_000,
             e2e: 2_000,
+            pipeline: 2_000,
             latency_max: 1_000,
             latency_secs: 2.0,
             queued: 20_000,
@@ -94,34 +97,6 @@ pub struct Bench {
     pub hanging: Receiver,
     pub bodies: Bodies,
     pub report: Report,
-}
-
-/// Writes the latency phase message by message, in send order: milliseconds from the first send to this one,
-/// its enqueue-to-delivery latency and its acknowledgement time. A p99 that misses shows there as a stall
-/// (many neighbours slow at once) or as a spread (docs/PERFORMANCE.md, "How often the targets hold").
-fn write_latency_trace(
-    path: &std::path::Path,
-    sent: &[Sent],
-    arrivals: &std::collections::HashMap<u128, Instant>,
-    first_sent: Instant,
-) -> Result<()> {
-    use std::fmt::Write as _;
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let mut order: Vec<&Sent> = sent.iter().collect();
-    order.sort_by_key(|s| s.at);
-    let mut text = String::from("# sent_ms latency_ms acknowledged_ms\n");
-    for s in order {
-        if let Some(arrived) = arrivals.get(&s.id) {
-            let _ = writeln!(
-                text,
-                "{:.3} {:.3} {:.3}",
-                ms(s.at.duration_since(first_sent)),
-                ms(arrived.saturating_duration_since(s.at)),
-                ms(s.acknowledged_after)
-            );
-        }
-    }
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Generous time for `n` messages to be delivered, even on a loaded machine.
@@ -219,25 +194,45 @@ impl Bench {
                     "{n} messages enqueued while paused; from the resume to the last new webhook-id"
                 )),
         );
+        // The peak of the path the latency phase measures: each message enqueued on its own *and*
+        // delivered, both at once, on the same two CPUs.
+        let n = self.sizes.pipeline;
+        self.receiver.reset();
+        let started = Instant::now();
+        enqueue_singles(&daemon, self.bodies.single("bench"), n, CLIENTS).await?;
+        let done = self.receiver.wait_distinct(n, delivery_deadline(n)).await?;
+        let rate = n as f64 / done.saturating_duration_since(started).as_secs_f64();
+        self.report.push(
+            Figure::new(PIPELINE, rate, "/s")
+                .against("single enqueue", self.report.value(ENQ_SINGLE))
+                .note(format!(
+                    "{n} single enqueues by {CLIENTS} clients while the endpoint delivers; from the first \
+                     send to the last new webhook-id"
+                )),
+        );
         let now = daemon.memory()?;
         self.peak_rss("e2e", idle, now);
         stop(daemon).await
     }
 
-    /// Enqueue-to-delivery latency of single enqueues paced at half the peak rate of their path: half the lower
-    /// of the single-enqueue rate and the end-to-end rate of this run. Each message is enqueued *and*
-    /// delivered, so a pace above either peak only measures a growing backlog.
+    /// Enqueue-to-delivery latency of single enqueues paced at half the peak rate of their path: half the rate
+    /// at which single enqueues are taken *and* delivered at once (the end-to-end phase measures it). When
+    /// the lower of the two separate peaks (single enqueues alone, delivery alone) is well above that, a
+    /// second run paces at half of it too; its figures are reported without a target (docs/PERFORMANCE.md,
+    /// "The latency phase's rate").
     pub async fn latency(&mut self) -> Result<()> {
-        let (rate, rate_note) = match (self.report.value(ENQ_SINGLE), self.report.value(E2E)) {
-            (Some(single), Some(e2e)) if single < e2e => (
-                single / 2.0,
-                "half the single-enqueue rate, below the end-to-end rate",
-            ),
-            (_, Some(e2e)) => (e2e / 2.0, "half the end-to-end rate"),
-            (Some(single), None) => (single / 2.0, "half the single-enqueue rate"),
-            (None, None) => (1_000.0, "neither peak was measured"),
+        let separate = match (self.report.value(ENQ_SINGLE), self.report.value(E2E)) {
+            (Some(single), Some(e2e)) => Some(single.min(e2e) / 2.0),
+            (single, e2e) => single.or(e2e).map(|peak| peak / 2.0),
         };
-        let n = ((rate * self.sizes.latency_secs) as usize).clamp(100, self.sizes.latency_max);
+        let (rate, rate_note) = match (self.report.value(PIPELINE), separate) {
+            (Some(pipeline), _) => (
+                pipeline / 2.0,
+                "half the rate of single enqueues taken and delivered at once",
+            ),
+            (None, Some(separate)) => (separate, "half the lower separate peak"),
+            (None, None) => (1_000.0, "no peak was measured"),
+        };
         let (daemon, _) = BenchDaemon::start(&self.work_dir, &[self.endpoint("bench")]).await?;
         let idle = daemon.memory()?;
         let body = self.bodies.single("bench");
@@ -248,8 +243,62 @@ impl Bench {
         self.receiver
             .wait_distinct(warm_up, delivery_deadline(warm_up))
             .await?;
-        self.receiver.reset();
 
+        let run = self.paced(&daemon, rate).await?;
+        if let Some(path) = &self.latency_trace {
+            run.write_trace(path)?;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        self.report.push(
+            Figure::new(LAT_P50, ms(run.latency(0.50)), "ms")
+                .against("HTTP p50", self.report.value(HTTP_P50))
+                .note(format!(
+                    "{} single enqueues paced at {rate:.0}/s ({rate_note}) over {LATENCY_CLIENTS} \
+                     connections; {}",
+                    run.sent.len(),
+                    run.achieved_note(rate)
+                )),
+        );
+        self.report.push(
+            Figure::new(LAT_P99, ms(run.latency(0.99)), "ms")
+                .against("HTTP p99", self.report.value(HTTP_P99))
+                .target(Target::Below(10.0)),
+        );
+        // The part of the latency spent before the daemon answered the enqueue (its durable commit).
+        self.report.push(
+            Figure::new(ACK_P50, ms(run.acknowledgement(0.50)), "ms")
+                .against("delivery p50", Some(ms(run.latency(0.50)))),
+        );
+        self.report.push(
+            Figure::new(ACK_P99, ms(run.acknowledgement(0.99)), "ms")
+                .against("delivery p99", Some(ms(run.latency(0.99)))),
+        );
+        if let Some(separate) = separate.filter(|separate| *separate > 1.1 * rate) {
+            let p99 = ms(run.latency(0.99));
+            let run = self.paced(&daemon, separate).await?;
+            self.report.push(
+                Figure::new(LAT_P99_SEPARATE, ms(run.latency(0.99)), "ms")
+                    .against("p99 at the pipeline's half", Some(p99))
+                    .note(format!(
+                        "{} single enqueues paced at {separate:.0}/s, half the lower of the single-enqueue \
+                         and end-to-end rates measured apart; p50 {:.2} ms; {}; no target",
+                        run.sent.len(),
+                        ms(run.latency(0.50)),
+                        run.achieved_note(separate)
+                    )),
+            );
+        }
+        let now = daemon.memory()?;
+        self.peak_rss("latency", idle, now);
+        stop(daemon).await
+    }
+
+    /// Single enqueues for `latency_secs` at `rate` a second (at most `latency_max` of them), each timed from
+    /// its send to its arrival at the receiver.
+    async fn paced(&self, daemon: &BenchDaemon, rate: f64) -> Result<PacedRun> {
+        let n = ((rate * self.sizes.latency_secs) as usize).clamp(100, self.sizes.latency_max);
+        let body = self.bodies.single("bench");
+        self.receiver.reset();
         // Message i is sent at start + i × interval by whichever client is free (the send time is taken
         // just before the request, so a client that falls behind adds no waiting of its own).
         let clients = SocketClient::connect_many(&daemon.socket, LATENCY_CLIENTS).await?;
@@ -281,66 +330,78 @@ impl Bench {
         while let Some(done) = tasks.join_next().await {
             sent.extend(done??);
         }
-        let first_sent = sent
-            .iter()
-            .map(|s| s.at)
-            .min()
-            .context("nothing was sent")?;
-        let last_sent = sent
-            .iter()
-            .map(|s| s.at)
-            .max()
-            .context("nothing was sent")?;
+        sent.sort_by_key(|s| s.at);
+        if sent.is_empty() {
+            bail!("nothing was sent");
+        }
         self.receiver.wait_distinct(n, delivery_deadline(n)).await?;
         let arrivals = self.receiver.arrivals();
         let mut latencies = Vec::with_capacity(n);
-        let mut acks: Vec<Duration> = sent.iter().map(|s| s.acknowledged_after).collect();
-        acks.sort_unstable();
         for Sent { id, at, .. } in &sent {
             let arrived = arrivals
                 .get(id)
                 .with_context(|| format!("message {} never arrived", uuid::Uuid::from_u128(*id)))?;
             latencies.push(arrived.saturating_duration_since(*at));
         }
-        if let Some(path) = &self.latency_trace {
-            write_latency_trace(path, &sent, &arrivals, first_sent)?;
-        }
-        latencies.sort_unstable();
-        let span = last_sent.duration_since(first_sent).as_secs_f64();
-        let achieved = (n - 1) as f64 / span.max(1e-3);
+        Ok(PacedRun { sent, latencies })
+    }
+}
+
+/// What one paced run of the latency phase saw, in send order.
+struct PacedRun {
+    sent: Vec<Sent>,
+    /// Enqueue-to-delivery, one per message of `sent`.
+    latencies: Vec<Duration>,
+}
+
+impl PacedRun {
+    fn latency(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        percentile(&sorted, p)
+    }
+
+    fn acknowledgement(&self, p: f64) -> Duration {
+        let mut sorted: Vec<Duration> = self.sent.iter().map(|s| s.acknowledged_after).collect();
+        sorted.sort_unstable();
+        percentile(&sorted, p)
+    }
+
+    /// The rate the sends reached, flagged when it fell behind the pace.
+    fn achieved_note(&self, rate: f64) -> String {
+        let (first, last) = (self.sent[0].at, self.sent[self.sent.len() - 1].at);
+        let span = last.duration_since(first).as_secs_f64();
+        let achieved = (self.sent.len() - 1) as f64 / span.max(1e-3);
         let behind = if achieved < 0.9 * rate {
             "; BEHIND: the daemon did not take single enqueues at this rate"
         } else {
             ""
         };
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        self.report.push(
-            Figure::new(LAT_P50, ms(percentile(&latencies, 0.50)), "ms")
-                .against("HTTP p50", self.report.value(HTTP_P50))
-                .note(format!(
-                    "{n} single enqueues paced at {rate:.0}/s ({rate_note}) over {LATENCY_CLIENTS} \
-                     connections; achieved {achieved:.0}/s{behind}"
-                )),
-        );
-        self.report.push(
-            Figure::new(LAT_P99, ms(percentile(&latencies, 0.99)), "ms")
-                .against("HTTP p99", self.report.value(HTTP_P99))
-                .target(Target::Below(10.0)),
-        );
-        // The part of the latency spent before the daemon answered the enqueue (its durable commit).
-        self.report.push(
-            Figure::new(ACK_P50, ms(percentile(&acks, 0.50)), "ms")
-                .against("delivery p50", Some(ms(percentile(&latencies, 0.50)))),
-        );
-        self.report.push(
-            Figure::new(ACK_P99, ms(percentile(&acks, 0.99)), "ms")
-                .against("delivery p99", Some(ms(percentile(&latencies, 0.99)))),
-        );
-        let now = daemon.memory()?;
-        self.peak_rss("latency", idle, now);
-        stop(daemon).await
+        format!("achieved {achieved:.0}/s{behind}")
     }
 
+    /// Writes the run message by message, in send order: milliseconds from the first send to this one, its
+    /// enqueue-to-delivery latency and its acknowledgement time. A p99 that misses shows there as a stall
+    /// (many neighbours slow at once) or as a spread (docs/PERFORMANCE.md, "How often the targets hold").
+    fn write_trace(&self, path: &std::path::Path) -> Result<()> {
+        use std::fmt::Write as _;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let first = self.sent[0].at;
+        let mut text = String::from("# sent_ms latency_ms acknowledged_ms\n");
+        for (s, latency) in self.sent.iter().zip(&self.latencies) {
+            let _ = writeln!(
+                text,
+                "{:.3} {:.3} {:.3}",
+                ms(s.at.duration_since(first)),
+                ms(*latency),
+                ms(s.acknowledged_after)
+            );
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+impl Bench {
     /// A large backlog for a paused endpoint: memory, disk, and the restart to the first delivery.
     pub async fn queued(&mut self) -> Result<()> {
         let n = self.sizes.queued;
