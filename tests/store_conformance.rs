@@ -356,6 +356,85 @@ async fn idempotency_keys_are_scoped_to_their_endpoint() {
 
 // ----------------------------------------------------------------------------------- commit and reopen
 
+/// Concurrent enqueues share the combiner's batches, where a message whose record is all it writes is
+/// inserted on its own and the others (an idempotency key, a contact, a large payload, several messages in one
+/// call) share a transaction. Whatever the mix, each is answered for itself and queued exactly once.
+#[tokio::test]
+async fn concurrent_enqueues_of_every_kind_are_each_answered_and_queued_once() {
+    const EACH: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let barrier = std::sync::Barrier::new(7);
+    let kinds: [fn(usize) -> Vec<NewMessage>; 7] = [
+        |_| vec![message(E, None)],
+        |_| vec![message(E, None)],
+        |i| vec![message(E, Some(&format!("k{i}")))],
+        // The same keys again: for each key, one of the two calls queues and the other is its duplicate.
+        |i| vec![message(E, Some(&format!("k{i}")))],
+        |_| vec![for_contact(E, "alice", 1_000)],
+        |_| {
+            vec![NewMessage {
+                payload: large_payload(),
+                ..message(E, None)
+            }]
+        },
+        |_| vec![message(E, None), message(E, None), message(E, None)],
+    ];
+    let answers: Vec<Vec<Vec<hookd::store::Enqueued>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = kinds
+            .iter()
+            .map(|kind| {
+                let (store, barrier) = (&store, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    (0..EACH)
+                        .map(|i| {
+                            store
+                                .enqueue_many(kind(i), 1_000)
+                                .unwrap()
+                                .into_iter()
+                                .map(Result::unwrap)
+                                .collect()
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+
+    for (i, (first, second)) in answers[2].iter().zip(&answers[3]).enumerate() {
+        let (first, second) = (&first[0], &second[0]);
+        assert_eq!(first.id, second.id, "key k{i} names one message");
+        assert!(
+            first.duplicate != second.duplicate,
+            "key k{i}: exactly one of the two calls queued it"
+        );
+    }
+    let queued: std::collections::BTreeSet<MessageId> = answers
+        .iter()
+        .flatten()
+        .flatten()
+        .filter(|enqueued| !enqueued.duplicate)
+        .map(|enqueued| enqueued.id)
+        .collect();
+    let expected = EACH * (2 + 1 + 1 + 1 + 3);
+    assert_eq!(queued.len(), expected);
+    assert_eq!(
+        counted(&store),
+        counts_of(&[(E, stage_counts(expected as u64, 0, 0, 0))])
+    );
+    let leased: std::collections::BTreeSet<MessageId> = ids(&taken(
+        store.lease_due(E, 1_000, 10_000, 1_000 + LEASE_MS).unwrap(),
+    ))
+    .into_iter()
+    .collect();
+    assert_eq!(leased, queued, "every queued message is due, once");
+    for enqueued in &answers[5] {
+        assert_eq!(record(&store, enqueued[0].id).payload, large_payload());
+    }
+}
+
 #[tokio::test]
 async fn commit_succeeds_after_writes_and_when_there_is_nothing_to_write() {
     let dir = tempfile::tempdir().unwrap();

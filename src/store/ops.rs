@@ -55,6 +55,35 @@ impl<'a> PlannedEnqueue<'a> {
         self.new.payload.len()
     }
 
+    /// The record's bytes when writing it is all this enqueue does: no idempotency key to check and index,
+    /// no contact to count, and a payload small enough to live in the record. `None` when it needs a
+    /// transaction ([`PlannedEnqueue::apply`]).
+    pub fn record_alone(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let alone = self.idem_key.is_none()
+            && self.contact.is_none()
+            && PayloadAt::for_len(self.payload_len()) == PayloadAt::Record;
+        if !alone {
+            return Ok(None);
+        }
+        Ok(Some(super::record::encode(
+            &self.record,
+            PayloadAt::Record,
+        )?))
+    }
+
+    /// The endpoint the message is for.
+    pub fn endpoint(&self) -> &str {
+        &self.new.endpoint
+    }
+
+    /// The answer for a message written on its own ([`PlannedEnqueue::record_alone`]).
+    pub fn enqueued(&self) -> Enqueued {
+        Enqueued {
+            id: self.id,
+            duplicate: false,
+        }
+    }
+
     /// Writes the message unless its idempotency key is known (a duplicate) or its contact is at its cap.
     /// `pending_before` holds each capped contact's pending count before the batch, `added` what the batch
     /// has added to it so far.
