@@ -4,8 +4,7 @@
 //!   `webhook-id`) to the same receiver, over as many connections as an endpoint's `concurrency`. No store, no
 //!   lane: what loopback HTTP with these two libraries can do here.
 //! - The durability ceilings: raw sled inserts of payload-sized records, each writer waiting for a shared
-//!   group commit made like hookd's (sled's `flush`, then `fdatasync` of sled's `db` file, on one blocking
-//!   thread). One record per wait
+//!   group commit made like hookd's (`flush_async`, then `fdatasync` of sled's `db` file). One record per wait
 //!   (like single enqueues) and a batch of records per wait (like batch enqueues). No transactions, no
 //!   indexes: what sled plus an honest fsync can do here. (sled is named here, outside `store/`, because
 //!   this is the measuring stick for the store, not a second store.)
@@ -226,14 +225,11 @@ impl MiniCommit {
     }
 }
 
-/// As hookd's (`store/commit.rs`): sled's flush and the `fdatasync` on one blocking thread.
 async fn commit_once(db: &sled::Db, log: &Arc<File>) -> Result<(), String> {
-    let db = db.clone();
+    db.flush_async().await.map_err(|e| format!("flush: {e}"))?;
     let log = Arc::clone(log);
-    tokio::task::spawn_blocking(move || {
-        db.flush().map_err(|e| format!("flush: {e}"))?;
-        log.sync_data().map_err(|e| format!("fsync: {e}"))
-    })
-    .await
-    .map_err(|e| format!("commit task: {e}"))?
+    tokio::task::spawn_blocking(move || log.sync_data())
+        .await
+        .map_err(|e| format!("fsync task: {e}"))?
+        .map_err(|e| format!("fsync: {e}"))
 }

@@ -1,7 +1,7 @@
 //! Group commit: the durability point of an enqueue.
 //!
-//! sled 0.34's flush ends in `sync_file_range`, which does not persist file metadata, and values over
-//! ~128 KiB go to blob files that sled never fsyncs (sled issue #1452). So a commit here is sled's `flush` *and*
+//! sled 0.34's `flush_async` ends in `sync_file_range`, which does not persist file metadata, and values over
+//! ~128 KiB go to blob files that sled never fsyncs (sled issue #1452). So a commit here is `flush_async` *and*
 //! `fdatasync` of sled's log file plus any new blob files and their directory. That costs a few milliseconds,
 //! so it is shared: every enqueue waiting when a commit starts is served by the next one. Writers call
 //! [`GroupCommit::wait`] after their sled write; the answer comes once a sync that began after the write ended.
@@ -161,24 +161,18 @@ async fn gather(
     }
 }
 
-/// sled's flush and then the fsyncs, on one blocking thread: one hand-off per commit. (`flush_async` would
-/// run the flush on sled's own pool and then need a second hand-off for the fsyncs; on two busy CPUs each
-/// hand-off is a wait to be scheduled, which the enqueues waiting for the commit pay: docs/PERFORMANCE.md,
-/// change 16.)
 async fn commit_once(db: &sled::Db, files: &Arc<Mutex<SyncedFiles>>) -> Result<(), CommitError> {
-    let db = db.clone();
+    db.flush_async()
+        .await
+        .map_err(|e| CommitError(format!("flush failed: {e}").into()))?;
     let files = Arc::clone(files);
-    tokio::task::spawn_blocking(move || {
-        db.flush()
-            .map_err(|e| CommitError(format!("flush failed: {e}").into()))?;
-        match files.lock() {
-            Ok(mut files) => files.sync(),
-            Err(_) => Err(std::io::Error::other("a previous fsync panicked")),
-        }
-        .map_err(|e| CommitError(format!("fsync failed: {e}").into()))
+    tokio::task::spawn_blocking(move || match files.lock() {
+        Ok(mut files) => files.sync(),
+        Err(_) => Err(std::io::Error::other("a previous fsync panicked")),
     })
     .await
-    .map_err(|e| CommitError(format!("commit task failed: {e}").into()))?
+    .map_err(|e| CommitError(format!("fsync task failed: {e}").into()))?
+    .map_err(|e| CommitError(format!("fsync failed: {e}").into()))
 }
 
 /// sled's files that must be fsynced, and the blob files already synced.
