@@ -1433,17 +1433,28 @@ async fn attempt_histories_of_messages_do_not_mix() {
 
 /// How a test hands outcomes to the store: the blocking call, or the async one the dispatcher uses (which
 /// swaps an outcome that changes only its record itself and hands the rest to the combiner).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Recording {
     Blocking,
     Async,
+    /// Async, each outcome handing back its record as the lease gave it (as the dispatcher does).
+    AsyncLeased,
 }
 
 async fn record_all(store: &Store, outcomes: Vec<AttemptOutcome>, how: Recording) {
     match how {
         Recording::Blocking => store.record_attempts(outcomes).unwrap(),
-        Recording::Async => store.record_attempts_async(outcomes).await.unwrap(),
+        Recording::Async | Recording::AsyncLeased => {
+            store.record_attempts_async(outcomes).await.unwrap()
+        }
     }
+}
+
+/// The record of `id` among `leased` when `how` hands leased records back.
+fn handed_back(how: Recording, leased: &[MessageRecord], id: MessageId) -> Option<MessageRecord> {
+    (how == Recording::AsyncLeased)
+        .then(|| leased.iter().find(|record| record.id == id).cloned())
+        .flatten()
 }
 
 #[tokio::test]
@@ -1454,6 +1465,11 @@ async fn one_batch_of_outcomes_applies_each_whether_it_changes_only_its_record_o
 #[tokio::test]
 async fn one_async_batch_of_outcomes_applies_each_whether_it_changes_only_its_record_or_more() {
     one_batch_of_outcomes(Recording::Async).await;
+}
+
+#[tokio::test]
+async fn one_async_batch_of_outcomes_with_their_leased_records_applies_each_the_same() {
+    one_batch_of_outcomes(Recording::AsyncLeased).await;
 }
 
 async fn one_batch_of_outcomes(how: Recording) {
@@ -1489,6 +1505,7 @@ async fn one_batch_of_outcomes(how: Recording) {
             attempt: attempt.clone(),
             decision: decision.clone(),
             now: 1_100,
+            leased: handed_back(how, &leased, *id),
         })
         .collect();
     record_all(&store, outcomes, how).await;
@@ -1504,6 +1521,16 @@ async fn one_batch_of_outcomes(how: Recording) {
             Stage::Delivered
         ]
     );
+    // The swapped records keep what the outcome does not change, whichever record the swap started from.
+    for id in [delivered, retried] {
+        let kept = record(&store, id);
+        let sent = message(E, None);
+        assert_eq!(
+            (kept.endpoint, kept.kind, kept.payload, kept.created_at),
+            (sent.endpoint, sent.kind, sent.payload, 1_000)
+        );
+    }
+    assert_eq!(record(&store, retried).next_attempt_at, 5_000);
     for (id, _, attempt) in &made {
         let mut expected = if *id == second_try {
             vec![first_of_second.clone()]
@@ -1551,6 +1578,7 @@ async fn an_outcome_is_committed(how: Recording) {
         attempt,
         decision: Decision::Delivered,
         now: 1_100,
+        leased: None,
     };
     record_all(&store, vec![outcome], how).await;
     assert_eq!(stage(&store, id), Stage::Delivered);

@@ -73,7 +73,7 @@ pub(super) async fn run_attempt(
     let now = now_millis();
     let mut retry_scheduled = false;
     let mut outcomes = Vec::with_capacity(messages.len());
-    for (message, classified) in messages.iter().zip(verdicts) {
+    for (message, classified) in messages.into_iter().zip(verdicts) {
         let verdict = classified.verdict;
         let facts = CycleFacts {
             attempts: message.cycle_attempts + 1,
@@ -107,16 +107,18 @@ pub(super) async fn run_attempt(
             body_excerpt: excerpt.clone(),
             receipt: classified.receipt,
         };
-        log_outcome(&endpoint.name, message, &record, &decision);
+        log_outcome(&endpoint.name, &message, &record, &decision);
         context
             .telemetry
-            .attempt_recorded(&endpoint.name, message, &record, &decision, now);
+            .attempt_recorded(&endpoint.name, &message, &record, &decision, now);
         retry_scheduled |= matches!(decision, Decision::RetryAt(_));
         outcomes.push(AttemptOutcome {
             id: message.id,
             attempt: record,
             decision,
             now,
+            // Handed back, so that the store need not read the record again (store/leases.rs).
+            leased: Some(message),
         });
     }
     // One request's outcomes are recorded together (and with other attempts' outcomes: store/combine.rs).

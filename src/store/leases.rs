@@ -10,16 +10,31 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::record::PayloadAt;
 use crate::model::{MessageId, Millis};
+
+/// A stored record as a lease read it: its bytes and where its payload is.
+pub(super) type Read = (sled::IVec, PayloadAt);
+
+/// One lease: its deadline, and the record as the lease read it. An outcome that changes only the record is
+/// swapped in against those bytes, so it need not read and decode the record again (docs/PERFORMANCE.md,
+/// change 18).
+#[derive(Debug)]
+struct Held {
+    /// Nothing reads it yet: no lease expires within a process (a restart voids them all).
+    #[allow(dead_code)]
+    until: Millis,
+    read: Option<Read>,
+}
 
 /// The messages leased by this process, with their lease deadlines.
 #[derive(Debug, Default)]
 pub(super) struct Leases {
-    by_id: Mutex<HashMap<MessageId, Millis>>,
+    by_id: Mutex<HashMap<MessageId, Held>>,
 }
 
 impl Leases {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<MessageId, Millis>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<MessageId, Held>) -> T) -> T {
         // A poisoned lock only means a panic elsewhere while it was held; the map itself is always whole.
         let mut map = self
             .by_id
@@ -28,9 +43,21 @@ impl Leases {
         f(&mut map)
     }
 
-    /// Leases `id` until `until`; false when it is leased already.
-    pub fn take(&self, id: MessageId, until: Millis) -> bool {
-        self.with(|map| map.insert(id, until).is_none())
+    /// Leases `id` until `until`, keeping the record as the lease `read` it; false when it is leased already
+    /// (the lease it has is kept as it was).
+    pub fn take(&self, id: MessageId, until: Millis, read: Option<Read>) -> bool {
+        self.with(|map| match map.entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(Held { until, read });
+                true
+            }
+        })
+    }
+
+    /// The record as the lease of `id` read it, while `id` is leased.
+    pub fn read(&self, id: MessageId) -> Option<Read> {
+        self.with(|map| map.get(&id).and_then(|held| held.read.clone()))
     }
 
     pub fn holds(&self, id: MessageId) -> bool {
@@ -57,13 +84,23 @@ mod tests {
         let leases = Leases::default();
         let id = MessageId::new();
         assert!(!leases.holds(id));
-        assert!(leases.take(id, 5));
-        assert!(!leases.take(id, 6), "a second lease of the same message");
+        let read = (sled::IVec::from(&b"record"[..]), PayloadAt::Record);
+        assert!(leases.take(id, 5, Some(read.clone())));
+        assert!(
+            !leases.take(id, 6, None),
+            "a second lease of the same message"
+        );
+        assert_eq!(
+            leases.read(id),
+            Some(read),
+            "the first lease's read is kept"
+        );
         assert!(leases.holds(id));
         assert_eq!(leases.ids(), [id]);
         assert!(leases.end(id));
         assert!(!leases.end(id));
         assert!(!leases.holds(id));
+        assert_eq!(leases.read(id), None);
         assert!(leases.ids().is_empty());
     }
 }

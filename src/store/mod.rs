@@ -659,9 +659,23 @@ impl Store {
 
     /// The message's record with its payload, `in_flight` while this process has it leased.
     pub fn get(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
-        let Some((mut record, at)) = self.stored_record(id)? else {
+        let Some((record, at)) = self.stored_record(id)? else {
             return Ok(None);
         };
+        let mut record = self.with_payload(record, at)?;
+        if record.stage == Stage::Queued && self.leases.holds(id) {
+            record.stage = Stage::InFlight;
+        }
+        Ok(Some(record))
+    }
+
+    /// A decoded record with its payload, read from the `payload` tree when it is kept there.
+    fn with_payload(
+        &self,
+        mut record: MessageRecord,
+        at: PayloadAt,
+    ) -> Result<MessageRecord, StoreError> {
+        let id = record.id;
         if at == PayloadAt::Tree {
             let payload = self.trees.payload.get(id.as_bytes())?.ok_or_else(|| {
                 StoreError::Corrupt(format!("message {id} has a record but no payload"))
@@ -670,10 +684,7 @@ impl Store {
                 StoreError::Corrupt(format!("message {id} has a payload that is not UTF-8"))
             })?;
         }
-        if record.stage == Stage::Queued && self.leases.holds(id) {
-            record.stage = Stage::InFlight;
-        }
-        Ok(Some(record))
+        Ok(record)
     }
 
     /// Every attempt ever made for a message, oldest first (none for an unknown message).
@@ -743,8 +754,15 @@ impl Store {
             };
             let mut dropped = false;
             for (due_at, id) in due {
-                let record = self.get(id)?;
-                let Some(mut record) = record.filter(|r| r.stage == Stage::Queued) else {
+                let read = match self.trees.msg.get(id.as_bytes())? {
+                    Some(stored) => {
+                        let (record, at) = record::decode(&stored)?;
+                        Some((self.with_payload(record, at)?, (stored, at)))
+                    }
+                    None => None,
+                };
+                let Some((mut record, read)) = read.filter(|(r, _)| r.stage == Stage::Queued)
+                else {
                     // Only a bug could leave such an entry; the lane must not stall on it.
                     tracing::error!(
                         message_id = %id,
@@ -755,7 +773,7 @@ impl Store {
                     dropped = true;
                     continue;
                 };
-                if !self.leases.take(id, lease_until) {
+                if !self.leases.take(id, lease_until, Some(read)) {
                     continue;
                 }
                 record.stage = Stage::InFlight;
@@ -789,6 +807,7 @@ impl Store {
             attempt: attempt.clone(),
             decision: decision.clone(),
             now,
+            leased: None,
         }])
     }
 
@@ -818,7 +837,10 @@ impl Store {
             swapped,
             rest,
             failed,
-        } = self.swap_standalone(outcomes);
+        } = self.swap_standalone(outcomes.into_iter().map(|mut outcome| {
+            let leased = outcome.leased.take();
+            (outcome, leased)
+        }));
         if !swapped.is_empty() {
             // On disk within a commit, though nobody waits for it (`Store::record_attempts`).
             self.committer.request();
@@ -887,7 +909,11 @@ impl Store {
             swapped,
             rest,
             failed,
-        } = self.swap_standalone(ops.iter().flat_map(|op| &op.outcomes));
+        } = self.swap_standalone(
+            ops.iter()
+                .flat_map(|op| &op.outcomes)
+                .map(|outcome| (outcome, None)),
+        );
         applied.extend(
             swapped
                 .into_iter()
@@ -920,15 +946,15 @@ impl Store {
     /// read, and, should a write fail, the outcome it failed on and every one after it, with the failure.
     fn swap_standalone<O: std::borrow::Borrow<AttemptOutcome>>(
         &self,
-        outcomes: impl IntoIterator<Item = O>,
+        outcomes: impl IntoIterator<Item = (O, Option<MessageRecord>)>,
     ) -> Swaps<O> {
         let (mut swapped, mut rest, mut failed) = (Vec::new(), Vec::new(), Ok(()));
-        for outcome in outcomes {
+        for (outcome, leased) in outcomes {
             if failed.is_err() || !outcome.borrow().may_stand_alone() {
                 rest.push(outcome);
                 continue;
             }
-            match self.swap_outcome(outcome.borrow()) {
+            match self.swap_outcome(outcome.borrow(), leased) {
                 Ok(Some(moved)) => swapped.push((outcome, moved)),
                 Ok(None) => rest.push(outcome),
                 Err(error) => {
@@ -948,12 +974,38 @@ impl Store {
     /// ([`AttemptOutcome::record_alone`]); a single key needs no transaction to change atomically. `None`
     /// when it needs one, or when the record changed between the read and the swap (the transaction reads
     /// it again).
-    fn swap_outcome(&self, outcome: &AttemptOutcome) -> Result<Option<Moved>, StoreError> {
+    ///
+    /// `leased` is the record as its lease gave it ([`AttemptOutcome::leased`]). With the bytes the lease read
+    /// (`leases.rs`) it stands for the stored record, which then is neither read nor decoded again; the swap
+    /// is made against those bytes, so it fails if the record changed since.
+    fn swap_outcome(
+        &self,
+        outcome: &AttemptOutcome,
+        leased: Option<MessageRecord>,
+    ) -> Result<Option<Moved>, StoreError> {
         let key = outcome.id.as_bytes();
-        let Some(stored) = self.trees.msg.get(key)? else {
-            return Ok(None);
+        let (stored, record, at) = match (leased, self.leases.read(outcome.id)) {
+            // The lease decoded these bytes and changed nothing in the record but its stage (a payload kept
+            // apart was added to it, so only an inline one qualifies).
+            (Some(mut record), Some((stored, PayloadAt::Record)))
+                if record.id == outcome.id && record.stage == Stage::InFlight =>
+            {
+                record.stage = Stage::Queued;
+                debug_assert_eq!(
+                    record::decode(&stored).ok(),
+                    Some((record.clone(), PayloadAt::Record)),
+                    "the leased record stands for the stored one"
+                );
+                (stored, record, PayloadAt::Record)
+            }
+            _ => {
+                let Some(stored) = self.trees.msg.get(key)? else {
+                    return Ok(None);
+                };
+                let (record, at) = record::decode(&stored)?;
+                (stored, record, at)
+            }
         };
-        let (record, at) = record::decode(&stored)?;
         let Some((record, moved)) = outcome.record_alone(record, at) else {
             return Ok(None);
         };

@@ -136,6 +136,9 @@ pub struct AttemptOutcome {
     pub attempt: crate::model::AttemptRecord,
     pub decision: Decision,
     pub now: Millis,
+    /// The message's record as its lease gave it, handed back so that an outcome that changes only the
+    /// record can be swapped in without reading and decoding the record again. `None`: the store reads it.
+    pub leased: Option<MessageRecord>,
 }
 
 /// One caller's attempt outcomes (one per message of the request).
