@@ -298,10 +298,14 @@ async fn prune_delivered(store: Store, retention: Duration, cancel: Cancellation
             _ = ticker.tick() => {}
         }
         let before = now_millis().saturating_sub(retention.as_millis() as u64);
-        match store.prune_delivered(before) {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "pruned delivered messages past retention"),
-            Err(error) => tracing::error!(%error, "pruning delivered messages failed"),
+        // A pass reads records until the first one enqueued after the cutoff, which can be many: on a
+        // blocking thread, so that no tokio worker (a lane's lease, an attempt) waits for it.
+        let pass = store.clone();
+        match tokio::task::spawn_blocking(move || pass.prune_delivered(before)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(pruned)) => tracing::info!(pruned, "pruned delivered messages past retention"),
+            Ok(Err(error)) => tracing::error!(%error, "pruning delivered messages failed"),
+            Err(error) => tracing::error!(%error, "the pruning pass panicked"),
         }
     }
 }

@@ -4,10 +4,12 @@
 //! next start, with no attempt counted. So a lease writes nothing to disk. While a message is leased its
 //! record on disk still says `queued` and its due-index entry stays where it was; the store lays the lease
 //! over both: [`Store::get`](super::Store::get) reports it `in_flight`, and its lane's scans of the due
-//! index step over it. The attempt's outcome then moves the record on in one transaction, as before. This took one of
-//! the three sled transactions each delivered message cost (docs/PERFORMANCE.md, change 2).
+//! index step over it. The attempt's outcome then moves the record on. This took one of the three sled
+//! transactions each delivered message cost (docs/PERFORMANCE.md, change 2). A lease also keeps the record's
+//! bytes as it read them, which the outcome's swap is made against (change 18).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 
 use super::record::PayloadAt;
@@ -47,8 +49,8 @@ impl Leases {
     /// (the lease it has is kept as it was).
     pub fn take(&self, id: MessageId, until: Millis, read: Option<Read>) -> bool {
         self.with(|map| match map.entry(id) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(entry) => {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(entry) => {
                 entry.insert(Held { until, read });
                 true
             }
