@@ -12,6 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint_spec::{Defaults, Table, Tables};
 use crate::formats::FormatKind;
 use crate::retry::{Backoff, RetryPolicy};
 
@@ -81,8 +82,12 @@ pub struct RawConfig {
     pub api: RawApi,
     #[serde(default)]
     pub destinations: RawDestinations,
+    /// `[defaults]`: endpoint keys for every endpoint, and `[defaults.<format>]` tables for one format's.
     #[serde(default)]
-    pub endpoints: Vec<RawEndpoint>,
+    pub defaults: Table,
+    /// Each `[[endpoints]]` table as written; read as a [`RawEndpoint`] over the defaults.
+    #[serde(default)]
+    pub endpoints: Vec<Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -192,7 +197,13 @@ pub struct Config {
     /// Every API request must carry an access token, even before one is created.
     pub require_token: bool,
     pub allow: Vec<IpNet>,
+    /// `[defaults]` and `[defaults.<format>]`, laid under every endpoint's own keys.
+    pub defaults: Defaults,
+    /// The endpoints the file declares, validated, in file order.
     pub endpoints: Vec<EndpointConfig>,
+    /// The same endpoints' tables as written (without the defaults), by name: run-time overrides are laid
+    /// over these.
+    pub declared: Tables,
 }
 
 /// How log lines are written.
@@ -409,20 +420,30 @@ impl RawConfig {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        let defaults =
+            Defaults::from_table(self.defaults).map_err(|e| invalid(&e.field, e.reason))?;
         let mut names = HashSet::new();
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
-        for (i, raw) in self.endpoints.into_iter().enumerate() {
-            let key = |field: &str| format!("endpoints[{i}].{field}");
-            if !names.insert(raw.name.clone()) {
+        let mut declared = std::collections::HashMap::new();
+        for (i, table) in self.endpoints.into_iter().enumerate() {
+            let key = |field: &str| {
+                if field.is_empty() {
+                    format!("endpoints[{i}]")
+                } else {
+                    format!("endpoints[{i}].{field}")
+                }
+            };
+            let endpoint = defaults
+                .validate(&table)
+                .map_err(|e| invalid(&key(&e.field), e.reason))?;
+            if !names.insert(endpoint.name.clone()) {
                 return Err(invalid(
                     &key("name"),
-                    format!("endpoint `{}` is defined twice", raw.name),
+                    format!("endpoint `{}` is defined twice", endpoint.name),
                 ));
             }
-            endpoints.push(
-                raw.validate()
-                    .map_err(|(field, reason)| invalid(&key(field), reason))?,
-            );
+            declared.insert(endpoint.name.clone(), table);
+            endpoints.push(endpoint);
         }
         Ok(Config {
             data_dir,
@@ -444,14 +465,16 @@ impl RawConfig {
             metrics_listen,
             require_token: self.api.require_token,
             allow,
+            defaults,
             endpoints,
+            declared: Tables(declared),
         })
     }
 }
 
 impl RawEndpoint {
     /// Validates one endpoint; an error is (field, reason).
-    fn validate(self) -> Result<EndpointConfig, (&'static str, String)> {
+    pub(crate) fn validate(self) -> Result<EndpointConfig, (&'static str, String)> {
         validate_endpoint_name(&self.name).map_err(|r| ("name", r))?;
         let url = parse_url(&self.url)?;
         let format = match self.format.as_deref() {
@@ -667,41 +690,12 @@ pub struct EndpointSettings {
 }
 
 impl EndpointSettings {
-    /// These settings over `older` ones: a field given here wins.
-    pub fn over(self, older: EndpointSettings) -> EndpointSettings {
-        EndpointSettings {
-            url: self.url.or(older.url),
-            timeout_ms: self.timeout_ms.or(older.timeout_ms),
-            max_attempts: self.max_attempts.or(older.max_attempts),
-            max_age: self.max_age.or(older.max_age),
+    /// The same change as a table of config-file keys.
+    pub fn to_table(&self) -> Table {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(table)) => table,
+            _ => Table::new(),
         }
-    }
-}
-
-impl EndpointConfig {
-    /// The endpoint with `settings` applied, validated by the same rules as the config file; an error is
-    /// (field, reason).
-    pub fn with_settings(
-        &self,
-        settings: &EndpointSettings,
-    ) -> Result<EndpointConfig, (&'static str, String)> {
-        let mut endpoint = self.clone();
-        if let Some(url) = &settings.url {
-            endpoint.url = parse_url(url)?;
-        }
-        if let Some(timeout_ms) = settings.timeout_ms {
-            endpoint.timeout = Duration::from_millis(
-                positive(Some(timeout_ms), 1, "timeout_ms").map_err(|r| ("timeout_ms", r))?,
-            );
-        }
-        if let Some(max_attempts) = settings.max_attempts {
-            endpoint.retry.max_attempts =
-                positive(Some(max_attempts), 1, "max_attempts").map_err(|r| ("max_attempts", r))?;
-        }
-        if let Some(max_age) = &settings.max_age {
-            endpoint.retry.max_age = duration(Some(max_age), "24h").map_err(|r| ("max_age", r))?;
-        }
-        Ok(endpoint)
     }
 }
 

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::tokens::TokenDigests;
 use crate::api::{AppState, router};
-use crate::config::{Config, EndpointConfig};
+use crate::config::Config;
 use crate::dispatch::{DispatchContext, Dispatcher};
 use crate::guard::DestinationGuard;
 use crate::http_client::{ClientBuildError, HttpSender};
@@ -110,8 +110,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         shutdown_grace: config.shutdown_grace,
         telemetry: Arc::clone(&telemetry),
     });
-    let endpoints = effective_endpoints(&config, &store)?;
-    let dispatcher = Dispatcher::start(context, &endpoints, cancel.clone())?;
+    let dispatcher = Dispatcher::start(context, Arc::clone(&config), cancel.clone())?;
     let state = AppState {
         store: store.clone(),
         config: Arc::clone(&config),
@@ -187,22 +186,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Ok(Err(e)) => Err(DaemonError::Serve(e)),
         Err(e) => Err(DaemonError::Serve(std::io::Error::other(e))),
     }
-}
-
-/// The config file's endpoints with the settings changed at run time (kept in the store) laid over them.
-fn effective_endpoints(config: &Config, store: &Store) -> Result<Vec<EndpointConfig>, DaemonError> {
-    let mut endpoints = Vec::with_capacity(config.endpoints.len());
-    for endpoint in &config.endpoints {
-        let settings = store.endpoint_state(&endpoint.name)?.settings;
-        match endpoint.with_settings(&settings) {
-            Ok(live) => endpoints.push(live),
-            Err((field, reason)) => {
-                tracing::error!(endpoint = %endpoint.name, field, %reason, "stored settings no longer valid; using the config file's");
-                endpoints.push(endpoint.clone());
-            }
-        }
-    }
-    Ok(endpoints)
 }
 
 /// Creates a directory hookd owns (data dir, socket dir) as 0700 when it does not exist yet.

@@ -18,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod dispatch;
+pub mod endpoint_spec;
 pub mod formats;
 pub mod guard;
 pub mod http_client;

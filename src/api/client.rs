@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 use super::error::ErrorBody;
 use super::tokens::{CreateToken, CreatedToken, Revoked, TokenList};
 use super::wire::{
-    DeadList, DlqSelection, EndpointList, EndpointView, EnqueueRequest, EnqueueResponse, EventLine,
-    Health, MessageView, PurgeResponse, ReplayResponse, Stats, StatusReport,
+    DeadList, DlqSelection, EndpointDeleted, EndpointList, EndpointView, EnqueueRequest,
+    EnqueueResponse, EventLine, Health, MessageView, PurgeResponse, ReplayResponse, Stats,
+    StatusReport,
 };
 use crate::config::EndpointSettings;
 
@@ -191,8 +192,51 @@ impl Client {
             .await
     }
 
-    pub async fn endpoints(&self) -> Result<EndpointList, ClientError> {
-        self.call(Method::GET, "/v1/endpoints", None::<&()>).await
+    /// One page of `GET /v1/endpoints`; `query` is the query string (already encoded), or empty.
+    pub async fn endpoints(&self, query: &str) -> Result<EndpointList, ClientError> {
+        let path = if query.is_empty() {
+            "/v1/endpoints".to_owned()
+        } else {
+            format!("/v1/endpoints?{query}")
+        };
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/endpoints`: `table` holds name, format, url and any other endpoint key.
+    pub async fn create_endpoint(
+        &self,
+        table: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<EndpointView, ClientError> {
+        self.call(Method::POST, "/v1/endpoints", Some(table)).await
+    }
+
+    /// `PATCH /v1/endpoints/{name}`.
+    pub async fn patch_endpoint(
+        &self,
+        name: &str,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<EndpointView, ClientError> {
+        let path = format!("/v1/endpoints/{}", encode(name));
+        self.call(Method::PATCH, &path, Some(patch)).await
+    }
+
+    /// `POST /v1/endpoints/{name}/reset`.
+    pub async fn reset_endpoint(&self, name: &str) -> Result<EndpointView, ClientError> {
+        let path = format!("/v1/endpoints/{}/reset", encode(name));
+        self.call(Method::POST, &path, None::<&()>).await
+    }
+
+    /// `DELETE /v1/endpoints/{name}`; `messages` is `dead-letter` or `purge` when it has messages.
+    pub async fn delete_endpoint(
+        &self,
+        name: &str,
+        messages: Option<&str>,
+    ) -> Result<EndpointDeleted, ClientError> {
+        let mut path = format!("/v1/endpoints/{}", encode(name));
+        if let Some(messages) = messages {
+            path.push_str(&format!("?messages={}", encode(messages)));
+        }
+        self.call(Method::DELETE, &path, None::<&()>).await
     }
 
     pub async fn endpoint(&self, name: &str) -> Result<EndpointView, ClientError> {
@@ -228,9 +272,15 @@ impl Client {
         self.call(Method::POST, &path, None::<&()>).await
     }
 
-    pub async fn create_token(&self, name: &str) -> Result<CreatedToken, ClientError> {
+    /// Creates a token; with `endpoint`, scoped to that endpoint.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        endpoint: Option<&str>,
+    ) -> Result<CreatedToken, ClientError> {
         let body = CreateToken {
             name: name.to_owned(),
+            endpoint: endpoint.map(str::to_owned),
         };
         self.call(Method::POST, "/v1/tokens", Some(&body)).await
     }

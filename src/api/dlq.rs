@@ -118,9 +118,19 @@ fn last_status(state: &AppState, record: &MessageRecord) -> Result<Option<u16>, 
 
 pub(super) async fn list(
     AxumState(state): AxumState<AppState>,
+    scope: Option<axum::Extension<super::tokens::Scope>>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeadList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(axum::Extension(super::tokens::Scope(own))) = &scope
+        && query.endpoint.as_deref() != Some(own.as_str())
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token is scoped to endpoint `{own}`: list with endpoint={own}"),
+        ));
+    }
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let after = query.after.as_deref().map(parse_id).transpose()?;
     let filter = DeadFilter::new(query.since, query.reason.as_deref(), query.status);
@@ -152,11 +162,15 @@ pub(super) async fn list(
 
 pub(super) async fn show(
     AxumState(state): AxumState<AppState>,
+    scope: Option<axum::Extension<super::tokens::Scope>>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
     match state.store.get(id)? {
-        Some(record) if record.stage == Stage::Dead => Ok(Json(view(&state, record)?)),
+        Some(record) if record.stage == Stage::Dead => {
+            super::tokens::Scope::allows(scope.as_deref(), &record.endpoint)?;
+            Ok(Json(view(&state, record)?))
+        }
         _ => Err(ApiError::not_found(format!(
             "{id} is not in the dead-letter queue"
         ))),

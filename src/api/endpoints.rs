@@ -1,29 +1,35 @@
-//! Endpoints as configured, with their message counts; and the daemon-wide stats.
+//! Endpoints as they run, with their message counts and where they are defined: the reads (`GET`), the
+//! operator's controls (pause, resume, enable, verify), and the daemon-wide stats. Changes to an endpoint's
+//! settings are in `endpoint_changes.rs`.
 
 use axum::Json;
-use axum::extract::{Path, State as AxumState};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State as AxumState};
+use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
 use super::wire::{CircuitInfo, EndpointList, EndpointView, Stats};
-use std::sync::Arc;
-
-use axum::extract::rejection::BytesRejection;
-use bytes::Bytes;
-
-use super::error::parse_json;
-use super::messages::read_body;
-use crate::config::{Auth, EndpointConfig, EndpointSettings, masked_url};
+use crate::config::{Auth, EndpointConfig, masked_url};
 use crate::dispatch::health::CircuitState;
-use crate::dispatch::{CircuitView, ControlChange, LaneStatus};
+use crate::dispatch::{CircuitView, ControlChange, LaneStatus, Origin};
+use crate::endpoint_spec::{Table, masked};
 use crate::retry::Backoff;
 use crate::store::StageCounts;
+
+/// Where an endpoint is defined, its run-time overrides and its own table, as a view shows them.
+struct Definition {
+    origin: Origin,
+    overrides: Vec<String>,
+    table: Table,
+}
 
 fn describe(
     endpoint: &EndpointConfig,
     status: Option<LaneStatus>,
     circuit: Option<CircuitView>,
     counts: StageCounts,
+    definition: Definition,
 ) -> EndpointView {
     let retry = match &endpoint.retry.backoff {
         Backoff::Schedule { delays, jitter } => format!(
@@ -67,6 +73,9 @@ fn describe(
         }),
         retry,
         counts,
+        origin: definition.origin.name().into(),
+        overrides: definition.overrides,
+        settings: masked(&definition.table),
     }
 }
 
@@ -102,91 +111,114 @@ fn circuit_info(endpoint: &EndpointConfig, circuit: Option<CircuitView>) -> Circ
     }
 }
 
+/// `GET /v1/endpoints` filters and page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+    format: Option<String>,
+    state: Option<String>,
+    prefix: Option<String>,
+}
+
+/// The most endpoints one page holds.
+const MAX_PAGE: usize = 1000;
+
 pub(super) async fn list(
     AxumState(state): AxumState<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<EndpointList>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid(format!(
+            "limit: {limit} must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    if let Some(wanted) = &query.state
+        && !LaneStatus::NAMES.contains(&wanted.as_str())
+    {
+        return Err(ApiError::invalid(format!(
+            "state: `{wanted}` is not one of: {}",
+            LaneStatus::NAMES.join(", ")
+        )));
+    }
+    if let Some(format) = &query.format
+        && crate::formats::FormatKind::from_name(format).is_none()
+    {
+        return Err(ApiError::invalid(format!(
+            "format: unknown format `{format}` (known: {})",
+            crate::formats::FormatKind::NAMES.join(", ")
+        )));
+    }
+    let (names, next) = state.lanes.names(query.after.as_deref(), limit, |name, e| {
+        query.prefix.as_deref().is_none_or(|p| name.starts_with(p))
+            && query.format.as_deref().is_none_or(|f| e.format.name() == f)
+            && query
+                .state
+                .as_deref()
+                .is_none_or(|wanted| state.lanes.status(name).is_some_and(|s| s.name() == wanted))
+    });
     let counts = state.store.counts()?;
-    let endpoints = state
-        .config
-        .endpoints
-        .iter()
-        .map(|e| {
-            let own = counts.by_endpoint.get(&e.name).copied().unwrap_or_default();
-            let live = state
-                .lanes
-                .endpoint(&e.name)
-                .unwrap_or_else(|| Arc::new(e.clone()));
-            describe(
-                &live,
-                state.lanes.status(&e.name),
-                state.lanes.circuit(&e.name),
-                own,
-            )
-        })
-        .collect();
-    Ok(Json(EndpointList { endpoints }))
+    let mut endpoints = Vec::with_capacity(names.len());
+    for name in names {
+        let own = counts.by_endpoint.get(&name).copied().unwrap_or_default();
+        // An endpoint deleted since the names were read is left out.
+        if let Ok(view) = view_with(&state, &name, own) {
+            endpoints.push(view);
+        }
+    }
+    Ok(Json(EndpointList { endpoints, next }))
 }
 
 pub(super) async fn show(
     AxumState(state): AxumState<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let endpoint = configured(&state, &name)?;
-    Ok(Json(live_view(&state, endpoint)?))
+    Ok(Json(live_view(&state, &name)?))
 }
 
-/// The endpoint of that name in the config file, or 404.
-fn configured<'a>(state: &'a AppState, name: &str) -> Result<&'a EndpointConfig, ApiError> {
-    state
-        .config
-        .endpoint(name)
-        .ok_or_else(|| ApiError::unknown_endpoint(name))
-}
-
-/// The endpoint as it runs now (live settings), with its lane status and counts.
-fn live_view(state: &AppState, endpoint: &EndpointConfig) -> Result<EndpointView, ApiError> {
+/// The endpoint as it runs now (live settings), with its status, counts and definition; 404 when unknown.
+pub(super) fn live_view(state: &AppState, name: &str) -> Result<EndpointView, ApiError> {
     let counts = state.store.counts()?;
-    let own = counts
-        .by_endpoint
-        .get(&endpoint.name)
-        .copied()
-        .unwrap_or_default();
+    let own = counts.by_endpoint.get(name).copied().unwrap_or_default();
+    view_with(state, name, own)
+}
+
+fn view_with(state: &AppState, name: &str, counts: StageCounts) -> Result<EndpointView, ApiError> {
     let live = state
         .lanes
-        .endpoint(&endpoint.name)
-        .unwrap_or_else(|| Arc::new(endpoint.clone()));
+        .endpoint(name)
+        .ok_or_else(|| ApiError::unknown_endpoint(name))?;
+    let origin = state
+        .lanes
+        .origin(name)
+        .ok_or_else(|| ApiError::unknown_endpoint(name))?;
+    let stored = state.store.endpoint_state(name)?;
+    let definition = match origin {
+        Origin::Config => {
+            let mut table = state.config.declared.get(name).cloned().unwrap_or_default();
+            table.extend(stored.settings.clone());
+            Definition {
+                origin,
+                overrides: stored.settings.keys().cloned().collect(),
+                table,
+            }
+        }
+        Origin::Api => Definition {
+            origin,
+            overrides: Vec::new(),
+            table: stored.definition.unwrap_or_default(),
+        },
+    };
     Ok(describe(
         &live,
-        state.lanes.status(&endpoint.name),
-        state.lanes.circuit(&endpoint.name),
-        own,
+        state.lanes.status(name),
+        state.lanes.circuit(name),
+        counts,
+        definition,
     ))
-}
-
-/// `PUT /v1/endpoints/{name}`: changes url, timeout_ms, max_attempts or max_age at run time. Validated like
-/// the config file, persisted in the store (surviving restarts), applied to the running lane at once.
-pub(super) async fn update(
-    AxumState(state): AxumState<AppState>,
-    Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<EndpointView>, ApiError> {
-    let endpoint = configured(&state, &name)?;
-    let change: EndpointSettings = parse_json(&read_body(body)?)?;
-    if change == EndpointSettings::default() {
-        return Err(ApiError::invalid(
-            "give at least one of url, timeout_ms, max_attempts, max_age",
-        ));
-    }
-    let mut stored = state.store.endpoint_state(&name)?;
-    let merged = change.over(stored.settings.clone());
-    let live = endpoint
-        .with_settings(&merged)
-        .map_err(|(field, reason)| ApiError::invalid(format!("{field}: {reason}")))?;
-    stored.settings = merged;
-    state.store.set_endpoint_state(&name, &stored).await?;
-    tracing::info!(endpoint = %name, "endpoint settings changed at run time");
-    state.lanes.update(live);
-    Ok(Json(live_view(&state, endpoint)?))
 }
 
 /// `POST /v1/endpoints/{name}/verify`: runs the verification handshake now; answers the endpoint.
@@ -194,13 +226,16 @@ pub(super) async fn verify(
     AxumState(state): AxumState<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let endpoint = configured(&state, &name)?;
+    state
+        .lanes
+        .endpoint(&name)
+        .ok_or_else(|| ApiError::unknown_endpoint(&name))?;
     if state.lanes.verify(&name).await.is_none() {
         return Err(ApiError::invalid(format!(
             "endpoint `{name}` has no verification handshake"
         )));
     }
-    Ok(Json(live_view(&state, endpoint)?))
+    Ok(Json(live_view(&state, &name)?))
 }
 
 /// `POST /v1/endpoints/{name}/pause`: stop sending; messages stay queued (attempts untouched).
@@ -232,14 +267,13 @@ async fn control(
     Path(name): Path<String>,
     change: ControlChange,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let endpoint = configured(&state, &name)?;
     let control = state
         .lanes
         .control(&name, change)
         .await
         .ok_or_else(|| ApiError::unknown_endpoint(&name))??;
     // The lane writes its new status when it notices the change; answer with the status it will reach.
-    let mut view = live_view(&state, endpoint)?;
+    let mut view = live_view(&state, &name)?;
     if let Some(reason) = control.disabled {
         view.state = "disabled".into();
         view.state_reason = Some(reason);

@@ -212,6 +212,7 @@ pub(super) fn parse_id(text: &str) -> Result<MessageId, ApiError> {
 
 pub(super) async fn show(
     AxumState(state): AxumState<AppState>,
+    scope: Option<axum::Extension<super::tokens::Scope>>,
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
@@ -219,6 +220,7 @@ pub(super) async fn show(
         .store
         .get(id)?
         .ok_or_else(|| ApiError::not_found(format!("no message {id}")))?;
+    super::tokens::Scope::allows(scope.as_deref(), &record.endpoint)?;
     Ok(Json(view(&state, record)?))
 }
 

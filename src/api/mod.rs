@@ -7,6 +7,7 @@
 mod admission;
 pub mod client;
 mod dlq;
+mod endpoint_changes;
 mod endpoints;
 pub mod error;
 mod events;
@@ -71,11 +72,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dlq/{id}", get(dlq::show))
         .route("/v1/dlq/replay", post(dlq::replay))
         .route("/v1/dlq/purge", post(dlq::purge))
-        .route("/v1/endpoints", get(endpoints::list))
+        .route(
+            "/v1/endpoints",
+            get(endpoints::list).post(endpoint_changes::create),
+        )
         .route(
             "/v1/endpoints/{name}",
-            get(endpoints::show).put(endpoints::update),
+            get(endpoints::show)
+                .put(endpoint_changes::update)
+                .patch(endpoint_changes::patch)
+                .delete(endpoint_changes::delete),
         )
+        .route("/v1/endpoints/{name}/reset", post(endpoint_changes::reset))
         .route("/v1/endpoints/{name}/verify", post(endpoints::verify))
         .route("/v1/endpoints/{name}/pause", post(endpoints::pause))
         .route("/v1/endpoints/{name}/resume", post(endpoints::resume))

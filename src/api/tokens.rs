@@ -3,6 +3,11 @@
 //! A token is shown once, at creation; the store keeps only its SHA-256. When any token exists, or the
 //! config says `[api] require_token = true`, every request must carry `Authorization: Bearer <token>`;
 //! the check compares digests in constant time. The digests live in memory too, so the check reads no disk.
+//!
+//! A token created with an `endpoint` is scoped to it (seed 000: a customer's token for its own endpoint
+//! settings): it may read and change that endpoint (`GET`, `PATCH`, `PUT`, `verify`) and read its messages
+//! and dead letters, and gets 403 `forbidden` on every other route. The check lets a scoped request through
+//! with a [`Scope`] extension; the message routes compare it with the message's endpoint.
 
 use std::sync::{Arc, RwLock};
 
@@ -24,9 +29,37 @@ use crate::config::validate_endpoint_name;
 use crate::model::{Millis, now_millis};
 use crate::store::{Store, StoreError, TokenRecord};
 
-/// The digests of the live tokens, shared by the check and the token routes.
+/// The digests of the live tokens, each with the endpoint it is scoped to; shared by the check and the
+/// token routes.
 #[derive(Debug, Clone, Default)]
-pub struct TokenDigests(Arc<RwLock<Vec<[u8; 32]>>>);
+pub struct TokenDigests(Arc<RwLock<Vec<KnownToken>>>);
+
+/// A live token's digest and the endpoint it is scoped to (`None`: an admin token).
+type KnownToken = ([u8; 32], Option<String>);
+
+/// The endpoint a scoped token's request is limited to (absent for an admin token or no token).
+#[derive(Debug, Clone)]
+pub struct Scope(pub String);
+
+impl Scope {
+    /// 403 unless `endpoint` is the scope's (no scope: allowed).
+    pub fn allows(scope: Option<&Scope>, endpoint: &str) -> Result<(), ApiError> {
+        match scope {
+            Some(Scope(own)) if own != endpoint => Err(forbidden(own)),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn forbidden(own: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "this token is scoped to endpoint `{own}`: it may read and change that endpoint and read its messages, nothing else"
+        ),
+    )
+}
 
 impl TokenDigests {
     /// Loads the digests of every stored token.
@@ -34,7 +67,7 @@ impl TokenDigests {
         let digests = store
             .tokens()?
             .iter()
-            .filter_map(|t| from_hex(&t.sha256))
+            .filter_map(|t| from_hex(&t.sha256).map(|d| (d, t.endpoint.clone())))
             .collect();
         Ok(TokenDigests(Arc::new(RwLock::new(digests))))
     }
@@ -49,7 +82,7 @@ impl TokenDigests {
         Ok(())
     }
 
-    fn snapshot(&self) -> Vec<[u8; 32]> {
+    fn snapshot(&self) -> Vec<KnownToken> {
         match self.0.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -97,11 +130,44 @@ pub async fn check(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|token| digest(token.trim()));
-    match presented {
-        Some(d) if digests.iter().any(|known| same_digest(known, &d)) => next.run(request).await,
-        Some(_) => unauthorized("the access token is not valid").into_response(),
-        None => unauthorized("an access token is required: send Authorization: Bearer <token>")
-            .into_response(),
+    let matched = presented.and_then(|d| {
+        digests
+            .iter()
+            .find(|(known, _)| same_digest(known, &d))
+            .map(|(_, scope)| scope.clone())
+    });
+    match (matched, presented) {
+        (Some(None), _) => next.run(request).await,
+        (Some(Some(own)), _) => {
+            if !scoped_route(request.method(), request.uri().path(), &own) {
+                return forbidden(&own).into_response();
+            }
+            let mut request = request;
+            request.extensions_mut().insert(Scope(own));
+            next.run(request).await
+        }
+        (None, Some(_)) => unauthorized("the access token is not valid").into_response(),
+        (None, None) => unauthorized(
+            "an access token is required: send Authorization: Bearer <token> (hookd: --token or HOOKD_TOKEN)",
+        )
+        .into_response(),
+    }
+}
+
+/// The routes a token scoped to `own` may call: its endpoint's reads and changes, and message reads (whose
+/// handlers check the message's endpoint).
+fn scoped_route(method: &axum::http::Method, path: &str, own: &str) -> bool {
+    use axum::http::Method;
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "v1", "endpoints", name] => {
+            *name == own && [Method::GET, Method::PATCH, Method::PUT].contains(method)
+        }
+        ["", "v1", "endpoints", name, "verify"] => *name == own && method == Method::POST,
+        ["", "v1", "messages", _] | ["", "v1", "dlq"] | ["", "v1", "dlq", _] => {
+            method == Method::GET
+        }
+        _ => false,
     }
 }
 
@@ -113,6 +179,9 @@ fn unauthorized(message: &str) -> ApiError {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
+    /// Scope the token to this endpoint; absent: an admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// The one answer that shows a token.
@@ -120,12 +189,16 @@ pub struct CreateToken {
 pub struct CreatedToken {
     pub name: String,
     pub token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TokenInfo {
     pub name: String,
     pub created_at: Millis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -144,11 +217,17 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let request: CreateToken = parse_json(&read_body(body)?)?;
     validate_endpoint_name(&request.name).map_err(|r| ApiError::invalid(format!("name: {r}")))?;
+    if let Some(endpoint) = &request.endpoint
+        && state.lanes.endpoint(endpoint).is_none()
+    {
+        return Err(ApiError::unknown_endpoint(endpoint));
+    }
     let token = format!("hkd_{}", Alphanumeric.sample_string(&mut rand::rng(), 40));
     let record = TokenRecord {
         name: request.name.clone(),
         sha256: to_hex(&digest(&token)),
         created_at: now_millis(),
+        endpoint: request.endpoint.clone(),
     };
     state
         .store
@@ -166,6 +245,7 @@ pub(super) async fn create(
         Json(CreatedToken {
             name: request.name,
             token,
+            endpoint: request.endpoint,
         }),
     ))
 }
@@ -180,6 +260,7 @@ pub(super) async fn list(
         .map(|t| TokenInfo {
             name: t.name,
             created_at: t.created_at,
+            endpoint: t.endpoint,
         })
         .collect();
     Ok(Json(TokenList { tokens }))
@@ -199,6 +280,33 @@ pub(super) async fn revoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scoped_token_reaches_its_own_endpoint_and_message_reads_only() {
+        use axum::http::Method;
+        assert!(scoped_route(&Method::GET, "/v1/endpoints/acme", "acme"));
+        assert!(scoped_route(&Method::PATCH, "/v1/endpoints/acme", "acme"));
+        assert!(scoped_route(&Method::PUT, "/v1/endpoints/acme", "acme"));
+        assert!(scoped_route(
+            &Method::POST,
+            "/v1/endpoints/acme/verify",
+            "acme"
+        ));
+        assert!(scoped_route(&Method::GET, "/v1/messages/x", "acme"));
+        assert!(scoped_route(&Method::GET, "/v1/dlq", "acme"));
+        assert!(!scoped_route(&Method::GET, "/v1/endpoints/other", "acme"));
+        assert!(!scoped_route(&Method::DELETE, "/v1/endpoints/acme", "acme"));
+        assert!(!scoped_route(
+            &Method::POST,
+            "/v1/endpoints/acme/pause",
+            "acme"
+        ));
+        assert!(!scoped_route(&Method::GET, "/v1/endpoints", "acme"));
+        assert!(!scoped_route(&Method::POST, "/v1/messages", "acme"));
+        assert!(!scoped_route(&Method::POST, "/v1/dlq/replay", "acme"));
+        assert!(!scoped_route(&Method::GET, "/v1/tokens", "acme"));
+        assert!(!scoped_route(&Method::GET, "/v1/stats", "acme"));
+    }
 
     #[test]
     fn digests_round_trip_through_hex_and_compare_exactly() {

@@ -175,6 +175,15 @@ pub struct EndpointView {
     pub auth: Option<String>,
     pub retry: String,
     pub counts: StageCounts,
+    /// `config` (declared in the config file) or `api` (created through the API).
+    #[serde(default)]
+    pub origin: String,
+    /// For a declared endpoint, the keys changed at run time (`hookd endpoints reset` drops them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
+    /// The endpoint's own keys in config-file names and shapes (defaults not included), secrets masked.
+    #[serde(default)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An endpoint's circuit breaker.
@@ -193,6 +202,18 @@ pub struct CircuitInfo {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EndpointList {
     pub endpoints: Vec<EndpointView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `DELETE /v1/endpoints/{name}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EndpointDeleted {
+    pub name: String,
+    pub deleted: bool,
+    /// How many queued messages became dead letters (`messages=dead-letter`) or were purged.
+    pub retired: usize,
 }
 
 /// `GET /v1/stats`.

@@ -1,10 +1,12 @@
-//! `hookd endpoints ...`: list endpoints with their counts, show one, and change one at run time (settings,
-//! pause/resume/enable, the verification handshake); every verb that changes an endpoint shows it after.
+//! `hookd endpoints ...`: list endpoints with their counts, show one, create, change, reset and delete them
+//! at run time (settings, pause/resume/enable, the verification handshake); every verb that changes an
+//! endpoint shows it after.
 
 use super::CliError;
 use super::args::{Connection, EndpointsVerb};
 use super::connect::connect;
 use super::output::{output, print_table, row};
+use super::settings;
 use crate::api::wire::EndpointView;
 use crate::config::EndpointSettings;
 
@@ -17,26 +19,74 @@ pub(super) async fn run_endpoints(
     // `verify` fails (after the output) unless the handshake left the endpoint active.
     let mut verified = None;
     let endpoint = match verb {
-        EndpointsVerb::List => {
-            let list = client.endpoints().await?;
-            output(connection, &list, |l| print_endpoints(&l.endpoints));
+        EndpointsVerb::List {
+            format,
+            state,
+            prefix,
+            limit,
+            after,
+        } => {
+            let query = list_query(&[
+                ("format", format),
+                ("state", state),
+                ("prefix", prefix),
+                ("limit", Some(limit.to_string())),
+                ("after", after),
+            ]);
+            let list = client.endpoints(&query).await?;
+            output(connection, &list, |l| {
+                print_endpoints(&l.endpoints);
+                if let Some(next) = &l.next {
+                    errln!("more: hookd endpoints list --after {next}");
+                }
+            });
             return Ok(());
         }
         EndpointsVerb::Show { name } => client.endpoint(&name).await?,
+        EndpointsVerb::Create {
+            name,
+            format,
+            url,
+            auth,
+            set,
+        } => {
+            let mut table = settings::table(&set, &auth)?;
+            table.insert("name".into(), name.into());
+            table.insert("format".into(), format.into());
+            table.insert("url".into(), url.into());
+            client.create_endpoint(&table).await?
+        }
+        EndpointsVerb::Delete { name, messages } => {
+            let deleted = client.delete_endpoint(&name, messages.as_deref()).await?;
+            output(connection, &deleted, |d| {
+                outln!("deleted {} ({} messages retired)", d.name, d.retired)
+            });
+            return Ok(());
+        }
+        EndpointsVerb::Reset { name } => client.reset_endpoint(&name).await?,
         EndpointsVerb::Set {
             name,
             url,
             timeout_ms,
             max_attempts,
             max_age,
+            auth,
+            set,
         } => {
-            let settings = EndpointSettings {
+            let mut table = EndpointSettings {
                 url,
                 timeout_ms,
                 max_attempts,
                 max_age,
-            };
-            client.update_endpoint(&name, &settings).await?
+            }
+            .to_table();
+            table.extend(settings::table(&set, &auth)?);
+            if table.is_empty() {
+                return Err(CliError::Usage(
+                    "give at least one setting to change (--url, --timeout-ms, --max-attempts, --max-age, --auth-*, --set KEY=VALUE)".into(),
+                ));
+            }
+            client.patch_endpoint(&name, &table).await?
         }
         EndpointsVerb::Pause { name } => client.control_endpoint(&name, "pause").await?,
         EndpointsVerb::Resume { name } => client.control_endpoint(&name, "resume").await?,
@@ -55,6 +105,17 @@ pub(super) async fn run_endpoints(
         ))),
         _ => Ok(()),
     }
+}
+
+/// `key=value&...` of the given values, encoded.
+fn list_query(pairs: &[(&str, Option<String>)]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            query.append_pair(key, value);
+        }
+    }
+    query.finish()
 }
 
 /// Endpoints as a table: name, format, state, counts, URL.
@@ -89,6 +150,14 @@ fn print_endpoint(e: &EndpointView) {
     outln!("name:         {}", e.name);
     outln!("url:          {}", e.url);
     outln!("format:       {}", e.format);
+    outln!("origin:       {}", e.origin);
+    if !e.overrides.is_empty() {
+        outln!(
+            "overrides:    {} (run-time; `hookd endpoints reset {}` drops them)",
+            e.overrides.join(", "),
+            e.name
+        );
+    }
     match &e.state_reason {
         Some(reason) => outln!("state:        {} ({reason})", e.state),
         None => outln!("state:        {}", e.state),

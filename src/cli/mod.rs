@@ -23,12 +23,21 @@ macro_rules! outln {
     }};
 }
 
+/// `eprintln!` for hints beside the output (they stay out of pipes); a closed stderr is ignored.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod connect;
 mod dlq;
 mod endpoints;
 mod messages;
 mod output;
+mod settings;
 mod status;
 mod tail;
 mod tokens;

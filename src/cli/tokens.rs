@@ -9,16 +9,32 @@ use super::output::{output, print_table, row, time};
 pub(super) async fn run_tokens(verb: TokensVerb, connection: &Connection) -> Result<(), CliError> {
     let client = connect(connection)?;
     match verb {
-        TokensVerb::Create { name } => {
-            let created = client.create_token(&name).await?;
-            output(connection, &created, |c| outln!("{}", c.token));
+        TokensVerb::Create { name, endpoint } => {
+            let created = client.create_token(&name, endpoint.as_deref()).await?;
+            output(connection, &created, |c| {
+                outln!("{}", c.token);
+                match &c.endpoint {
+                    Some(endpoint) => errln!(
+                        "token `{}` is scoped to endpoint `{endpoint}`; every request to the API now needs a token (--token or HOOKD_TOKEN)",
+                        c.name
+                    ),
+                    None => errln!(
+                        "token `{}` created; every request to the API now needs a token (--token or HOOKD_TOKEN)",
+                        c.name
+                    ),
+                }
+            });
         }
         TokensVerb::List => {
             let list = client.tokens().await?;
             output(connection, &list, |l| {
-                let mut rows = vec![row(["NAME", "CREATED"])];
+                let mut rows = vec![row(["NAME", "CREATED", "ENDPOINT"])];
                 for t in &l.tokens {
-                    rows.push(vec![t.name.clone(), time(t.created_at)]);
+                    rows.push(vec![
+                        t.name.clone(),
+                        time(t.created_at),
+                        t.endpoint.clone().unwrap_or_else(|| "(admin)".into()),
+                    ]);
                 }
                 print_table(&rows);
             });

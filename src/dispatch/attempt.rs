@@ -55,7 +55,7 @@ pub(super) async fn run_attempt(
     let gone = matches!(answer, Answer::Response { status: GONE, .. });
     if gone {
         let reason = format!("the receiver answered {GONE} Gone");
-        if let Err(error) = lane.disable(&context.store, reason).await {
+        if let Err(error) = lane.disable(reason).await {
             tracing::error!(endpoint = %endpoint.name, %error, "cannot record that the endpoint is disabled");
         }
     }

@@ -44,7 +44,12 @@ pub(super) struct Lane {
     pub recheck: Arc<Notify>,
     /// The circuit breaker and status, shared with this lane's attempts and the API.
     pub shared: Arc<LaneShared>,
+    /// Stops this lane (the daemon's shutdown, or its endpoint's deletion).
     pub shutdown: CancellationToken,
+    /// Cancelled once the lane has stopped.
+    pub stopped: CancellationToken,
+    /// The registry, which this lane leaves when its endpoint has nothing queued.
+    pub lanes: super::Lanes,
 }
 
 /// Why a lane stopped waiting.
@@ -133,6 +138,13 @@ impl Lane {
                 Ok(Lease::NextDueAt(due_at)) => {
                     Some(Duration::from_millis(due_at.saturating_sub(now)))
                 }
+                Ok(Lease::Idle) if attempts.is_empty() => {
+                    drop(taken);
+                    if self.lanes.retire(&self.name, &self.wake) {
+                        break;
+                    }
+                    continue;
+                }
                 Ok(Lease::Idle) => None,
                 Err(error) => {
                     tracing::error!(endpoint = %self.name, %error, "lane cannot read the store");
@@ -154,6 +166,8 @@ impl Lane {
                 _ = self.wake.notified() => {}
                 _ = self.control.changed() => {}
                 _ = sleep => {}
+                // An attempt ended: the lane may have nothing left and stop.
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
                 changed = changes.changed() => match changed {
                     Ok(()) => settings_dirty = true,
                     // The API is gone (shutdown): no more changes can come.
@@ -162,6 +176,7 @@ impl Lane {
             }
         }
         self.finish(attempts).await;
+        self.stopped.cancel();
     }
 
     /// Waits until the operator's control, the verification handshake and the circuit breaker all let the

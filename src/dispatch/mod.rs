@@ -12,17 +12,18 @@
 mod attempt;
 pub mod health;
 mod lane;
+mod registry;
 mod verify;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+pub use registry::{EndpointError, Lanes, Origin};
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::EndpointConfig;
+use crate::config::Config;
 use crate::http_client::HttpSender;
 use crate::model::Millis;
 use crate::store::{Store, StoreError};
@@ -117,8 +118,8 @@ pub struct CircuitView {
 pub(crate) struct LaneShared {
     pub name: String,
     circuit: Mutex<Circuit>,
-    /// Paused / disabled; the lane watches it so a change reaches it at once.
-    control: watch::Sender<Control>,
+    /// The endpoints' registry, for a 410's disable (weak: the registry holds the lanes).
+    registry: Weak<registry::Registry>,
     /// Nudged when an attempt changed the circuit, so a lane awaiting its probe looks again.
     health_changed: Notify,
     status: RwLock<LaneStatus>,
@@ -157,31 +158,17 @@ impl LaneShared {
         }
     }
 
-    /// Applies and persists a control change; answers the new control.
-    async fn change_control(
-        &self,
-        store: &Store,
-        change: impl FnOnce(&mut Control),
-    ) -> Result<Control, StoreError> {
-        let mut stored = store.endpoint_state(&self.name)?;
-        let mut control = Control {
-            paused: stored.paused,
-            disabled: stored.disabled.clone(),
-        };
-        change(&mut control);
-        stored.paused = control.paused;
-        stored.disabled = control.disabled.clone();
-        store.set_endpoint_state(&self.name, &stored).await?;
-        self.control.send_replace(control.clone());
-        Ok(control)
-    }
-
     /// A receiver answered 410 Gone: stop sending to it until an operator enables it again.
-    pub async fn disable(&self, store: &Store, reason: String) -> Result<(), StoreError> {
+    pub async fn disable(&self, reason: String) -> Result<(), StoreError> {
         tracing::warn!(endpoint = %self.name, %reason, "endpoint disabled; messages kept until `hookd endpoints enable`");
-        self.change_control(store, |c| c.disabled = Some(reason))
-            .await
-            .map(|_| ())
+        match self.registry.upgrade() {
+            Some(registry) => Lanes::from(registry)
+                .change_control(&self.name, |c| c.disabled = Some(reason.clone()))
+                .await
+                .map(|_| ()),
+            // The daemon is stopping: the next start sends again and meets the 410 again.
+            None => Ok(()),
+        }
     }
 }
 
@@ -192,173 +179,33 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// One running lane as seen from outside.
-#[derive(Debug)]
-struct LaneHandle {
-    /// The live settings; replacing them reaches the lane at once.
-    settings: watch::Sender<Arc<EndpointConfig>>,
-    /// Nudges the lane to re-read its due messages.
-    wake: Arc<Notify>,
-    /// Nudges a lane waiting for verification to look again.
-    recheck: Arc<Notify>,
-    shared: Arc<LaneShared>,
-}
-
-/// Handles to the running lanes: wake them, or wait for them to stop.
+/// Starts and stops the lanes: a lane runs while its endpoint has messages queued or in flight.
 #[derive(Debug)]
 pub struct Dispatcher {
     lanes: Lanes,
-    tasks: JoinSet<()>,
 }
 
 impl Dispatcher {
-    /// Starts a lane for each endpoint (paused or disabled as the store remembers them); they stop when
-    /// `shutdown` is cancelled.
+    /// Registers every endpoint (the config file's, with their run-time overrides, and those created
+    /// through the API) and starts a lane for each that has messages queued; lanes stop when `shutdown` is
+    /// cancelled.
     pub fn start(
         context: Arc<DispatchContext>,
-        endpoints: &[EndpointConfig],
+        config: Arc<Config>,
         shutdown: CancellationToken,
     ) -> Result<Dispatcher, StoreError> {
-        let mut handles = HashMap::new();
-        let mut tasks = JoinSet::new();
-        for endpoint in endpoints {
-            let stored = context.store.endpoint_state(&endpoint.name)?;
-            let control = Control {
-                paused: stored.paused,
-                disabled: stored.disabled,
-            };
-            let initial = match endpoint.verification {
-                Some(_) => LaneStatus::Unverified {
-                    reason: "verification handshake not yet run".into(),
-                },
-                None => LaneStatus::Active,
-            };
-            let (settings, settings_rx) = watch::channel(Arc::new(endpoint.clone()));
-            let (control, control_rx) = watch::channel(control);
-            let shared = Arc::new(LaneShared {
-                name: endpoint.name.clone(),
-                circuit: Mutex::new(Circuit::new(endpoint.circuit_breaker)),
-                control,
-                health_changed: Notify::new(),
-                status: RwLock::new(initial),
-            });
-            let handle = LaneHandle {
-                settings,
-                wake: Arc::new(Notify::new()),
-                recheck: Arc::new(Notify::new()),
-                shared: Arc::clone(&shared),
-            };
-            let lane = lane::Lane {
-                context: Arc::clone(&context),
-                name: endpoint.name.clone(),
-                settings: settings_rx,
-                control: control_rx,
-                wake: Arc::clone(&handle.wake),
-                recheck: Arc::clone(&handle.recheck),
-                shared,
-                shutdown: shutdown.clone(),
-            };
-            tasks.spawn(lane.run());
-            handles.insert(endpoint.name.clone(), handle);
-        }
-        Ok(Dispatcher {
-            lanes: Lanes {
-                handles: Arc::new(handles),
-                context,
-            },
-            tasks,
-        })
+        let lanes = Lanes::load(context, config, shutdown)?;
+        Ok(Dispatcher { lanes })
     }
 
-    /// A cheap handle for the API: wake lanes, read their status, run a verification.
+    /// A cheap handle for the API: wake lanes, read their status, change endpoints.
     pub fn lanes(&self) -> Lanes {
         self.lanes.clone()
     }
 
     /// Waits until every lane has stopped (after shutdown was cancelled).
-    pub async fn join(mut self) {
-        while self.tasks.join_next().await.is_some() {}
-    }
-}
-
-/// Cheap, cloneable access to the running lanes.
-#[derive(Clone, Debug)]
-pub struct Lanes {
-    handles: Arc<HashMap<String, LaneHandle>>,
-    context: Arc<DispatchContext>,
-}
-
-impl Lanes {
-    /// Tells the endpoint's lane there may be due work. Unknown endpoints have no lane: nothing to wake.
-    pub fn wake(&self, endpoint: &str) {
-        if let Some(handle) = self.handles.get(endpoint) {
-            handle.wake.notify_one();
-        }
-    }
-
-    /// The lane's status; `None` when no lane runs for the endpoint (its queued messages are held).
-    pub fn status(&self, endpoint: &str) -> Option<LaneStatus> {
-        let handle = self.handles.get(endpoint)?;
-        Some(read_status(&handle.shared.status))
-    }
-
-    /// The endpoint's circuit breaker, when a lane runs for it.
-    pub fn circuit(&self, endpoint: &str) -> Option<CircuitView> {
-        self.handles.get(endpoint).map(|h| h.shared.circuit())
-    }
-
-    /// Pauses, resumes or re-enables an endpoint, durably; `None` when no lane runs for it.
-    pub async fn control(
-        &self,
-        endpoint: &str,
-        change: ControlChange,
-    ) -> Option<Result<Control, StoreError>> {
-        let handle = self.handles.get(endpoint)?;
-        let shared = &handle.shared;
-        if change == ControlChange::Enable {
-            lock(&shared.circuit).reset();
-        }
-        let result = shared
-            .change_control(&self.context.store, |control| match change {
-                ControlChange::Pause => control.paused = true,
-                ControlChange::Resume => control.paused = false,
-                ControlChange::Enable => control.disabled = None,
-            })
-            .await;
-        tracing::info!(endpoint, ?change, "endpoint control changed");
-        handle.wake.notify_one();
-        Some(result)
-    }
-
-    /// Whether the endpoint's lane is sending (otherwise its queued messages are held).
-    pub fn is_active(&self, endpoint: &str) -> bool {
-        self.status(endpoint) == Some(LaneStatus::Active)
-    }
-
-    /// The endpoint's live settings, when a lane runs for it.
-    pub fn endpoint(&self, name: &str) -> Option<Arc<EndpointConfig>> {
-        self.handles
-            .get(name)
-            .map(|h| Arc::clone(&h.settings.borrow()))
-    }
-
-    /// Replaces an endpoint's live settings; its lane re-verifies if the URL changed, and looks for work.
-    pub fn update(&self, endpoint: EndpointConfig) {
-        if let Some(handle) = self.handles.get(&endpoint.name) {
-            handle.settings.send_replace(Arc::new(endpoint));
-            handle.wake.notify_one();
-        }
-    }
-
-    /// Runs the endpoint's verification handshake now and lets its lane go on if it passed.
-    /// `None` when the endpoint has no lane or no verification.
-    pub async fn verify(&self, endpoint: &str) -> Option<LaneStatus> {
-        let handle = self.handles.get(endpoint)?;
-        let settings = Arc::clone(&handle.settings.borrow());
-        settings.verification.as_ref()?;
-        let status = verify::verify_now(&self.context, &settings, &handle.shared.status).await;
-        handle.recheck.notify_one();
-        Some(status)
+    pub async fn join(self) {
+        self.lanes.join().await;
     }
 }
 

@@ -55,31 +55,41 @@ pub(super) async fn verify_now(
     url.query_pairs_mut().append_pair("token", key);
     let request = dlr_json::render_handshake(key, &challenge);
     let answer = context.sender.send(endpoint, &url, &[], request).await;
-    let mut state = context
-        .store
-        .endpoint_state(&endpoint.name)
-        .unwrap_or_else(|_| EndpointState::default());
-    let new_status = match dlr_json::check_handshake(&answer, key, &challenge) {
+    let (new_status, passed) = match dlr_json::check_handshake(&answer, key, &challenge) {
         Ok(()) => {
             tracing::info!(endpoint = %endpoint.name, "verification handshake passed");
-            state.verified_fingerprint = Some(fingerprint(endpoint, key));
-            state.verified_at = Some(now_millis());
-            state.verification_error = None;
-            LaneStatus::Active
+            (LaneStatus::Active, Ok(fingerprint(endpoint, key)))
         }
         Err(reason) => {
             tracing::warn!(endpoint = %endpoint.name, %reason, "verification handshake failed; messages wait");
-            state.verified_fingerprint = None;
-            state.verified_at = None;
-            state.verification_error = Some(reason.clone());
-            LaneStatus::Unverified { reason }
+            (
+                LaneStatus::Unverified {
+                    reason: reason.clone(),
+                },
+                Err(reason),
+            )
         }
     };
-    if let Err(error) = context
+    // Only the verification fields change, atomically: a settings change made meanwhile is kept.
+    let recorded = context
         .store
-        .set_endpoint_state(&endpoint.name, &state)
-        .await
-    {
+        .update_endpoint_state(&endpoint.name, |state: &mut EndpointState| {
+            match &passed {
+                Ok(fingerprint) => {
+                    state.verified_fingerprint = Some(*fingerprint);
+                    state.verified_at = Some(now_millis());
+                    state.verification_error = None;
+                }
+                Err(reason) => {
+                    state.verified_fingerprint = None;
+                    state.verified_at = None;
+                    state.verification_error = Some(reason.clone());
+                }
+            }
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .await;
+    if let Err(error) = recorded {
         tracing::error!(endpoint = %endpoint.name, %error, "cannot record the verification result");
     }
     write_status(status, new_status.clone());

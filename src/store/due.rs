@@ -98,6 +98,24 @@ impl DueIndex {
             .min()
     }
 
+    /// Whether `endpoint` has anything queued (leased messages included).
+    pub fn holds(&self, endpoint: &str) -> bool {
+        self.lock().contains_key(endpoint)
+    }
+
+    /// The endpoints that have anything queued.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Every queued message of `endpoint`, as (due time, id).
+    pub fn of(&self, endpoint: &str) -> Vec<(Millis, MessageId)> {
+        self.lock()
+            .get(endpoint)
+            .map(|due| due.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Every entry, as (endpoint, due time, id), in no particular order.
     pub fn entries(&self) -> Vec<(String, Millis, MessageId)> {
         let endpoints = self.lock();

@@ -16,9 +16,14 @@ pub struct EndpointState {
     /// Why the last handshake failed, while it has.
     #[serde(default)]
     pub verification_error: Option<String>,
-    /// Settings changed at run time, laid over the config file's endpoint.
-    #[serde(default)]
-    pub settings: crate::config::EndpointSettings,
+    /// For an endpoint declared in the config file: the keys changed at run time, laid over the file's
+    /// table (config-file names and shapes). A first-format record's four settings read as such keys.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    /// For an endpoint created through the API: its whole table (config-file names and shapes, without
+    /// `name`). `None` for an endpoint the config file declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<serde_json::Map<String, serde_json::Value>>,
     /// An operator paused the endpoint.
     #[serde(default)]
     pub paused: bool,
@@ -34,6 +39,9 @@ pub struct TokenRecord {
     /// Hex SHA-256 of the token.
     pub sha256: String,
     pub created_at: Millis,
+    /// The one endpoint a scoped token may read and change; `None`: an admin token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 impl Store {
@@ -54,6 +62,64 @@ impl Store {
         self.trees
             .endpoint
             .insert(name.as_bytes(), encode(state)?)?;
+        self.commit().await
+    }
+
+    /// Changes what the store remembers about an endpoint atomically: `change` is applied to the record as
+    /// stored and the result swapped in only if nobody wrote the record meanwhile (else `change` runs again
+    /// on the newer record), then made durable. `change` answers `None` to leave the record as it is (and
+    /// no write is made). Returns the record as written (or as found) and what `change` answered.
+    pub async fn update_endpoint_state<T, E>(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut EndpointState) -> Result<T, E>,
+    ) -> Result<Result<(EndpointState, T), E>, StoreError> {
+        loop {
+            let before = self.trees.endpoint.get(name.as_bytes())?;
+            let mut state = match &before {
+                Some(bytes) => decode(bytes)?,
+                None => EndpointState::default(),
+            };
+            let answer = match change(&mut state) {
+                Ok(answer) => answer,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let after = if state == EndpointState::default() {
+                None
+            } else {
+                Some(encode(&state)?)
+            };
+            if after.as_deref() == before.as_deref() {
+                return Ok(Ok((state, answer)));
+            }
+            if self
+                .trees
+                .endpoint
+                .compare_and_swap(name.as_bytes(), before, after)?
+                .is_ok()
+            {
+                self.commit().await?;
+                return Ok(Ok((state, answer)));
+            }
+        }
+    }
+
+    /// Every endpoint record, by name: the endpoints created through the API and the run-time state of the
+    /// declared ones.
+    pub fn endpoint_states(&self) -> Result<Vec<(String, EndpointState)>, StoreError> {
+        let mut states = Vec::new();
+        for entry in self.trees.endpoint.iter() {
+            let (key, value) = entry?;
+            let name = String::from_utf8(key.to_vec())
+                .map_err(|_| StoreError::Corrupt("an endpoint record's key is not UTF-8".into()))?;
+            states.push((name, decode(&value)?));
+        }
+        Ok(states)
+    }
+
+    /// Forgets an endpoint's record, durably.
+    pub async fn remove_endpoint_state(&self, name: &str) -> Result<(), StoreError> {
+        self.trees.endpoint.remove(name.as_bytes())?;
         self.commit().await
     }
 
@@ -87,5 +153,4 @@ impl Store {
         self.commit().await?;
         Ok(removed)
     }
-
 }

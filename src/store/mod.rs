@@ -19,6 +19,7 @@ pub mod keys;
 mod leases;
 mod ops;
 mod record;
+mod retire;
 mod tally;
 mod tx;
 
@@ -38,6 +39,7 @@ use leases::Leases;
 pub use ops::AttemptOutcome;
 use ops::{AttemptOp, EnqueueOp, Moved, PlannedEnqueue};
 use record::{PayloadAt, RecordFacts};
+pub use retire::Retire;
 use tally::Tally;
 use tx::{Abort, Name, Set, Tx, TxResult, abort};
 
