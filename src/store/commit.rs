@@ -15,6 +15,8 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Duration, Instant};
 
+use super::{Store, StoreError};
+
 /// How long after the last commit began a commit that only [`GroupCommit::request`]s asked for may wait, so
 /// that a stream of attempt outcomes costs a commit every few milliseconds, not one per batch. It bounds how
 /// long an outcome written without a waiter stays off the disk (a crash meanwhile means a redelivery).
@@ -252,4 +254,27 @@ impl SyncedFiles {
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+impl Store {
+    /// Waits until every write made before the call is durable on disk (group commit).
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        Ok(self.committer.wait().await?)
+    }
+
+    /// The number of group commits that have succeeded since the store opened, changing with each one. An
+    /// attempt's outcome asks for one without waiting for it ([`Store::record_attempts`]).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committer.commits()
+    }
+
+    /// Why the store can no longer make writes durable (a failed commit), if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        self.committer.failure().map(|e| e.to_string())
+    }
+
+    /// Resolves when a commit fails: from then on this process can acknowledge nothing.
+    pub async fn failed(&self) -> String {
+        self.committer.failed().await.to_string()
+    }
 }

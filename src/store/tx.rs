@@ -10,10 +10,16 @@
 //! same: the accessor aborts the run, nothing of it is written, and `Store::transaction` runs it again with
 //! that tree added. A committed transaction therefore spans every tree it wrote, and a record and its index
 //! entries still change together or not at all.
+//!
+//! Here too are that runner, [`Store::transaction`], and the record reads and writes a verb makes inside a
+//! transaction ([`Tx::get_record`], [`Tx::put_record`], [`Tx::queue`]).
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use super::StoreError;
+use super::record::{self, PayloadAt};
+use super::{Store, StoreError, keys};
+use crate::model::{MessageId, MessageRecord, Millis, Stage};
 
 /// One of the seven message trees (the `endpoint` and `token` trees are never in a transaction).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +133,89 @@ impl<'a> Tx<'a> {
 
     pub fn contact(&self) -> TxResult<&'a TransactionalTree> {
         self.tree(Name::Contact)
+    }
+}
+
+impl Store {
+    /// Runs `f` in one sled transaction over the message trees in `set` (and `msg`, which every message
+    /// transaction reads). When `f` asks for a tree outside the set, the run is aborted (nothing written) and
+    /// `f` runs again with that tree added.
+    pub(super) fn transaction<T>(
+        &self,
+        set: Set,
+        f: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        let t = &self.trees;
+        let tree = |name: Name| match name {
+            Name::Msg => &t.msg,
+            Name::Payload => &t.payload,
+            Name::Lease => &t.lease,
+            Name::Attempt => &t.attempt,
+            Name::Dead => &t.dead,
+            Name::Idem => &t.idem,
+            Name::Contact => &t.contact,
+        };
+        let mut set = set.with(Name::Msg);
+        loop {
+            let mut trees = [&t.msg; Name::ALL.len()];
+            let mut len = 0;
+            for name in Name::ALL.into_iter().filter(|name| set.has(*name)) {
+                trees[len] = tree(name);
+                len += 1;
+            }
+            let result = trees[..len].transaction(|view| f(&Tx::new(set, view)));
+            match result {
+                Ok(value) => return Ok(value),
+                Err(TransactionError::Abort(Abort::Store(e))) => return Err(e),
+                // Never a tree already in the set, so this ends after at most seven more runs.
+                Err(TransactionError::Abort(Abort::Missing(name))) => set = set.with(name),
+                Err(TransactionError::Storage(e)) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// The record, with its payload when the record holds it, and where that payload is.
+    pub(super) fn get_record(&self, id: MessageId) -> TxResult<Option<(MessageRecord, PayloadAt)>> {
+        match self.msg()?.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => record::decode(&bytes).map(Some).map_err(abort),
+        }
+    }
+
+    /// Writes the record, whose payload is `at` (as read, or [`PayloadAt::Record`] for a new message). A
+    /// payload the record carries that is too large to stay in it (a new message's, or a first-format
+    /// record's) moves to the `payload` tree.
+    pub(super) fn put_record(&self, record: &MessageRecord, at: PayloadAt) -> TxResult<()> {
+        let at = match at {
+            PayloadAt::Record if PayloadAt::for_len(record.payload.len()) == PayloadAt::Tree => {
+                self.payload()?
+                    .insert(record.id.as_bytes(), record.payload.as_bytes())?;
+                PayloadAt::Tree
+            }
+            at => at,
+        };
+        let bytes = record::encode(record, at).map_err(abort)?;
+        self.msg()?.insert(record.id.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    /// Writes the record as queued, due at `due_at` (and its contact entry, when it has a contact). The
+    /// caller puts it in the due index once the transaction has committed.
+    pub(super) fn queue(
+        &self,
+        record: &mut MessageRecord,
+        at: PayloadAt,
+        due_at: Millis,
+    ) -> TxResult<()> {
+        if let Some(contact) = &record.contact {
+            self.contact()?
+                .insert(keys::contact(&record.endpoint, contact, record.id), &[])?;
+        }
+        record.stage = Stage::Queued;
+        record.next_attempt_at = due_at;
+        self.put_record(record, at)
     }
 }
 
