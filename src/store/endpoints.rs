@@ -87,5 +87,4 @@ impl Store {
         self.commit().await?;
         Ok(removed)
     }
-
 }
