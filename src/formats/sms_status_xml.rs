@@ -2,8 +2,8 @@
 //!
 //! Each `sms_status` message becomes one `<state id_sms=".." time=".." sms=".." viber="..">status</state>`
 //! in a `<response>` document, many per request. The receiver acknowledges by echoing the `id_sms` of each
-//! state it took in `<response><id_sms>..</id_sms>...</response>`; a state it does not echo is re-sent (the
-//! seed's 5 attempts are `DEFAULT_MAX_ATTEMPTS`). quick-xml writes the document, so every value is escaped,
+//! state it took in `<response><id_sms>..</id_sms>...</response>`; a state it does not echo is re-sent, whatever
+//! the HTTP status of the answer (the seed's 5 attempts are `DEFAULT_MAX_ATTEMPTS`). quick-xml writes the document, so every value is escaped,
 //! and reads the answer as a stream of events, so a hostile body (invalid UTF-8, deep nesting, stray markup)
 //! is an error to report rather than a panic or a recursion.
 
@@ -185,15 +185,36 @@ fn write_document(states: &[State]) -> std::io::Result<Vec<u8>> {
     Ok(writer.into_inner())
 }
 
-/// One verdict per message: a 2xx answer delivers exactly the messages whose `id_sms` it echoes.
+/// One verdict per message. Seed 001: "if the client server does not transmit id_sms, the status will be
+/// considered as not received by the client. In this case 5 attempts will be made". So:
+///
+/// - a 2xx answer delivers exactly the messages whose `id_sms` it echoes; the others are retried (an
+///   unreadable body echoes nothing);
+/// - any other status echoes nothing, whatever it is: every message is retried, and the attempt counts
+///   towards `max_attempts` (the seed's 5). `Retry-After` is honoured where the shared HTTP rules honour it
+///   (408, 425, 429, 5xx). A 410 also disables the endpoint (`dispatch/attempt.rs`), which keeps the messages;
+/// - no answer is judged by the shared HTTP rules: a connect error, timeout or broken exchange is retried,
+///   while a destination the guard refused or a request that could not be built is final (that is not an
+///   answer from the client server, and trying again cannot change it).
 pub fn classify(answer: &Answer, messages: &[MessageRecord]) -> Vec<Classified> {
-    let body = match answer {
-        Answer::Response { status, body, .. } if (200..=299).contains(status) => body,
-        _ => return vec![classify_http(answer).into(); messages.len()],
-    };
     let retry = |reason: String| Verdict::Retry {
         reason,
         retry_after: None,
+    };
+    let body = match answer {
+        Answer::Response { status, body, .. } if (200..=299).contains(status) => body,
+        Answer::Response { status, .. } => {
+            let verdict = Verdict::Retry {
+                reason: format!("{}: no id_sms echoed", describe_status(*status)),
+                // The shared rules carry `Retry-After` only on the statuses they retry.
+                retry_after: match classify_http(answer) {
+                    Verdict::Retry { retry_after, .. } => retry_after,
+                    _ => None,
+                },
+            };
+            return vec![verdict.into(); messages.len()];
+        }
+        Answer::Transport { .. } => return vec![classify_http(answer).into(); messages.len()],
     };
     match acknowledged(body) {
         Err(e) => {
@@ -212,6 +233,15 @@ pub fn classify(answer: &Answer, messages: &[MessageRecord]) -> Vec<Classified> 
             })
             .map(Classified::from)
             .collect(),
+    }
+}
+
+/// `HTTP 404`, or `HTTP 302 (redirect not followed)`.
+fn describe_status(status: u16) -> String {
+    if (300..=399).contains(&status) {
+        format!("HTTP {status} (redirect not followed)")
+    } else {
+        format!("HTTP {status}")
     }
 }
 
@@ -437,14 +467,6 @@ mod tests {
         }
     }
 
-    fn status(code: u16) -> Answer {
-        Answer::Response {
-            status: code,
-            retry_after: Some(Duration::from_secs(3)),
-            body: Bytes::from_static(b"<response><id_sms>7</id_sms></response>"),
-        }
-    }
-
     fn letters(got: &[Classified]) -> String {
         let letter = |c: &Classified| match c.verdict {
             Verdict::Delivered { .. } => 'D',
@@ -496,27 +518,179 @@ mod tests {
             assert!(got[0].verdict.reason().contains(reason), "{got:?}");
             assert!(got[0].verdict.reason().len() < 300, "{got:?}");
         }
-        let transport = Answer::Transport {
-            kind: TransportKind::Timeout,
-            message: "read timed out".into(),
-        };
-        let other: [(Answer, &str, &str); 4] = [
-            (status(503), "RRR", "HTTP 503"),
-            (status(400), "FFF", "HTTP 400"),
-            (status(302), "FFF", "redirect"),
-            (transport, "RRR", "timeout"),
-        ];
-        for (answer, expected, reason) in &other {
-            let got = classify(answer, &batch);
-            assert_eq!(letters(&got), *expected, "{answer:?}: {got:?}");
-            assert!(got[0].verdict.reason().contains(reason), "{got:?}");
+    }
+
+    fn answer(code: u16, body: &'static [u8], retry_after: Option<u64>) -> Answer {
+        Answer::Response {
+            status: code,
+            retry_after: retry_after.map(Duration::from_secs),
+            body: Bytes::from_static(body),
         }
-        // A retryable HTTP status keeps the receiver's Retry-After for every message.
-        let hinted = Verdict::Retry {
-            reason: "HTTP 503".into(),
-            retry_after: Some(Duration::from_secs(3)),
+    }
+
+    fn batch() -> [MessageRecord; 3] {
+        [
+            record(r#"{"id_sms":7,"time":"","sms":"send"}"#),
+            record(r#"{"id_sms":8,"time":"","viber":"read"}"#),
+            record(r#"{"id_sms":7,"time":"","sms":"deliver"}"#),
+        ]
+    }
+
+    #[test]
+    fn any_other_status_echoes_nothing_and_is_retried() {
+        // Seed 001: no id_sms transmitted, the status is not received, and it is sent again. A non-2xx body is
+        // not read, so even one that echoes an id acknowledges nothing; and no status kills the document.
+        let batch = batch();
+        let codes = [
+            100, 101, 199, 300, 301, 302, 304, 307, 308, 399, 400, 401, 402, 403, 404, 405, 406,
+            408, 409, 410, 411, 413, 415, 418, 422, 425, 429, 451, 499, 500, 501, 502, 503, 504,
+            507, 599, 600, 999,
+        ];
+        for code in codes {
+            for body in [
+                &b""[..],
+                b"<response><id_sms>7</id_sms><id_sms>8</id_sms></response>",
+            ] {
+                let got = classify(&answer(code, body, None), &batch);
+                assert_eq!(letters(&got), "RRR", "HTTP {code} {body:?}: {got:?}");
+                for c in &got {
+                    let reason = c.verdict.reason();
+                    assert!(reason.starts_with(&format!("HTTP {code}")), "{got:?}");
+                    assert!(reason.ends_with("no id_sms echoed"), "{got:?}");
+                }
+            }
+        }
+        let reason = |code| {
+            classify(&answer(code, b"", None), &batch)[0]
+                .verdict
+                .clone()
         };
-        assert_eq!(classify(&status(503), &batch), vec![hinted.into(); 3]);
+        #[rustfmt::skip]
+        let reasons = [
+            (404, "HTTP 404: no id_sms echoed"),
+            (401, "HTTP 401: no id_sms echoed"),
+            (403, "HTTP 403: no id_sms echoed"),
+            (400, "HTTP 400: no id_sms echoed"),
+            (410, "HTTP 410: no id_sms echoed"),
+            (500, "HTTP 500: no id_sms echoed"),
+            (302, "HTTP 302 (redirect not followed): no id_sms echoed"),
+        ];
+        for (code, expected) in reasons {
+            assert_eq!(reason(code).reason(), expected);
+        }
+    }
+
+    #[test]
+    fn retry_after_is_kept_where_the_shared_rules_keep_it() {
+        let batch = batch();
+        // (status, whether its Retry-After is honoured)
+        #[rustfmt::skip]
+        let table = [
+            (429, true), (503, true), (500, true), (599, true), (408, true), (425, true),
+            (404, false), (401, false), (403, false), (400, false), (410, false), (302, false),
+        ];
+        for (code, honoured) in table {
+            let got = classify(&answer(code, b"", Some(3)), &batch);
+            let expected = Verdict::Retry {
+                reason: format!("{}: no id_sms echoed", describe_status(code)),
+                retry_after: honoured.then_some(Duration::from_secs(3)),
+            };
+            assert_eq!(got, vec![expected.into(); 3], "HTTP {code}");
+        }
+    }
+
+    #[test]
+    fn a_2xx_delivers_the_echoed_ids_and_retries_the_others() {
+        let batch = batch();
+        // (status, body, verdicts per message)
+        #[rustfmt::skip]
+        let table: &[(u16, &[u8], &str)] = &[
+            (200, b"<response><id_sms>7</id_sms></response>", "DRD"),
+            (201, b"<response><id_sms>8</id_sms></response>", "RDR"),
+            (202, b"<response><id_sms>8</id_sms><id_sms>7</id_sms></response>", "DDD"),
+            (204, b"", "RRR"),
+            (299, b"<response/>", "RRR"),
+        ];
+        for &(code, body, expected) in table {
+            let got = classify(&answer(code, body, Some(3)), &batch);
+            assert_eq!(letters(&got), expected, "HTTP {code} {body:?}: {got:?}");
+            for c in &got {
+                if let Verdict::Retry { retry_after, .. } = &c.verdict {
+                    assert_eq!(*retry_after, None, "a 2xx carries no hint: {got:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_answer_follows_the_shared_rules() {
+        let batch = batch();
+        let transport = |kind| Answer::Transport {
+            kind,
+            message: "no luck".into(),
+        };
+        #[rustfmt::skip]
+        let table = [
+            (TransportKind::Connect, "RRR", "connect: no luck"),
+            (TransportKind::Timeout, "RRR", "timeout: no luck"),
+            (TransportKind::Io, "RRR", "io: no luck"),
+            // The destination guard refused the URL, or the request could not be built: no answer was given,
+            // and another attempt cannot change that.
+            (TransportKind::Refused, "FFF", "refused: no luck"),
+            (TransportKind::Request, "FFF", "request: no luck"),
+        ];
+        for (kind, expected, reason) in table {
+            let got = classify(&transport(kind), &batch);
+            assert_eq!(letters(&got), expected, "{kind:?}: {got:?}");
+            assert_eq!(got[0].verdict.reason(), reason);
+        }
+    }
+
+    #[test]
+    fn each_answer_without_the_echo_is_one_of_the_five_attempts() {
+        use crate::retry::{Backoff, CycleFacts, Decision, RetryPolicy, decide};
+        let policy = RetryPolicy {
+            backoff: Backoff::default_schedule(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_age: Duration::from_secs(86_400),
+        };
+        let one = [record(r#"{"id_sms":7,"time":"","sms":"send"}"#)];
+        let run = |answers: &[Answer]| -> Vec<Decision> {
+            answers
+                .iter()
+                .enumerate()
+                .map(|(n, answer)| {
+                    let facts = CycleFacts {
+                        attempts: n as u32 + 1,
+                        cycle_started_at: 0,
+                        now: 0,
+                    };
+                    let verdict = &classify(answer, &one)[0].verdict;
+                    decide(&policy, facts, verdict, Duration::from_secs(3600), 0.0)
+                })
+                .collect()
+        };
+        // 404, 404, then the echo: delivered at attempt 3.
+        let echo = ok(b"<response><id_sms>7</id_sms></response>");
+        let got = run(&[answer(404, b"", None), answer(404, b"", None), echo]);
+        assert!(
+            matches!(got[..2], [Decision::RetryAt(_), Decision::RetryAt(_)]),
+            "{got:?}"
+        );
+        assert_eq!(got[2], Decision::Delivered);
+        // A receiver that never echoes (here a mix of 4xx) gets the status five times, then it is dead.
+        let never = [401, 403, 404, 400, 404].map(|code| answer(code, b"", None));
+        let got = run(&never);
+        assert!(
+            got[..4].iter().all(|d| matches!(d, Decision::RetryAt(_))),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[4],
+            Decision::Dead {
+                reason: "gave up after 5 attempts; last: HTTP 404: no id_sms echoed".into()
+            }
+        );
     }
 
     #[test]

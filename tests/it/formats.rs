@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, endpoint};
+use hookd::api::wire::MessageView;
+use hookd::model::AttemptResult;
+
+use crate::harness::{FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, endpoint, eventually};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -308,6 +311,168 @@ async fn sms_status_xml_garbage_acknowledges_nothing_and_gives_up_after_five() {
             .contains("payload.sms"),
         "{answer}"
     );
+}
+
+/// Waits until the message is delivered or dead (whichever comes first) and returns its view.
+async fn wait_settled(daemon: &TestDaemon, id: &str) -> MessageView {
+    let client = daemon.client();
+    eventually(WAIT, || {
+        let client = client.clone();
+        async move {
+            let view = client.message(id).await.ok()?;
+            matches!(view.state.as_str(), "delivered" | "dead").then_some(view)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("message {id} was neither delivered nor dead within {WAIT:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_status_xml_retries_a_404_without_echo_and_delivers_on_attempt_three() {
+    // Seed 001: an answer that does not transmit the id_sms means the status was not received, whatever the
+    // HTTP status; the status is sent again. This receiver answers 404 twice, then echoes the id.
+    let receiver = TestReceiver::start(|r| {
+        if r.nth_for_id <= 2 {
+            Reply::status(404)
+        } else {
+            ack(&ids_in(&r.body))
+        }
+    })
+    .await;
+    let daemon = TestDaemon::start(
+        &[endpoint(
+            "xml",
+            &receiver.url("/"),
+            &format!("format = \"sms-status-xml\"\n{FAST_RETRY}"),
+        )],
+        "",
+    )
+    .await;
+    let id = daemon
+        .send(
+            "xml",
+            "sms_status",
+            r#"{"id_sms":3234,"time":"2011-01-01 12:57:46","sms":"deliver"}"#,
+        )
+        .await;
+    let view = wait_settled(&daemon, &id).await;
+    assert_eq!(view.state.as_str(), "delivered", "{view:#?}");
+    assert_eq!(view.attempts.len(), 3, "{view:#?}");
+    for attempt in &view.attempts[..2] {
+        assert_eq!(attempt.status, Some(404), "{view:#?}");
+        assert_eq!(attempt.result, AttemptResult::Retry, "{view:#?}");
+        assert_eq!(attempt.reason, "HTTP 404: no id_sms echoed", "{view:#?}");
+    }
+    let last = &view.attempts[2];
+    assert_eq!((last.number, last.status), (3, Some(200)), "{view:#?}");
+    assert_eq!(last.result, AttemptResult::Delivered, "{view:#?}");
+    assert_eq!(last.reason, "id_sms 3234 acknowledged", "{view:#?}");
+    let requests = receiver.requests_for(&id);
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|r| ids_in(&r.body) == vec![3234]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_status_xml_gives_up_after_five_answers_without_echo_whatever_their_status() {
+    // 401, 403, 400, 500, then 404 for ever: five attempts (the seed's), then dead.
+    let receiver = TestReceiver::start(|r| {
+        Reply::status(match r.nth_for_id {
+            1 => 401,
+            2 => 403,
+            3 => 400,
+            4 => 500,
+            _ => 404,
+        })
+    })
+    .await;
+    let daemon = TestDaemon::start(
+        &[endpoint(
+            "xml",
+            &receiver.url("/"),
+            &format!("format = \"sms-status-xml\"\n{FAST_RETRY}"),
+        )],
+        "",
+    )
+    .await;
+    let id = daemon
+        .send(
+            "xml",
+            "sms_status",
+            r#"{"id_sms":3235,"time":"","sms":"send"}"#,
+        )
+        .await;
+    let view = wait_settled(&daemon, &id).await;
+    assert_eq!(view.state.as_str(), "dead", "{view:#?}");
+    let statuses: Vec<_> = view.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [401, 403, 400, 500, 404].map(Some), "{view:#?}");
+    assert!(
+        view.attempts
+            .iter()
+            .all(|a| a.result == AttemptResult::Retry && a.reason.ends_with("no id_sms echoed")),
+        "{view:#?}"
+    );
+    assert_eq!(
+        view.dead_reason.as_deref(),
+        Some("gave up after 5 attempts; last: HTTP 404: no id_sms echoed")
+    );
+    assert_eq!(receiver.count(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sms_status_xml_gone_disables_the_endpoint_and_keeps_the_status_as_a_retry() {
+    // A 410 is an answer without the echo like any other (a retry, one of the five attempts), and it also
+    // disables the endpoint: the status is kept, held, and delivered once the endpoint is enabled again.
+    let back = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&back);
+    let receiver = TestReceiver::start(move |r| {
+        if flag.load(Ordering::SeqCst) {
+            ack(&ids_in(&r.body))
+        } else {
+            Reply::status(410)
+        }
+    })
+    .await;
+    let daemon = TestDaemon::start(
+        &[endpoint(
+            "xml",
+            &receiver.url("/"),
+            &format!("format = \"sms-status-xml\"\n{FAST_RETRY}"),
+        )],
+        "",
+    )
+    .await;
+    let id = daemon
+        .send(
+            "xml",
+            "sms_status",
+            r#"{"id_sms":41,"time":"","sms":"send"}"#,
+        )
+        .await;
+    let client = daemon.client();
+    let view = eventually(WAIT, || {
+        let client = client.clone();
+        let id = id.clone();
+        async move {
+            let endpoint = client.endpoint("xml").await.ok()?;
+            let view = client.message(&id).await.ok()?;
+            (endpoint.state == "disabled" && view.attempts.len() == 1).then_some(view)
+        }
+    })
+    .await
+    .expect("the 410 disables the endpoint and is recorded");
+    assert_eq!(view.state.as_str(), "held", "{view:#?}");
+    assert_eq!(view.dead_reason, None, "{view:#?}");
+    let attempt = &view.attempts[0];
+    assert_eq!(attempt.status, Some(410), "{view:#?}");
+    assert_eq!(attempt.result, AttemptResult::Retry, "{view:#?}");
+    assert_eq!(attempt.reason, "HTTP 410: no id_sms echoed", "{view:#?}");
+
+    back.store(true, Ordering::SeqCst);
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "enable", "xml"]);
+    assert!(ok, "{stderr}");
+    let view = daemon.wait_state(&id, "delivered", WAIT).await;
+    assert_eq!(view.attempts.len(), 2, "{view:#?}");
+    assert_eq!(receiver.count(), 2);
 }
 
 // ---- seed 002: dlr-json ----
