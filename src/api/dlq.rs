@@ -227,7 +227,7 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError>
         }
     }
     if let Some(endpoint) = &body.endpoint
-        && state.config.endpoint(endpoint).is_none()
+        && state.lanes.endpoint(endpoint).is_none()
         && state
             .store
             .list_dead(Some(endpoint), None, 1)?

@@ -53,7 +53,7 @@ pub(super) async fn stream(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if let Some(endpoint) = &query.endpoint
-        && state.config.endpoint(endpoint).is_none()
+        && state.lanes.endpoint(endpoint).is_none()
     {
         return Err(ApiError::unknown_endpoint(endpoint));
     }

@@ -43,6 +43,8 @@ pub(super) async fn enqueue(
         )));
     }
     let request: EnqueueRequest = parse_json(&body)?;
+    // Held from the endpoint's check to the write, so a delete of the endpoint waits for this enqueue.
+    let gate = state.lanes.admit().await;
     let message = validate(&state, request)?;
     admit(&state, 1, message.payload.len() as u64)?;
     let endpoint = message.endpoint.clone();
@@ -52,6 +54,7 @@ pub(super) async fn enqueue(
             .enqueue_many_async(vec![message], now_millis())
             .await?,
     )?;
+    drop(gate);
     state.store.commit().await?;
     if !enqueued.duplicate {
         state.telemetry.enqueued(&endpoint);
@@ -72,6 +75,7 @@ pub(super) async fn enqueue_batch(
     // All or nothing: a batch is refused whole rather than cut at an arbitrary message.
     admit(&state, batch.messages.len() as u64, body.len() as u64)?;
     let now = now_millis();
+    let gate = state.lanes.admit().await;
     // Every valid message of the batch is written in one store transaction.
     let checked: Vec<Result<NewMessage, ApiError>> = batch
         .messages
@@ -97,6 +101,7 @@ pub(super) async fn enqueue_batch(
         .enqueue_many_async(valid, now)
         .await?
         .into_iter();
+    drop(gate);
     let mut outcomes = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         outcomes.push(endpoint.and_then(|endpoint| {
@@ -131,7 +136,7 @@ pub(super) async fn enqueue_batch(
 /// Checks an enqueue request against the configuration and its endpoint's format; touches nothing.
 fn validate(state: &AppState, request: EnqueueRequest) -> Result<NewMessage, ApiError> {
     let endpoint = state
-        .config
+        .lanes
         .endpoint(&request.endpoint)
         .ok_or_else(|| ApiError::unknown_endpoint(&request.endpoint))?;
     let payload = request.payload.get();

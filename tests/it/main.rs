@@ -9,6 +9,7 @@ mod delivery;
 mod demo;
 mod disk;
 mod durability;
+mod endpoints_api;
 mod formats;
 mod harness;
 mod health;
