@@ -138,14 +138,13 @@ impl Lane {
                 Ok(Lease::NextDueAt(due_at)) => {
                     Some(Duration::from_millis(due_at.saturating_sub(now)))
                 }
-                Ok(Lease::Idle) if attempts.is_empty() => {
-                    drop(taken);
-                    if self.lanes.retire(&self.name, &self.wake) {
+                Ok(Lease::Idle) => {
+                    // Nothing queued or in flight: the lane stops (the next wake starts another).
+                    if attempts.is_empty() && self.lanes.retire(&self.name, &self.wake) {
                         break;
                     }
-                    continue;
+                    None
                 }
-                Ok(Lease::Idle) => None,
                 Err(error) => {
                     tracing::error!(endpoint = %self.name, %error, "lane cannot read the store");
                     Some(STORE_RETRY)
