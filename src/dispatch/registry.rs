@@ -206,6 +206,10 @@ impl Lanes {
         for name in lanes.inner.context.store.queued_endpoints() {
             lanes.wake(&name);
         }
+        // Declared endpoints with a handshake verify at start, as a created one does at creation (seed 002).
+        for declared in &config.endpoints {
+            lanes.verify_soon(&declared.name);
+        }
         Ok(lanes)
     }
 
@@ -530,6 +534,26 @@ impl Lanes {
         Some(status)
     }
 
+    /// Runs the endpoint's verification handshake in the background when it has one that its current URL
+    /// and key have not passed (seed 002: a webhook is verified when it is created).
+    fn verify_soon(&self, name: &str) {
+        let Some(config) = self.endpoint(name) else {
+            return;
+        };
+        if config.verification.is_none() || verify::already_verified(&self.inner.context, &config) {
+            return;
+        }
+        let lanes = self.clone();
+        let name = name.to_owned();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = lanes.verify(&name) => {}
+            }
+        });
+    }
+
     /// Creates an endpoint from its table (config-file keys, `name` and `format` included), durably.
     pub async fn create(&self, table: Table) -> Result<Arc<EndpointConfig>, EndpointError> {
         let config = self.inner.config.defaults.validate(&table)?;
@@ -553,6 +577,7 @@ impl Lanes {
             .await??;
         self.refresh(&name)?;
         tracing::info!(endpoint = %name, "endpoint created");
+        self.verify_soon(&name);
         self.endpoint(&name)
             .ok_or_else(|| EndpointError::Unknown(name))
     }
@@ -600,6 +625,7 @@ impl Lanes {
             .await??;
         self.refresh(name)?;
         tracing::info!(endpoint = name, keys = ?patch.keys().collect::<Vec<_>>(), "endpoint changed at run time");
+        self.verify_soon(name);
         Ok(())
     }
 

@@ -495,3 +495,40 @@ async fn a_patch_racing_a_410_disable_loses_neither_change() {
     assert_eq!(view["state"], "disabled", "{view}");
     assert_eq!(view["timeout_ms"], last, "{view}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlr_endpoint_created_through_the_api_is_verified_at_creation() {
+    // Seed 002: "On creating a webhook, we request you to verify."
+    let receiver = TestReceiver::start(|r| {
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        match body.get("challenge") {
+            Some(challenge) => Reply {
+                body: json!({"validation_key": body["validation_key"], "challenge": challenge})
+                    .to_string(),
+                ..Reply::ok()
+            }
+            .header("content-type", "application/json"),
+            None => Reply::ok(),
+        }
+    })
+    .await;
+    let daemon = TestDaemon::start(&[], "").await;
+    let (status, view) = post(
+        &daemon,
+        "/v1/endpoints",
+        json!({"name": "dlr", "format": "dlr-json", "url": receiver.url("/dlr"),
+               "auth": {"type": "bearer", "token": "t"}, "verification": {"validation_key": "k1"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{view}");
+    // No message sent: the handshake alone reaches the receiver, and the endpoint turns active.
+    receiver.wait_for(1, WAIT).await;
+    let active = eventually(WAIT, || async {
+        let (_, view) = get(&daemon, "/v1/endpoints/dlr").await;
+        (view["state"] == "active").then_some(view)
+    })
+    .await;
+    assert!(active.is_some(), "verified without a message");
+    let handshake: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+    assert_eq!(handshake["validation_key"], "k1");
+}
