@@ -123,6 +123,7 @@ pub struct RawEndpoint {
     pub signing_secret: Option<OneOrMany<Secret>>,
     pub rate_limit: Option<f64>,
     pub circuit_breaker: Option<RawCircuitBreaker>,
+    pub max_queued: Option<u64>,
 }
 
 /// A key that takes one value or a list of them (`signing_secret = "..."` or `signing_secret = ["...", "..."]`).
@@ -229,6 +230,9 @@ impl LogFormat {
 /// Default free space kept on the data dir's file system (64 MiB): sled fails for good on a full disk.
 pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Default maximum of one endpoint's waiting messages before its enqueues are refused with 429.
+pub const DEFAULT_MAX_QUEUED: u64 = 1_000_000;
+
 /// Default maximum of waiting messages before enqueues are refused with 503.
 pub const DEFAULT_MAX_QUEUE_DEPTH: u64 = 5_000_000;
 
@@ -281,6 +285,8 @@ pub struct EndpointConfig {
     /// The most requests per second sent to this endpoint; `None`: no limit beyond `concurrency`.
     pub rate_limit: Option<f64>,
     pub circuit_breaker: CircuitBreakerConfig,
+    /// The most messages this endpoint may have waiting (queued, held or in flight); more enqueues get 429.
+    pub max_queued: u64,
 }
 
 impl fmt::Debug for EndpointConfig {
@@ -300,6 +306,7 @@ impl fmt::Debug for EndpointConfig {
             .field("signing_keys", &self.signing_keys)
             .field("rate_limit", &self.rate_limit)
             .field("circuit_breaker", &self.circuit_breaker)
+            .field("max_queued", &self.max_queued)
             .finish()
     }
 }
@@ -586,6 +593,8 @@ impl RawEndpoint {
                 }
             }
         };
+        let max_queued = positive(self.max_queued, DEFAULT_MAX_QUEUED, "max_queued")
+            .map_err(|r| ("max_queued", r))?;
         let auth = self.auth.map(|a| match a {
             RawAuth::Bearer { token } => Auth::Bearer { token },
             RawAuth::Basic { username, password } => Auth::Basic { username, password },
@@ -609,6 +618,7 @@ impl RawEndpoint {
             signing_keys,
             rate_limit,
             circuit_breaker,
+            max_queued,
         })
     }
 }

@@ -304,6 +304,20 @@ pub(super) async fn replay(
             dry_run: true,
         }));
     }
+    // Replays are admitted like enqueues: to endpoints that exist, within their bounds and the daemon's.
+    let per_endpoint = state.store.dead_by_endpoint(&resolved.selection)?;
+    let total: u64 = per_endpoint.values().sum();
+    super::admission::admit(&state, total, 0)?;
+    for (name, count) in &per_endpoint {
+        let endpoint = state.lanes.endpoint(name).ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "unknown_endpoint",
+                format!("dead letters of `{name}` cannot be replayed: no endpoint of that name exists (create it again first)"),
+            )
+        })?;
+        super::admission::admit_to(&state, &endpoint, *count)?;
+    }
     let endpoints = state.store.replay(&resolved.selection, now_millis())?;
     state.store.commit().await?;
     tracing::info!(replayed = endpoints.len(), "dead letters replayed");

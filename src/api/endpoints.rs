@@ -72,6 +72,7 @@ fn describe(
             Auth::Basic { username, .. } => format!("basic {username}:***"),
         }),
         retry,
+        max_queued: endpoint.max_queued,
         counts,
         origin: definition.origin.name().into(),
         overrides: definition.overrides,

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use super::AppState;
-use super::admission::admit;
+use super::admission::{admit, admit_to};
 use super::error::{ApiError, ErrorDetail, parse_json};
 use super::wire::{
     BatchRequest, BatchResponse, BatchResult, EnqueueRequest, EnqueueResponse, MessageView,
@@ -85,6 +85,30 @@ pub(super) async fn enqueue_batch(
                 .and_then(|request| validate(&state, request))
         })
         .collect();
+    // Each endpoint's messages of the batch together within its max_queued, or all of them refused.
+    let mut per_endpoint = std::collections::BTreeMap::<&str, u64>::new();
+    for message in checked.iter().flatten() {
+        *per_endpoint.entry(&message.endpoint).or_insert(0) += 1;
+    }
+    let full: std::collections::BTreeMap<String, ApiError> = per_endpoint
+        .into_iter()
+        .filter_map(|(name, count)| {
+            let endpoint = state.lanes.endpoint(name)?;
+            admit_to(&state, &endpoint, count)
+                .err()
+                .map(|e| (name.to_owned(), e))
+        })
+        .collect();
+    let checked: Vec<Result<NewMessage, ApiError>> = checked
+        .into_iter()
+        .map(|check| match check {
+            Ok(message) => match full.get(&message.endpoint) {
+                Some(error) => Err(error.clone()),
+                None => Ok(message),
+            },
+            Err(error) => Err(error),
+        })
+        .collect();
     let mut endpoints = Vec::with_capacity(checked.len());
     let mut valid = Vec::with_capacity(checked.len());
     for check in checked {
@@ -139,6 +163,7 @@ fn validate(state: &AppState, request: EnqueueRequest) -> Result<NewMessage, Api
         .lanes
         .endpoint(&request.endpoint)
         .ok_or_else(|| ApiError::unknown_endpoint(&request.endpoint))?;
+    admit_to(state, &endpoint, 1)?;
     let payload = request.payload.get();
     if payload.len() > state.config.max_payload_bytes {
         return Err(ApiError::too_large(format!(

@@ -72,13 +72,14 @@ impl TokenDigests {
         Ok(TokenDigests(Arc::new(RwLock::new(digests))))
     }
 
+    /// Reloads the digests from the store. The store is read while the lock is held, so of two concurrent
+    /// reloads the later one reads the later store: a revoked token never comes back from a stale copy.
     fn replace(&self, store: &Store) -> Result<(), StoreError> {
-        let fresh = TokenDigests::load(store)?;
-        let digests = fresh.snapshot();
-        match self.0.write() {
-            Ok(mut guard) => *guard = digests,
-            Err(poisoned) => *poisoned.into_inner() = digests,
-        }
+        let mut guard = match self.0.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = TokenDigests::load(store)?.snapshot();
         Ok(())
     }
 

@@ -174,6 +174,9 @@ pub struct EndpointView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
     pub retry: String,
+    /// The most messages it may have waiting before its enqueues get 429 `endpoint_full`.
+    #[serde(default)]
+    pub max_queued: u64,
     pub counts: StageCounts,
     /// `config` (declared in the config file) or `api` (created through the API).
     #[serde(default)]

@@ -41,6 +41,22 @@ impl Store {
         Ok(DeadPage { items, next })
     }
 
+    /// How many of the selected dead letters each endpoint has (reads each selected record).
+    pub fn dead_by_endpoint(
+        &self,
+        selection: &Selection,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let mut counts = std::collections::BTreeMap::new();
+        for id in self.select_dead(selection)? {
+            if let Some(record) = self.get(id)?
+                && record.stage == crate::model::Stage::Dead
+            {
+                *counts.entry(record.endpoint).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     fn select_dead(&self, selection: &Selection) -> Result<Vec<MessageId>, StoreError> {
         match selection {
             Selection::Ids(ids) => Ok(ids.clone()),

@@ -100,10 +100,20 @@ fn write_marker(dir: &Path) -> Result<(), StoreError> {
         path: path.clone(),
         reason: format!("cannot write: {e}"),
     };
-    // Written beside and renamed, so a crash leaves the old marker or the new one, never half of one.
+    // Written beside, synced, renamed, and the rename synced: a crash or power loss leaves the old marker or
+    // the whole new one, never an empty or half one (which would make the next open refuse the dir).
     let staged = dir.join(format!("{MARKER_FILE}.new"));
-    std::fs::write(&staged, MARKER_TEXT).map_err(marker_error)?;
-    std::fs::rename(&staged, &path).map_err(marker_error)
+    let mut file = std::fs::File::create(&staged).map_err(marker_error)?;
+    std::io::Write::write_all(&mut file, MARKER_TEXT.as_bytes()).map_err(marker_error)?;
+    file.sync_all().map_err(marker_error)?;
+    drop(file);
+    std::fs::rename(&staged, &path).map_err(marker_error)?;
+    sync_dir(dir).map_err(marker_error)
+}
+
+/// Makes a directory's entries (a file created or renamed in it) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Store {
@@ -115,6 +125,13 @@ impl Store {
             // As sled's error, as it always was: its message reads `IO error: ...`.
             source: Box::new(sled::Error::from(e)),
         })?;
+        // The data dir's own entry in its parent, should it have just been created.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent).map_err(|e| StoreError::Open {
+                path: dir.to_owned(),
+                source: Box::new(e),
+            })?;
+        }
         check_marker(dir)?;
         let db = sled::Config::new()
             .path(dir)

@@ -102,6 +102,16 @@ impl Store {
         self.tally.pending()
     }
 
+    /// Messages of one endpoint waiting to be delivered (queued, held or in flight); cheap.
+    pub fn pending_of(&self, endpoint: &str) -> u64 {
+        self.tally.pending_of(endpoint)
+    }
+
+    /// The `n` endpoints with the most messages waiting, most first; cheap.
+    pub fn most_pending(&self, n: usize) -> Vec<(String, u64)> {
+        self.tally.most_pending(n)
+    }
+
     /// Counts per endpoint and stage, read from every message record and the leases (slow: reads every
     /// record). Also checks that the due index holds exactly the queued records. Tests check the live tally
     /// against it.

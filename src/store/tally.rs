@@ -70,6 +70,24 @@ impl Tally {
         }
     }
 
+    /// Messages of `endpoint` not yet delivered or dead (queued, held or in flight).
+    pub fn pending_of(&self, endpoint: &str) -> u64 {
+        self.with(|map| map.get(endpoint).map_or(0, |c| c.queued + c.in_flight))
+    }
+
+    /// The `n` endpoints with the most messages pending, most first.
+    pub fn most_pending(&self, n: usize) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = self.with(|map| {
+            map.iter()
+                .map(|(name, c)| (name.clone(), c.queued + c.in_flight))
+                .filter(|(_, pending)| *pending > 0)
+                .collect()
+        });
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
     /// Messages not yet delivered or dead (queued, held or in flight), over every endpoint.
     pub fn pending(&self) -> u64 {
         self.with(|map| map.values().map(|c| c.queued + c.in_flight).sum())

@@ -143,3 +143,92 @@ async fn an_enqueue_is_acknowledged_only_after_its_data_is_fdatasynced() {
         "durability: request read at trace line {read_at}, fdatasync of the log completed before the 202 at line {accepted_at}"
     );
 }
+
+/// The data dir marker is synced before it is renamed into place, and the rename and the data dir's own
+/// entry are synced too: after a power loss the marker is whole, so the dir opens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_marker_is_synced_before_and_after_its_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let socket = dir.path().join("hookd.sock");
+    let config = dir.path().join("hookd.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {data_dir:?}\nsocket = {socket:?}\n"),
+    )
+    .unwrap();
+    let trace_path = dir.path().join("trace.txt");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-y", "-o"])
+        .arg(&trace_path)
+        .args([
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            HOOKD,
+            "serve",
+            "--config",
+        ])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = strace.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("hookd is serving")
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(60), ready_rx)
+        .await
+        .expect("the traced daemon starts")
+        .unwrap();
+    let pgrep = Command::new("pgrep")
+        .args(["-P", &strace.id().to_string()])
+        .output()
+        .unwrap();
+    let daemon_pid = String::from_utf8_lossy(&pgrep.stdout).trim().to_owned();
+    Command::new("kill")
+        .args(["-TERM", &daemon_pid])
+        .status()
+        .unwrap();
+    strace.wait().unwrap();
+
+    let trace = std::fs::read_to_string(&trace_path).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    let staged = format!("{}>", data_dir.join("hookd-data.new").display());
+    let synced_staged = lines
+        .iter()
+        .position(|l| l.contains("fsync(") && l.contains(&staged) && l.trim_end().ends_with("= 0"))
+        .unwrap_or_else(|| panic!("the staged marker is never fsynced:\n{trace}"));
+    let renamed = lines
+        .iter()
+        .position(|l| {
+            l.contains("rename") && l.contains("hookd-data.new") && l.trim_end().ends_with("= 0")
+        })
+        .unwrap_or_else(|| panic!("no rename of the marker:\n{trace}"));
+    assert!(
+        synced_staged < renamed,
+        "synced before the rename:\n{trace}"
+    );
+    let data_dir_entry = format!("{}>", data_dir.display());
+    let parent_entry = format!("{}>", dir.path().display());
+    assert!(
+        lines[renamed..]
+            .iter()
+            .any(|l| l.contains("fsync(") && l.contains(&data_dir_entry)),
+        "the rename is synced (an fsync of the data dir after it):\n{trace}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("fsync(") && l.contains(&parent_entry)),
+        "the data dir's entry in its parent is synced:\n{trace}"
+    );
+}

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `hookd` binary over its real Unix socket, real HTTP receivers on 127.0.0.1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admission;
 mod bad_input;
 mod cli_ops;
 mod crash;

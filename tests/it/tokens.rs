@@ -66,3 +66,50 @@ async fn require_token_closes_the_api_before_any_token_exists() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_and_revokes_leave_memory_as_the_store() {
+    let receiver = TestReceiver::start(|_| Reply::ok()).await;
+    let daemon = TestDaemon::start(&[endpoint("ok", &receiver.url("/"), FAST_RETRY)], "").await;
+    let (ok, admin, stderr) = daemon.cli(&["tokens", "create", "admin"]);
+    assert!(ok, "{stderr}");
+    let admin = admin.trim().to_owned();
+    let client = daemon.client().with_token(Some(admin.clone()));
+    let mut first = Vec::new();
+    for i in 0..16 {
+        first.push(
+            client
+                .create_token(&format!("t{i}"), None)
+                .await
+                .unwrap()
+                .token,
+        );
+    }
+    // Revoke every token of the first round while a second round is created, all at once.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client.revoke_token(&format!("t{i}")).await.unwrap();
+            client
+                .create_token(&format!("n{i}"), None)
+                .await
+                .unwrap()
+                .token
+        }));
+    }
+    let mut second = Vec::new();
+    for task in tasks {
+        second.push(task.await.unwrap());
+    }
+    for revoked in &first {
+        assert_eq!(
+            status_of(&daemon, Some(revoked)).await,
+            401,
+            "a revoked token stays revoked"
+        );
+    }
+    for live in &second {
+        assert_eq!(status_of(&daemon, Some(live)).await, 200);
+    }
+}
