@@ -144,7 +144,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "hookd is serving"
     );
 
-    let serving = tokio::spawn(async move { server.await });
+    let mut serving = tokio::spawn(async move { server.await });
     let store_failure = tokio::select! {
         _ = shutdown => None,
         reason = store.failed() => Some(reason),
@@ -158,7 +158,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     tracing::info!("shutting down: no new requests; finishing attempts in flight");
     cancel.cancel();
-    let served = serving.await;
+    // Requests in progress get the grace period to finish; the API does not hold the exit past it.
+    let served = match tokio::time::timeout(config.shutdown_grace, &mut serving).await {
+        Ok(served) => served,
+        Err(_) => {
+            tracing::warn!("grace period over; API requests still in progress are dropped");
+            serving.abort();
+            Ok(Ok(()))
+        }
+    };
     if let Some(metrics_server) = metrics_server
         && let Ok(Err(error)) = metrics_server.await
     {

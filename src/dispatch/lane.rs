@@ -288,7 +288,11 @@ impl Lane {
                 write_status(&self.shared.status, LaneStatus::Active);
                 return true;
             }
-            let status = verify::verify_now(&self.context, &endpoint, &self.shared.status).await;
+            // A handshake may hang up to the endpoint's timeout: shutdown does not wait for it.
+            let status = tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                status = verify::verify_now(&self.context, &endpoint, &self.shared.status) => status,
+            };
             if status == LaneStatus::Active {
                 return true;
             }

@@ -519,16 +519,23 @@ impl Lanes {
         let running = lock(&self.inner.running)
             .get(endpoint)
             .map(|lane| (Arc::clone(&lane.shared), Arc::clone(&lane.recheck)));
+        // A handshake may hang up to the endpoint's timeout: shutdown does not wait for it.
+        let shutdown = self.inner.shutdown.clone();
         let status = match running {
             Some((shared, recheck)) => {
-                let status =
-                    verify::verify_now(&self.inner.context, &settings, &shared.status).await;
+                let status = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    status = verify::verify_now(&self.inner.context, &settings, &shared.status) => status,
+                };
                 recheck.notify_one();
                 status
             }
             None => {
                 let scratch = RwLock::new(LaneStatus::Active);
-                verify::verify_now(&self.inner.context, &settings, &scratch).await
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    status = verify::verify_now(&self.inner.context, &settings, &scratch) => status,
+                }
             }
         };
         Some(status)

@@ -44,10 +44,14 @@ pub struct GroupCommit {
 impl GroupCommit {
     /// Starts the commit task for `db`, whose files live in `dir`. Must be called inside a tokio runtime.
     pub fn start(db: sled::Db, dir: PathBuf) -> GroupCommit {
+        Self::start_with(db, SyncedFiles::new(dir))
+    }
+
+    fn start_with(db: sled::Db, files: SyncedFiles) -> GroupCommit {
         let (requests, receiver) = mpsc::unbounded_channel();
         let (failed, failure) = watch::channel(None);
         let (committed, commits) = watch::channel(0);
-        tokio::spawn(run(db, dir, receiver, failed, committed));
+        tokio::spawn(run(db, files, receiver, failed, committed));
         GroupCommit {
             requests,
             failure,
@@ -100,19 +104,25 @@ impl GroupCommit {
 
 async fn run(
     db: sled::Db,
-    dir: PathBuf,
+    files: SyncedFiles,
     mut receiver: mpsc::UnboundedReceiver<Waiter>,
     failed: watch::Sender<Option<CommitError>>,
     committed: watch::Sender<u64>,
 ) {
-    let files = Arc::new(Mutex::new(SyncedFiles::new(dir)));
+    let files = Arc::new(Mutex::new(files));
     let mut batch = Vec::new();
     let mut last_start = Instant::now();
     while let Some(first) = receiver.recv().await {
         batch.push(first);
         gather(&mut receiver, &mut batch, last_start + REQUEST_INTERVAL).await;
         last_start = Instant::now();
-        let result = commit_once(&db, &files).await;
+        // Once a commit failed, none after it is trusted: Linux reports a writeback error to one fsync only,
+        // so a later fsync that succeeds proves nothing about the pages the failed one lost.
+        let latched = failed.borrow().clone();
+        let result = match latched {
+            Some(error) => Err(error),
+            None => commit_once(&db, &files).await,
+        };
         if let Err(error) = &result {
             tracing::error!(%error, "group commit failed; nothing more can be acknowledged until a restart");
             failed.send_if_modified(|first| {
@@ -184,6 +194,9 @@ struct SyncedFiles {
     blobs_seen: HashSet<PathBuf>,
     blobs_dir_mtime: Option<SystemTime>,
     dir_synced: bool,
+    /// Tests: the next sync fails as a failed fsync would.
+    #[cfg(test)]
+    fail_next: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SyncedFiles {
@@ -194,10 +207,19 @@ impl SyncedFiles {
             blobs_seen: HashSet::new(),
             blobs_dir_mtime: None,
             dir_synced: false,
+            #[cfg(test)]
+            fail_next: Arc::default(),
         }
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(std::io::Error::other("injected fsync failure"));
+        }
         if self.log.is_none() {
             self.log = Some(File::open(self.dir.join("db"))?);
         }
@@ -276,5 +298,38 @@ impl Store {
     /// Resolves when a commit fails: from then on this process can acknowledge nothing.
     pub async fn failed(&self) -> String {
         self.committer.failed().await.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn after_a_failed_commit_no_later_commit_answers_success() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let db = sled::open(dir.path()).expect("sled opens");
+        let files = SyncedFiles::new(dir.path().to_owned());
+        let fail_next = Arc::clone(&files.fail_next);
+        let commits = GroupCommit::start_with(db.clone(), files);
+
+        db.insert("a", "1").expect("a write");
+        assert!(commits.wait().await.is_ok());
+
+        fail_next.store(true, Ordering::SeqCst);
+        db.insert("b", "2").expect("a write");
+        assert!(commits.wait().await.is_err(), "the injected fsync failure");
+        assert!(commits.failure().is_some());
+
+        // The disk would sync again, but what the failed fsync lost is not known: every later commit fails.
+        db.insert("c", "3").expect("a write");
+        let later = commits.wait().await;
+        assert!(
+            later.is_err(),
+            "no acknowledgement after a failed fsync: {later:?}"
+        );
+        assert!(!fail_next.load(Ordering::SeqCst), "the fault was used once");
     }
 }

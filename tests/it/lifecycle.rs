@@ -140,3 +140,49 @@ async fn the_cli_fails_with_one_line_when_the_daemon_is_not_running_or_the_id_is
     );
     assert_eq!(mode & 0o777, 0o600, "the socket is private to its owner");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_grace_with_a_hanging_receiver_and_a_hanging_handshake() {
+    // One receiver hangs on every request: the json endpoint's attempt and the dlr-json handshake.
+    let hanging = TestReceiver::start(|_| Reply::hang()).await;
+    let slow_handshake = "format = \"dlr-json\"\ntimeout_ms = 60000\nverification = { validation_key = \"k\" }\nauth = { type = \"bearer\", token = \"t\" }";
+    let mut daemon = TestDaemon::start(
+        &[
+            endpoint("stuck", &hanging.url("/json"), "timeout_ms = 60000"),
+            endpoint("dlr", &hanging.url("/dlr"), slow_handshake),
+        ],
+        "",
+    )
+    .await;
+    let in_flight = daemon.send("stuck", "event", "{}").await;
+    let waiting = daemon
+        .send("dlr", "dlr", r#"{"id":"x:1","status":"DELIVRD"}"#)
+        .await;
+    // Both requests (the attempt and the handshake) reached the receiver and hang there.
+    hanging.wait_for(2, Duration::from_secs(30)).await;
+
+    let started = std::time::Instant::now();
+    let status = daemon.terminate();
+    let took = started.elapsed();
+    assert!(status.success(), "exit code 0: {status:?}");
+    // The harness's grace is 5 s; the handshake alone would hold the exit for its 60 s timeout.
+    assert!(
+        took < Duration::from_millis(6_000),
+        "exited within the 5 s grace + 1 s (took {took:?}):\n{}",
+        daemon.log()
+    );
+    // Nothing unfinished is lost: both are queued again.
+    daemon.spawn().await;
+    for id in [&in_flight, &waiting] {
+        let state = daemon.message(id).await.state.to_string();
+        assert!(
+            state == "queued" || state == "held" || state == "in_flight",
+            "{id}: {state}"
+        );
+        assert_eq!(
+            daemon.message(id).await.attempts.len(),
+            0,
+            "no attempt counted"
+        );
+    }
+}
