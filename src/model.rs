@@ -40,6 +40,12 @@ impl MessageId {
         self.0.as_bytes()
     }
 
+    /// When the id was made (UUID v7 carries its milliseconds), if it is a v7 id.
+    pub fn created_at(&self) -> Option<Millis> {
+        let (seconds, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(seconds * 1000 + u64::from(nanos) / 1_000_000)
+    }
+
     /// Reads an id back from its 16 key bytes.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         Uuid::from_slice(bytes).ok().map(Self)

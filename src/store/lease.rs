@@ -35,12 +35,24 @@ impl Store {
             };
             let mut dropped = false;
             for (due_at, id) in due {
-                let read = match self.trees.msg.get(id.as_bytes())? {
-                    Some(stored) => {
-                        let (record, at) = record::decode(&stored)?;
-                        Some((self.with_payload(record, at)?, (stored, at)))
-                    }
+                let stored = match self.trees.msg.get(id.as_bytes()) {
+                    Ok(stored) => stored,
+                    Err(error) => return Err(self.give_back(endpoint, taken, error.into())),
+                };
+                let read = match stored.map(|stored| self.read_leasable(stored)) {
                     None => None,
+                    Some(Ok(read)) => Some(read),
+                    Some(Err((stored, StoreError::Corrupt(problem)))) => {
+                        // One bad record must not stall the endpoint: it becomes a dead letter.
+                        match self.quarantine(endpoint, due_at, id, &stored, &problem, now) {
+                            Ok(_) => {
+                                dropped = true;
+                                continue;
+                            }
+                            Err(error) => return Err(self.give_back(endpoint, taken, error)),
+                        }
+                    }
+                    Some(Err((_, error))) => return Err(self.give_back(endpoint, taken, error)),
                 };
                 let Some((mut record, read)) = read.filter(|(r, _)| r.stage == Stage::Queued)
                 else {
@@ -72,6 +84,38 @@ impl Store {
         } else {
             Lease::Taken(taken)
         })
+    }
+
+    /// A stored record decoded with its payload, and the bytes read (kept by the lease); on failure, the
+    /// bytes and why.
+    #[allow(clippy::type_complexity)]
+    fn read_leasable(
+        &self,
+        stored: sled::IVec,
+    ) -> Result<(MessageRecord, (sled::IVec, PayloadAt)), (sled::IVec, StoreError)> {
+        let decoded = record::decode(&stored)
+            .and_then(|(record, at)| Ok((self.with_payload(record, at)?, at)));
+        match decoded {
+            Ok((record, at)) => Ok((record, (stored, at))),
+            Err(error) => Err((stored, error)),
+        }
+    }
+
+    /// Ends the leases this call took (the lane never got them) and answers `error`: a failed scan strands
+    /// nothing in flight.
+    fn give_back(
+        &self,
+        endpoint: &str,
+        taken: Vec<MessageRecord>,
+        error: StoreError,
+    ) -> StoreError {
+        for record in taken {
+            if self.leases.end(record.id) {
+                self.tally
+                    .moved(endpoint, Some(Stage::InFlight), Some(Stage::Queued));
+            }
+        }
+        error
     }
 
     /// Puts a leased message back to due at `now` without counting an attempt (shutdown, restart).

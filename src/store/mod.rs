@@ -30,6 +30,7 @@ mod leases;
 mod open;
 mod ops;
 mod outcome;
+mod quarantine;
 mod read;
 mod record;
 mod retire;
@@ -52,6 +53,7 @@ use leases::Leases;
 pub use open::MARKER_FILE;
 pub use ops::AttemptOutcome;
 use ops::{AttemptOp, EnqueueOp};
+pub use quarantine::CORRUPT_KIND;
 pub use retire::Retire;
 use tally::Tally;
 

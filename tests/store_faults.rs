@@ -1,0 +1,79 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The store under bad data: a record that cannot be read never stalls its endpoint.
+
+use std::path::Path;
+
+use hookd::model::{MessageId, Stage};
+use hookd::store::{CORRUPT_KIND, Lease, NewMessage, Store};
+
+const CACHE_BYTES: u64 = 1 << 20;
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, CACHE_BYTES).expect("open the store")
+}
+
+/// Runs `work` on a runtime of its own and drops it, so the store's group-commit task lets go of the data dir.
+fn in_own_runtime<T>(work: impl std::future::Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let out = runtime.block_on(work);
+    drop(runtime);
+    out
+}
+
+fn new_message(endpoint: &str) -> NewMessage {
+    NewMessage {
+        endpoint: endpoint.to_owned(),
+        kind: "t".to_owned(),
+        payload: r#"{"n":1}"#.to_owned(),
+        idempotency_key: None,
+        contact: None,
+    }
+}
+
+#[test]
+fn an_unreadable_queued_record_is_quarantined_and_the_rest_of_the_scan_leased() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<MessageId> = in_own_runtime(async {
+        let store = open(dir.path());
+        let ids = (0..3)
+            .map(|i| store.enqueue(&new_message("e"), 1_000 + i).unwrap().id)
+            .collect();
+        store.commit().await.unwrap();
+        ids
+    });
+    let bad = ids[1];
+    {
+        // The record's header still reads (endpoint, stage, due time), its payload is no longer UTF-8.
+        let db = sled::open(dir.path()).unwrap();
+        let msg = db.open_tree("msg").unwrap();
+        let mut bytes = msg.get(bad.as_bytes()).unwrap().unwrap().to_vec();
+        bytes.extend_from_slice(&[0xff, 0xfe]);
+        msg.insert(bad.as_bytes(), bytes).unwrap();
+        db.flush().unwrap();
+    }
+    in_own_runtime(async {
+        let store = open(dir.path());
+        let Lease::Taken(taken) = store.lease_due("e", 5_000, 10, 60_000).unwrap() else {
+            panic!("the readable messages are leased");
+        };
+        let taken: Vec<MessageId> = taken.iter().map(|r| r.id).collect();
+        assert_eq!(taken, [ids[0], ids[2]]);
+        let dead = store.get(bad).unwrap().unwrap();
+        assert_eq!(dead.stage, Stage::Dead);
+        assert_eq!(dead.kind, CORRUPT_KIND);
+        assert!(
+            dead.dead_reason
+                .as_deref()
+                .unwrap()
+                .starts_with("corrupt record: "),
+            "{dead:?}"
+        );
+        let kept: serde_json::Value = serde_json::from_str(&dead.payload).unwrap();
+        assert!(
+            kept["corrupt_record_base64"].as_str().unwrap().len() > 20,
+            "{kept}"
+        );
+        assert_eq!(store.list_dead(Some("e"), None, 10).unwrap().items.len(), 1);
+        assert_eq!(store.counts().unwrap(), store.recount().unwrap());
+    });
+}
