@@ -139,6 +139,17 @@ pub(super) async fn delete(
         }
     };
     let retired = state.lanes.delete(&name, retire).await?;
+    // A token scoped to the endpoint would otherwise reach a new endpoint created under the same name.
+    let mut revoked = false;
+    for token in state.store.tokens()? {
+        if token.endpoint.as_deref() == Some(name.as_str()) {
+            revoked |= state.store.revoke_token(&token.name).await?;
+        }
+    }
+    if revoked {
+        state.tokens.replace(&state.store)?;
+        tracing::info!(endpoint = %name, "tokens scoped to the deleted endpoint revoked");
+    }
     Ok(Json(EndpointDeleted {
         name,
         deleted: true,

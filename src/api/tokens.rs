@@ -74,7 +74,7 @@ impl TokenDigests {
 
     /// Reloads the digests from the store. The store is read while the lock is held, so of two concurrent
     /// reloads the later one reads the later store: a revoked token never comes back from a stale copy.
-    fn replace(&self, store: &Store) -> Result<(), StoreError> {
+    pub(super) fn replace(&self, store: &Store) -> Result<(), StoreError> {
         let mut guard = match self.0.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -218,10 +218,18 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let request: CreateToken = parse_json(&read_body(body)?)?;
     validate_endpoint_name(&request.name).map_err(|r| ApiError::invalid(format!("name: {r}")))?;
-    if let Some(endpoint) = &request.endpoint
-        && state.lanes.endpoint(endpoint).is_none()
-    {
-        return Err(ApiError::unknown_endpoint(endpoint));
+    if let Some(endpoint) = &request.endpoint {
+        if state.lanes.endpoint(endpoint).is_none() {
+            return Err(ApiError::unknown_endpoint(endpoint));
+        }
+        // The first token closes the API to every request without one: it must be able to open it again.
+        if !state.store.tokens()?.iter().any(|t| t.endpoint.is_none()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_admin_token",
+                "create an admin token (without `endpoint`) first: once a token exists, only an admin token can create others",
+            ));
+        }
     }
     let token = format!("hkd_{}", Alphanumeric.sample_string(&mut rand::rng(), 40));
     let record = TokenRecord {

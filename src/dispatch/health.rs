@@ -76,6 +76,11 @@ impl Circuit {
         }
     }
 
+    /// Takes new settings (threshold, cooldown) from the next decision on, keeping the state it is in.
+    pub fn reconfigure(&mut self, config: CircuitBreakerConfig) {
+        self.config = config;
+    }
+
     pub fn state(&self) -> CircuitState {
         self.state
     }
@@ -150,6 +155,7 @@ impl Circuit {
 /// No bursts: an idle lane does not save up credit.
 #[derive(Clone, Debug)]
 pub struct RateLimiter {
+    rate_per_second: f64,
     interval_micros: u64,
     next_micros: u64,
 }
@@ -157,9 +163,15 @@ pub struct RateLimiter {
 impl RateLimiter {
     pub fn new(rate_per_second: f64) -> RateLimiter {
         RateLimiter {
+            rate_per_second,
             interval_micros: (1_000_000.0 / rate_per_second).ceil() as u64,
             next_micros: 0,
         }
+    }
+
+    /// The rate it was made for, in requests per second.
+    pub fn rate(&self) -> f64 {
+        self.rate_per_second
     }
 
     /// How long to wait from `now_micros` before the next request may start (zero when it may start now).

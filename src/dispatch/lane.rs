@@ -64,30 +64,49 @@ enum Cleared {
 
 impl Lane {
     pub async fn run(mut self) {
-        // Concurrency is fixed for the lane's life (a config file setting, not a run-time one).
-        let places = Places::new(self.current().concurrency);
+        let mut places = Places::new(self.current().concurrency);
         let mut rate_limit = self.current().rate_limit.map(RateLimiter::new);
         let clock = tokio::time::Instant::now();
         let mut attempts = JoinSet::new();
         let mut changes = self.settings.clone();
         let mut settings_dirty = false;
         tracing::debug!(endpoint = %self.name, "lane started");
+        // New settings (a new URL or key): no sending until verified again.
+        let mut reverify = false;
         loop {
             while attempts.try_join_next().is_some() {}
+            if settings_dirty || changes.has_changed().unwrap_or(false) {
+                changes.borrow_and_update();
+                settings_dirty = false;
+                reverify = true;
+                // Run-time changes of the lane's own limits apply from the next request on; attempts in
+                // flight keep their places in the old limit until they end.
+                let endpoint = self.current();
+                if endpoint.concurrency != places.concurrency {
+                    places = Places::new(endpoint.concurrency);
+                }
+                if rate_limit.as_ref().map(RateLimiter::rate) != endpoint.rate_limit {
+                    rate_limit = endpoint.rate_limit.map(RateLimiter::new);
+                }
+                lock(&self.shared.circuit).reconfigure(endpoint.circuit_breaker);
+            }
             let taken = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
+                changed = changes.changed() => match changed {
+                    // New settings may bring new places: look again.
+                    Ok(()) => {
+                        settings_dirty = true;
+                        continue;
+                    }
+                    Err(_) => break,
+                },
                 taken = places.take() => match taken {
                     Ok(taken) => taken,
                     Err(_) => break,
                 },
             };
-            // New settings (a new URL or key): no sending until verified again.
-            let settings_changed = settings_dirty || changes.has_changed().unwrap_or(false);
-            if settings_changed {
-                changes.borrow_and_update();
-                settings_dirty = false;
-            }
+            let settings_changed = std::mem::take(&mut reverify);
             let (batch_max, probe) = match self.clear_to_send(settings_changed).await {
                 Cleared::Send { batch_max, probe } => (batch_max, probe),
                 Cleared::Shutdown => break,
@@ -359,6 +378,8 @@ impl Lane {
 
 /// A lane's places for attempts (module docs).
 struct Places {
+    /// The endpoint's `concurrency` these places were made for.
+    concurrency: usize,
     /// One per HTTP exchange in flight: `concurrency` of them.
     sending: Arc<Semaphore>,
     /// One per attempt whose outcome is not yet recorded: `2 × concurrency` of them.
@@ -375,6 +396,7 @@ pub(super) struct AttemptPlaces {
 impl Places {
     fn new(concurrency: usize) -> Places {
         Places {
+            concurrency,
             sending: Arc::new(Semaphore::new(concurrency)),
             leased: Arc::new(Semaphore::new(concurrency.saturating_mul(2))),
         }

@@ -374,6 +374,14 @@ async fn a_token_scoped_to_an_endpoint_reaches_that_endpoint_and_nothing_else() 
     daemon.wait_state(&own, "delivered", WAIT).await;
     daemon.wait_state(&foreign, "delivered", WAIT).await;
 
+    // The first token must be an admin token: a scoped one alone would lock everyone else out.
+    let (status, answer) = post(
+        &daemon,
+        "/v1/tokens",
+        json!({"name": "early", "endpoint": "acme"}),
+    )
+    .await;
+    assert_eq!((status, code(&answer)), (409, "no_admin_token"), "{answer}");
     let (ok, admin, stderr) = daemon.cli(&["tokens", "create", "ops"]);
     assert!(ok, "{stderr}");
     let admin = admin.trim().to_owned();
@@ -461,6 +469,40 @@ async fn a_token_scoped_to_an_endpoint_reaches_that_endpoint_and_nothing_else() 
     let (_, view) = call(&daemon, M::GET, "/v1/endpoints/acme", None, Some(&admin)).await;
     assert_eq!(view["timeout_ms"], 4000, "the scoped change took: {view}");
     assert_eq!(view["max_attempts"], 4, "{view}");
+
+    // Deleting an endpoint revokes its scoped tokens: they do not reach a new endpoint of the same name.
+    let temp = json!({"name": "temp", "format": "json", "url": receiver.url("/temp")});
+    let (status, _) = call(
+        &daemon,
+        M::POST,
+        "/v1/endpoints",
+        Some(temp.clone()),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, created) = call(
+        &daemon,
+        M::POST,
+        "/v1/tokens",
+        Some(json!({"name": "temp-token", "endpoint": "temp"})),
+        Some(&admin),
+    )
+    .await;
+    let temp_token = created["token"].as_str().unwrap().to_owned();
+    let (status, _) = call(&daemon, M::DELETE, "/v1/endpoints/temp", None, Some(&admin)).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&daemon, M::POST, "/v1/endpoints", Some(temp), Some(&admin)).await;
+    assert_eq!(status, 201);
+    let (status, _) = call(
+        &daemon,
+        M::GET,
+        "/v1/endpoints/temp",
+        None,
+        Some(&temp_token),
+    )
+    .await;
+    assert_eq!(status, 401, "the deleted endpoint's token was revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,4 +573,66 @@ async fn a_dlr_endpoint_created_through_the_api_is_verified_at_creation() {
     assert!(active.is_some(), "verified without a message");
     let handshake: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
     assert_eq!(handshake["validation_key"], "k1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_lane_takes_new_concurrency_and_breaker_settings_at_once() {
+    // Every request hangs: with concurrency 1 only one would ever reach the receiver.
+    let hanging = TestReceiver::start(|_| Reply::hang()).await;
+    let failing = TestReceiver::start(|_| Reply::status(500)).await;
+    let daemon = TestDaemon::start(&[], "").await;
+    for (name, url) in [("slow", hanging.url("/")), ("failing", failing.url("/"))] {
+        let (status, view) = post(
+            &daemon,
+            "/v1/endpoints",
+            json!({"name": name, "format": "json", "url": url, "concurrency": 1, "timeout_ms": 60000,
+                   "max_attempts": 3, "retry": {"initial_ms": 50, "max_ms": 50, "jitter": 0.0},
+                   "circuit_breaker": {"failure_threshold": 10, "cooldown": "1h"}}),
+        )
+        .await;
+        assert_eq!(status, 201, "{view}");
+        // Paused with messages queued: the lane is running and waiting.
+        daemon
+            .client()
+            .control_endpoint(name, "pause")
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        daemon.send("slow", "event", "{}").await;
+    }
+    let failing_id = daemon.send("failing", "event", "{}").await;
+
+    let (status, view) = patch(&daemon, "slow", json!({"concurrency": 3})).await;
+    assert_eq!((status, &view["concurrency"]), (200, &json!(3)), "{view}");
+    let (status, _) = patch(
+        &daemon,
+        "failing",
+        json!({"circuit_breaker": {"failure_threshold": 2, "cooldown": "1h"}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    daemon
+        .client()
+        .control_endpoint("slow", "resume")
+        .await
+        .unwrap();
+    daemon
+        .client()
+        .control_endpoint("failing", "resume")
+        .await
+        .unwrap();
+
+    hanging.wait_for(3, WAIT).await;
+    let open = eventually(WAIT, || async {
+        let (_, view) = get(&daemon, "/v1/endpoints/failing").await;
+        (view["state"] == "circuit_open").then_some(view)
+    })
+    .await;
+    assert!(
+        open.is_some(),
+        "the circuit opened after 2 failures, the new threshold"
+    );
+    assert_eq!(failing.count(), 2);
+    assert_ne!(daemon.message(&failing_id).await.state.to_string(), "dead");
 }
