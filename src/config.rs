@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::endpoint_spec::{Defaults, Table, Tables};
+use crate::endpoint_spec::{Defaults, SpecError, Table, Tables};
 use crate::formats::FormatKind;
 use crate::retry::{Backoff, RetryPolicy};
 
@@ -119,6 +119,7 @@ pub struct RawEndpoint {
     pub batch_max: Option<usize>,
     pub batch_linger_ms: Option<u64>,
     pub verification: Option<RawVerification>,
+    pub urls: Option<std::collections::BTreeMap<String, String>>,
     pub max_pending_per_contact: Option<usize>,
     pub signing_secret: Option<OneOrMany<Secret>>,
     pub rate_limit: Option<f64>,
@@ -150,10 +151,35 @@ pub struct RawCircuitBreaker {
     pub cooldown: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `verification`: the handshake's table `{ validation_key = "..." }`, or the word `"none"` for a receiver
+/// that has no handshake (seed 002 asks for one; an endpoint without it must say so).
+#[derive(Debug)]
+pub enum RawVerification {
+    Handshake { validation_key: Secret },
+    None,
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawVerification {
-    pub validation_key: Secret,
+struct RawHandshake {
+    validation_key: Secret,
+}
+
+impl<'de> Deserialize<'de> for RawVerification {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(word) if word == "none" => Ok(RawVerification::None),
+            table @ serde_json::Value::Object(_) => serde_json::from_value::<RawHandshake>(table)
+                .map(|raw| RawVerification::Handshake {
+                    validation_key: raw.validation_key,
+                })
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "{other} is neither \"none\" nor a table {{ validation_key = \"...\" }}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +303,12 @@ pub struct EndpointConfig {
     pub batch_linger: Duration,
     /// The handshake that must succeed before the first delivery (seed 002).
     pub verification: Option<Verification>,
+    /// The endpoint's format verifies, but its table says `verification = "none"`: sent without a handshake
+    /// (start-up warns about it).
+    pub verification_waived: bool,
+    /// Per message type, the URL its messages go to instead of `url` (`urls`, gateway-json: seed 003's two
+    /// webhooks). A type not listed goes to `url`; so do the verification handshake and everything else.
+    pub urls: std::collections::BTreeMap<String, reqwest::Url>,
     /// The most undelivered messages one contact may have on this endpoint (seed 004).
     pub max_pending_per_contact: Option<usize>,
     /// Standard Webhooks signing secrets (`whsec_` + base64); every request is signed with each of them, so
@@ -302,12 +334,28 @@ impl fmt::Debug for EndpointConfig {
             .field("batch_max", &self.batch_max)
             .field("batch_linger", &self.batch_linger)
             .field("verification", &self.verification)
+            .field("verification_waived", &self.verification_waived)
+            .field(
+                "urls",
+                &self
+                    .urls
+                    .iter()
+                    .map(|(kind, url)| (kind, masked_url(url)))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
             .field("max_pending_per_contact", &self.max_pending_per_contact)
             .field("signing_keys", &self.signing_keys)
             .field("rate_limit", &self.rate_limit)
             .field("circuit_breaker", &self.circuit_breaker)
             .field("max_queued", &self.max_queued)
             .finish()
+    }
+}
+
+impl EndpointConfig {
+    /// Where a message of type `kind` is sent: its type's own URL (`urls`), else `url`.
+    pub fn url_for(&self, kind: &str) -> &reqwest::Url {
+        self.urls.get(kind).unwrap_or(&self.url)
     }
 }
 
@@ -480,8 +528,8 @@ impl RawConfig {
 }
 
 impl RawEndpoint {
-    /// Validates one endpoint; an error is (field, reason).
-    pub(crate) fn validate(self) -> Result<EndpointConfig, (&'static str, String)> {
+    /// Validates one endpoint; an error names the key (`retry.jitter`, `urls.incoming_sms`) and the reason.
+    pub(crate) fn validate(self) -> Result<EndpointConfig, SpecError> {
         validate_endpoint_name(&self.name).map_err(|r| ("name", r))?;
         let url = parse_url(&self.url)?;
         let format = match self.format.as_deref() {
@@ -517,10 +565,11 @@ impl RawEndpoint {
                 return Err((
                     "batch_max",
                     format!("the {} format sends one message per request", format.name()),
-                ));
+                )
+                    .into());
             }
             (Some(n), limit) if n == 0 || n > limit => {
-                return Err(("batch_max", format!("{n} must be between 1 and {limit}")));
+                return Err(("batch_max", format!("{n} must be between 1 and {limit}")).into());
             }
             (Some(n), _) => n,
         };
@@ -528,33 +577,66 @@ impl RawEndpoint {
             return Err((
                 "batch_linger_ms",
                 format!("the {} format does not batch", format.name()),
-            ));
+            )
+                .into());
         }
         let batch_linger = Duration::from_millis(self.batch_linger_ms.unwrap_or(100));
-        let verification = match self.verification {
+        let (verification, verification_waived) = match self.verification {
             Some(_) if !format.verifies() => {
                 return Err((
                     "verification",
                     format!("the {} format has no verification handshake", format.name()),
-                ));
+                )
+                    .into());
             }
-            Some(raw) if raw.validation_key.expose().is_empty() => {
-                return Err(("verification.validation_key", "must not be empty".into()));
+            Some(RawVerification::Handshake { validation_key })
+                if validation_key.expose().is_empty() =>
+            {
+                return Err(("verification.validation_key", "must not be empty".into()).into());
             }
-            Some(raw) => Some(Verification {
-                validation_key: raw.validation_key,
-            }),
-            None => None,
+            Some(RawVerification::Handshake { validation_key }) => {
+                (Some(Verification { validation_key }), false)
+            }
+            Some(RawVerification::None) => (None, true),
+            None if format.verifies() => {
+                return Err((
+                    "verification",
+                    format!(
+                        "endpoint `{}` is {}, whose webhook is verified before use (seed 002): give \
+                         verification = {{ validation_key = \"...\" }}, or verification = \"none\" for a \
+                         receiver without the handshake",
+                        self.name,
+                        format.name()
+                    ),
+                )
+                    .into());
+            }
+            None => (None, false),
+        };
+        let urls = match self.urls {
+            None => std::collections::BTreeMap::new(),
+            Some(_) if !format.routes_by_type() => {
+                return Err((
+                    "urls",
+                    format!(
+                        "the {} format has one URL per endpoint (`urls`, a URL per message type, is for gateway-json)",
+                        format.name()
+                    ),
+                )
+                    .into());
+            }
+            Some(raw) => parse_urls(format, raw)?,
         };
         let max_pending_per_contact = match (self.max_pending_per_contact, format.caps_contacts()) {
             (Some(_), false) => {
                 return Err((
                     "max_pending_per_contact",
                     format!("the {} format has no contacts", format.name()),
-                ));
+                )
+                    .into());
             }
             (Some(0), true) => {
-                return Err(("max_pending_per_contact", "must be greater than 0".into()));
+                return Err(("max_pending_per_contact", "must be greater than 0".into()).into());
             }
             (Some(n), true) => Some(n),
             (None, true) => Some(1000),
@@ -573,7 +655,8 @@ impl RawEndpoint {
                 return Err((
                     "rate_limit",
                     format!("{rate} must be a number of requests per second above 0"),
-                ));
+                )
+                    .into());
             }
             other => other,
         };
@@ -614,6 +697,8 @@ impl RawEndpoint {
             batch_max,
             batch_linger,
             verification,
+            verification_waived,
+            urls,
             max_pending_per_contact,
             signing_keys,
             rate_limit,
@@ -721,6 +806,31 @@ fn parse_url(text: &str) -> Result<reqwest::Url, (&'static str, String)> {
     Ok(url)
 }
 
+/// `urls`: each key a message type of the format, each value checked as `url` is.
+fn parse_urls(
+    format: FormatKind,
+    raw: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, reqwest::Url>, SpecError> {
+    let types = format.types().unwrap_or_default();
+    raw.into_iter()
+        .map(|(kind, text)| {
+            let key = format!("urls.{kind}");
+            if !types.contains(&kind.as_str()) {
+                return Err(SpecError::new(
+                    key,
+                    format!(
+                        "`{kind}` is not a message type of the {} format (it carries: {})",
+                        format.name(),
+                        types.join(", ")
+                    ),
+                ));
+            }
+            let url = parse_url(&text).map_err(|(_, reason)| SpecError::new(key, reason))?;
+            Ok((kind, url))
+        })
+        .collect()
+}
+
 /// Endpoint names appear in store keys, URLs and CLI arguments: keep them plain.
 pub fn validate_endpoint_name(name: &str) -> Result<(), String> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
@@ -770,6 +880,42 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configs_provider_examples_load_when_uncommented() {
+        let text = include_str!("../config/hookd.toml");
+        let (head, examples) = text
+            .split_once("# Examples for the provider formats")
+            .expect("the example config has provider examples");
+        let mut uncommented = head.to_owned();
+        for line in examples.lines() {
+            let Some(rest) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let key = rest.split(" = ").next().unwrap_or_default();
+            let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+            if rest == "[[endpoints]]" || (is_key && rest.contains(" = ")) {
+                uncommented.push_str(rest);
+                uncommented.push('\n');
+            }
+        }
+        let config = load(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        let names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
+        for name in ["sdk-notify", "sms-status", "dlr", "gateway", "inbox"] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        let dlr = config.endpoint("dlr").unwrap();
+        assert!(
+            dlr.verification.is_some(),
+            "the example verifies its webhook"
+        );
+        let gateway = config.endpoint("gateway").unwrap();
+        assert_ne!(
+            gateway.url_for("device_status"),
+            gateway.url_for("incoming_sms"),
+            "the seed's two webhooks, two URLs"
+        );
+    }
+
+    #[test]
     fn errors_name_file_key_and_reason() {
         let err = load("[[endpoints]]\nname = \"a\"\nurl = \"http://x\"\nmax_age = \"soon\"\n")
             .unwrap_err();
@@ -816,6 +962,128 @@ mod tests {
             .to_string();
         assert!(
             err.contains("endpoints[0].format") && err.contains("yaml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_dlr_json_endpoint_must_say_how_it_is_verified() {
+        let endpoint = |extra: &str| {
+            format!(
+                "[[endpoints]]\nname = \"a\"\nurl = \"http://x\"\n[[endpoints]]\nname = \"dlr\"\n\
+                 url = \"http://x/cb\"\nformat = \"dlr-json\"\n{extra}\n"
+            )
+        };
+        let err = load(&endpoint("")).unwrap_err().to_string();
+        assert!(
+            err.contains("endpoints[1].verification") && err.contains("`dlr`"),
+            "names the key and the endpoint: {err}"
+        );
+        assert!(err.contains("\"none\""), "says how to opt out: {err}");
+        let config = load(&endpoint("verification = \"none\"")).unwrap();
+        let dlr = config.endpoint("dlr").unwrap();
+        assert!(dlr.verification.is_none() && dlr.verification_waived);
+        let config = load(&endpoint("verification = { validation_key = \"k\" }")).unwrap();
+        let dlr = config.endpoint("dlr").unwrap();
+        assert_eq!(
+            dlr.verification.as_ref().map(|v| v.validation_key.expose()),
+            Some("k")
+        );
+        assert!(!dlr.verification_waived);
+        for bad in [
+            "verification = \"None\"",
+            "verification = \"\"",
+            "verification = true",
+            "verification = { key = \"k\" }",
+        ] {
+            let err = load(&endpoint(bad)).unwrap_err().to_string();
+            assert!(err.contains("endpoints[1].verification"), "{bad}: {err}");
+        }
+        let err = load(&endpoint("verification = { validation_key = \"\" }"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("endpoints[1].verification.validation_key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn verification_is_refused_on_a_format_without_the_handshake() {
+        for value in ["\"none\"", "{ validation_key = \"k\" }"] {
+            let text = format!(
+                "[[endpoints]]\nname = \"gw\"\nurl = \"http://x\"\nformat = \"gateway-json\"\nverification = {value}\n"
+            );
+            let err = load(&text).unwrap_err().to_string();
+            assert!(
+                err.contains("endpoints[0].verification")
+                    && err.contains("no verification handshake"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_gateway_endpoint_takes_a_url_per_message_type() {
+        let gateway = |urls: &str| {
+            load(&format!(
+                "[[endpoints]]\nname = \"gw\"\nurl = \"https://gw.example/all\"\nformat = \"gateway-json\"\nurls = {urls}\n"
+            ))
+        };
+        let config = gateway(
+            "{ device_status = \"https://gw.example/status\", incoming_sms = \"http://gw.example/in?k=1\" }",
+        )
+        .unwrap();
+        let gw = config.endpoint("gw").unwrap();
+        assert_eq!(
+            gw.url_for("device_status").as_str(),
+            "https://gw.example/status"
+        );
+        assert_eq!(
+            gw.url_for("incoming_sms").as_str(),
+            "http://gw.example/in?k=1"
+        );
+        assert!(
+            !format!("{gw:?}").contains("k=1"),
+            "urls are masked in Debug"
+        );
+        let config = gateway("{ incoming_sms = \"https://gw.example/in\" }").unwrap();
+        let gw = config.endpoint("gw").unwrap();
+        assert_eq!(
+            gw.url_for("device_status").as_str(),
+            "https://gw.example/all",
+            "a type without its own URL goes to `url`"
+        );
+        for (urls, key) in [
+            (
+                "{ incoming_sms = \"ftp://gw.example/in\" }",
+                "endpoints[0].urls.incoming_sms",
+            ),
+            (
+                "{ incoming_sms = \"not a url\" }",
+                "endpoints[0].urls.incoming_sms",
+            ),
+            (
+                "{ device_status = \"mailto:a@gw.example\" }",
+                "endpoints[0].urls.device_status",
+            ),
+            (
+                "{ sms = \"https://gw.example/x\" }",
+                "endpoints[0].urls.sms",
+            ),
+            ("\"https://gw.example/x\"", "endpoints[0].urls"),
+        ] {
+            let err = gateway(urls).unwrap_err().to_string();
+            assert!(err.contains(&format!("key `{key}`")), "{urls}: {err}");
+        }
+        let err = load(
+            "[[endpoints]]\nname = \"n\"\nurl = \"http://x\"\nformat = \"notification\"\n\
+             urls = { sms = \"http://x/sms\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("key `endpoints[0].urls`") && err.contains("gateway-json"),
             "{err}"
         );
     }

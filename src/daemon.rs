@@ -110,6 +110,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         shutdown_grace: config.shutdown_grace,
         telemetry: Arc::clone(&telemetry),
     });
+    crate::dispatch::upgrade_stored_endpoints(&store, &config.defaults).await?;
     let dispatcher = Dispatcher::start(context, Arc::clone(&config), cancel.clone())?;
     let state = AppState {
         store: store.clone(),
@@ -197,7 +198,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 /// Creates a directory hookd owns (data dir, socket dir) as 0700 when it does not exist yet.
-fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
     if dir.as_os_str().is_empty() || dir.exists() {
         return Ok(());
     }

@@ -33,6 +33,8 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 /// How long the in-process daemon may take to answer on its socket.
 const START_WITHIN: Duration = Duration::from_secs(10);
+/// The `dlr` endpoint's verification handshake key (seed 002), which the healthy receiver echoes.
+const DEMO_VALIDATION_KEY: &str = "demo-validation-key";
 /// Signs the `orders` endpoint's requests (see docs/SIGNING.md); a demo value, never one for production.
 const DEMO_SIGNING_SECRET: &str = "whsec_ZGVtby1zZWNyZXQtbm90LWZvci1wcm9kdWN0aW9u";
 
@@ -411,7 +413,8 @@ fn messages() -> Vec<(&'static str, &'static str, Value)> {
         (
             "gateway",
             "device_status",
-            json!({"sms_id": 12, "status_id": 7, "device_id": 3, "status_message": "SMS delivered"}),
+            json!({"sms_id": 12, "status_id": 7, "device_id": 3, "status_message": "SMS delivered",
+                   "sendto": "+5511999999999", "senttime": "2024-01-02 10:00:00", "sim": 0}),
         ),
         (
             "gateway",
@@ -464,9 +467,17 @@ fn config_text(dir: &Path, healthy: SocketAddr, flaky: SocketAddr) -> String {
         "dlr",
         healthy,
         "dlr-json",
-        "auth = { type = \"bearer\", token = \"demo-dlr-secret\" }\n",
+        &format!(
+            "auth = {{ type = \"bearer\", token = \"demo-dlr-secret\" }}\n\
+             verification = {{ validation_key = \"{DEMO_VALIDATION_KEY}\" }}\n"
+        ),
     ));
-    text.push_str(&endpoint("gateway", healthy, "gateway-json", ""));
+    text.push_str(&endpoint(
+        "gateway",
+        healthy,
+        "gateway-json",
+        &format!("urls = {{ incoming_sms = \"http://{healthy}/gateway-incoming\" }}\n"),
+    ));
     text.push_str(&endpoint("inbox", flaky, "app-inbox", ""));
     text.push_str(&endpoint("billing", flaky, "json", ""));
     text
@@ -493,6 +504,16 @@ impl Behaviour {
     fn answer(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
         match self {
             Behaviour::Healthy => match uri.path() {
+                // Seed 002's handshake: echo the validation key and the challenge.
+                "/dlr" if uri.query().is_some_and(|q| q.contains("token=")) => {
+                    let sent: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                    (
+                        [("content-type", "application/json")],
+                        json!({"validation_key": sent["validation_key"], "challenge": sent["challenge"]})
+                            .to_string(),
+                    )
+                        .into_response()
+                }
                 "/notify" => (
                     [("content-type", "application/json")],
                     json!({"status_code": "000", "status_desc": "delivered", "error_message": "",

@@ -25,6 +25,12 @@ pub struct SpecError {
     pub reason: String,
 }
 
+impl From<(&'static str, String)> for SpecError {
+    fn from((field, reason): (&'static str, String)) -> SpecError {
+        SpecError::new(field, reason)
+    }
+}
+
 impl SpecError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
         SpecError {
@@ -113,6 +119,11 @@ impl Defaults {
             table.insert("name".into(), Value::from("defaults"));
             table.insert("url".into(), Value::from(PROBE_URL));
             table.insert("format".into(), Value::from(format));
+            // A format that requires `verification` per endpoint: the defaults may give it, need not.
+            let verifies = FormatKind::from_name(format).is_some_and(FormatKind::verifies);
+            if verifies && !defaults.apply(&table).contains_key("verification") {
+                table.insert("verification".into(), Value::from("none"));
+            }
             table
         };
         // The shared keys must suit every format; a format's own keys only that format.
@@ -154,7 +165,6 @@ impl Defaults {
             SpecError::new(field, e.into_inner().to_string())
         })?;
         raw.validate()
-            .map_err(|(field, reason)| SpecError::new(field, reason))
     }
 }
 
@@ -230,7 +240,7 @@ mod tests {
         .expect("valid defaults");
         let dlr = defaults
             .validate(&table(
-                r#"{"name":"a","url":"http://x/","format":"dlr-json"}"#,
+                r#"{"name":"a","url":"http://x/","format":"dlr-json","verification":"none"}"#,
             ))
             .expect("valid");
         assert_eq!(dlr.retry.max_attempts, 7);
@@ -272,6 +282,73 @@ mod tests {
         let err = Defaults::from_table(table(r#"{"url": "http://x/"}"#)).unwrap_err();
         assert_eq!(err.field, "defaults.url");
         assert!(Defaults::from_table(table(r#"{"sms-status-xml": {"batch_max": 50}}"#)).is_ok());
+    }
+
+    #[test]
+    fn a_dlr_json_body_says_how_it_is_verified() {
+        let defaults = Defaults::default();
+        let err = defaults
+            .validate(&table(
+                r#"{"name":"dlr","url":"http://x/","format":"dlr-json"}"#,
+            ))
+            .unwrap_err();
+        assert_eq!(err.field, "verification");
+        assert!(err.reason.contains("`dlr`"), "{}", err.reason);
+        let none = defaults
+            .validate(&table(
+                r#"{"name":"dlr","url":"http://x/","format":"dlr-json","verification":"none"}"#,
+            ))
+            .expect("\"none\" is accepted in a JSON body");
+        assert!(none.verification.is_none() && none.verification_waived);
+        let keyed = defaults
+            .validate(&table(
+                r#"{"name":"dlr","url":"http://x/","format":"dlr-json","verification":{"validation_key":"k"}}"#,
+            ))
+            .expect("a handshake table");
+        assert!(keyed.verification.is_some() && !keyed.verification_waived);
+        let err = defaults
+            .validate(&table(
+                r#"{"name":"dlr","url":"http://x/","format":"dlr-json","verification":"off"}"#,
+            ))
+            .unwrap_err();
+        assert_eq!(err.field, "verification");
+        // The format's defaults may say it for every endpoint of the format.
+        let defaults =
+            Defaults::from_table(table(r#"{"dlr-json": {"verification": "none"}}"#)).unwrap();
+        let waived = defaults
+            .validate(&table(
+                r#"{"name":"dlr","url":"http://x/","format":"dlr-json"}"#,
+            ))
+            .expect("verification from [defaults.dlr-json]");
+        assert!(waived.verification_waived);
+        // Defaults that say nothing about it are still sound.
+        assert!(Defaults::from_table(table(r#"{"timeout_ms": 5}"#)).is_ok());
+    }
+
+    #[test]
+    fn urls_name_the_type_whose_url_is_wrong() {
+        let defaults = Defaults::default();
+        let gateway = defaults
+            .validate(&table(
+                r#"{"name":"gw","url":"http://x/all","format":"gateway-json",
+                    "urls":{"incoming_sms":"http://x/in"}}"#,
+            ))
+            .expect("valid");
+        assert_eq!(gateway.url_for("incoming_sms").as_str(), "http://x/in");
+        assert_eq!(gateway.url_for("device_status").as_str(), "http://x/all");
+        let err = defaults
+            .validate(&table(
+                r#"{"name":"gw","url":"http://x/","format":"gateway-json",
+                    "urls":{"incoming_sms":"ftp://x/in"}}"#,
+            ))
+            .unwrap_err();
+        assert_eq!(err.field, "urls.incoming_sms");
+        let err = defaults
+            .validate(&table(
+                r#"{"name":"a","url":"http://x/","urls":{"order.created":"http://x/o"}}"#,
+            ))
+            .unwrap_err();
+        assert_eq!(err.field, "urls");
     }
 
     #[test]

@@ -18,6 +18,9 @@ use crate::guard::{DestinationGuard, GuardedResolver, Refused};
 use crate::model::MessageId;
 use crate::signing::signature_header;
 
+/// The header that carries the message type of every message request (never of a handshake).
+pub const TYPE_HEADER: &str = "hookd-type";
+
 /// Errors building the client (a startup failure, never a delivery outcome).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the HTTP client: {0}")]
@@ -54,12 +57,14 @@ impl HttpSender {
     }
 
     /// One HTTP exchange for a rendered request. `ids` go in `webhook-id` (the first; a batch also lists all
-    /// in `webhook-batch`); the endpoint's timeout bounds the whole exchange, body included.
+    /// in `webhook-batch`), `kind` (the messages' type) in `hookd-type`; the endpoint's timeout bounds the
+    /// whole exchange, body included.
     pub async fn send(
         &self,
         endpoint: &EndpointConfig,
         url: &reqwest::Url,
         ids: &[MessageId],
+        kind: Option<&str>,
         request: RenderedRequest,
     ) -> Answer {
         if let Err(refused) = self.guard.check_url(url) {
@@ -81,6 +86,17 @@ impl HttpSender {
                     .header("webhook-signature", signature);
             }
             builder = builder.header("webhook-id", id);
+        }
+        if let Some(kind) = kind {
+            match HeaderValue::from_str(kind) {
+                Ok(value) => builder = builder.header(TYPE_HEADER, value),
+                Err(_) => {
+                    return transport(
+                        TransportKind::Request,
+                        format!("message type {kind:?} is not a valid header value"),
+                    );
+                }
+            }
         }
         builder = builder.body(request.body);
         if ids.len() > 1 {

@@ -228,7 +228,7 @@ fn valid_payloads() -> Vec<(FormatKind, &'static str, Value)> {
         (
             f("gateway-json"),
             "device_status",
-            json!({"sms_id": 1, "status_id": 5, "device_id": 3, "status_message": "ok", "sim": 1}),
+            json!({"sms_id": 1, "status_id": 5, "device_id": 3, "status_message": "ok", "sendto": "+1", "sim": 1}),
         ),
         (
             f("gateway-json"),

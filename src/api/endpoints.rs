@@ -54,7 +54,17 @@ fn describe(
     EndpointView {
         name: endpoint.name.clone(),
         url: masked_url(&endpoint.url),
+        urls: endpoint
+            .urls
+            .iter()
+            .map(|(kind, url)| (kind.clone(), masked_url(url)))
+            .collect(),
         format: endpoint.format.name().into(),
+        verification: match (&endpoint.verification, endpoint.verification_waived) {
+            (Some(_), _) => Some("handshake".into()),
+            (None, true) => Some("none".into()),
+            (None, false) => None,
+        },
         state: status
             .as_ref()
             .map_or("not_running", LaneStatus::name)

@@ -91,6 +91,20 @@ impl TokenDigests {
     }
 }
 
+/// A new access token and the record the store keeps of it (its SHA-256 only). Both the API
+/// (`POST /v1/tokens`) and `hookd tokens create --offline` (the data dir of a stopped daemon) make tokens
+/// here; the token itself is shown once, by the caller, and never stored.
+pub fn mint(name: &str, endpoint: Option<String>) -> (String, TokenRecord) {
+    let token = format!("hkd_{}", Alphanumeric.sample_string(&mut rand::rng(), 40));
+    let record = TokenRecord {
+        name: name.to_owned(),
+        sha256: to_hex(&digest(&token)),
+        created_at: now_millis(),
+        endpoint,
+    };
+    (token, record)
+}
+
 fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -231,13 +245,7 @@ pub(super) async fn create(
             ));
         }
     }
-    let token = format!("hkd_{}", Alphanumeric.sample_string(&mut rand::rng(), 40));
-    let record = TokenRecord {
-        name: request.name.clone(),
-        sha256: to_hex(&digest(&token)),
-        created_at: now_millis(),
-        endpoint: request.endpoint.clone(),
-    };
+    let (token, record) = mint(&request.name, request.endpoint.clone());
     state
         .store
         .create_token(&record)
@@ -315,6 +323,18 @@ mod tests {
         assert!(!scoped_route(&Method::POST, "/v1/dlq/replay", "acme"));
         assert!(!scoped_route(&Method::GET, "/v1/tokens", "acme"));
         assert!(!scoped_route(&Method::GET, "/v1/stats", "acme"));
+    }
+
+    #[test]
+    fn a_minted_token_is_kept_only_as_its_digest() {
+        let (token, record) = mint("ops", Some("acme".into()));
+        assert!(token.starts_with("hkd_") && token.len() == 44, "{token}");
+        assert_eq!(record.name, "ops");
+        assert_eq!(record.endpoint.as_deref(), Some("acme"));
+        assert_eq!(from_hex(&record.sha256), Some(digest(&token)));
+        assert!(!record.sha256.contains(&token[4..]));
+        let (other, _) = mint("ops", None);
+        assert_ne!(token, other, "every token is drawn anew");
     }
 
     #[test]

@@ -154,7 +154,14 @@ pub struct PurgeResponse {
 pub struct EndpointView {
     pub name: String,
     pub url: String,
+    /// Per message type, the URL its messages go to instead of `url` (gateway-json's `urls`), masked.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub urls: std::collections::BTreeMap<String, String>,
     pub format: String,
+    /// For a format that verifies its webhook (dlr-json): `handshake`, or `none` when the endpoint said
+    /// `verification = "none"`. Absent for the other formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<String>,
     /// `active`, or why its messages are held: `unverified`, `paused`, `disabled`, `circuit_open`, `probing`.
     pub state: String,
     /// The detail behind a state other than `active` (a handshake error, why it was disabled, ...).

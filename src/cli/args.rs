@@ -207,6 +207,10 @@ pub enum TokensVerb {
         /// nothing else (a customer's token). Without it: an admin token.
         #[arg(long)]
         endpoint: Option<String>,
+        /// Write the token straight into the data dir of the config (`--config`) while the daemon is stopped,
+        /// instead of asking the daemon: the way to create the first token before `[api] require_token`.
+        #[arg(long)]
+        offline: bool,
     },
     List,
     Revoke {

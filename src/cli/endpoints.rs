@@ -149,7 +149,15 @@ fn print_endpoints(endpoints: &[EndpointView]) {
 fn print_endpoint(e: &EndpointView) {
     outln!("name:         {}", e.name);
     outln!("url:          {}", e.url);
+    for (kind, url) in &e.urls {
+        outln!("url ({kind}): {url}");
+    }
     outln!("format:       {}", e.format);
+    match e.verification.as_deref() {
+        Some("none") => outln!("verification: none (declared: no handshake before use)"),
+        Some(how) => outln!("verification: {how}"),
+        None => {}
+    }
     outln!("origin:       {}", e.origin);
     if !e.overrides.is_empty() {
         outln!(

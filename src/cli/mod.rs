@@ -58,6 +58,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Partial(String),
+    /// `hookd tokens create --offline` could not write to the data dir (a daemon holds it, ...).
+    #[error("{0}")]
+    Offline(String),
     /// A stream (`hookd tail`) ended from the daemon's side.
     #[error("{0}")]
     Ended(String),

@@ -38,11 +38,15 @@ pub(super) async fn run_attempt(
     let started_at = now_millis();
     let clock = Instant::now();
     let ids: Vec<_> = messages.iter().map(|m| m.id).collect();
+    // The messages of one request share their type: every format but `json`, `notification` and
+    // `gateway-json` carries one type, and those three send one message per request.
+    let kind = messages.first().map(|m| m.kind.as_str());
+    let url = kind.map_or(&endpoint.url, |kind| endpoint.url_for(kind));
     let answer = match endpoint.format.render(&messages) {
         Ok(request) => {
             context
                 .sender
-                .send(&endpoint, &endpoint.url, &ids, request)
+                .send(&endpoint, url, &ids, kind, request)
                 .await
         }
         Err(error) => Answer::Transport {

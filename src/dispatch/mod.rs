@@ -15,7 +15,7 @@ mod lane;
 mod registry;
 mod verify;
 
-pub use registry::{EndpointError, Lanes, Origin};
+pub use registry::{EndpointError, Lanes, Origin, upgrade_stored_endpoints};
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;

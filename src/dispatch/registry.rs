@@ -202,6 +202,9 @@ impl Lanes {
                     "a stored endpoint is no longer valid (were the defaults changed?); its messages are held"),
             }
         }
+        for registered in endpoints.values() {
+            warn_if_unverified(&registered.config);
+        }
         *write(&lanes.inner.endpoints) = endpoints;
         for name in lanes.inner.context.store.queued_endpoints() {
             lanes.wake(&name);
@@ -584,6 +587,7 @@ impl Lanes {
             .await??;
         self.refresh(&name)?;
         tracing::info!(endpoint = %name, "endpoint created");
+        warn_if_unverified(&config);
         self.verify_soon(&name);
         self.endpoint(&name)
             .ok_or_else(|| EndpointError::Unknown(name))
@@ -632,6 +636,11 @@ impl Lanes {
             .await??;
         self.refresh(name)?;
         tracing::info!(endpoint = name, keys = ?patch.keys().collect::<Vec<_>>(), "endpoint changed at run time");
+        if patch.contains_key("verification")
+            && let Some(live) = self.endpoint(name)
+        {
+            warn_if_unverified(&live);
+        }
         self.verify_soon(name);
         Ok(())
     }
@@ -698,11 +707,66 @@ impl Lanes {
         Ok(retired)
     }
 
-    /// The destination guard's verdict on an IP-literal URL (names are judged when they resolve).
+    /// The destination guard's verdict on IP-literal URLs, `url` and each of `urls` (names are judged when
+    /// they resolve).
     fn check_destination(&self, endpoint: &EndpointConfig) -> Result<(), SpecError> {
-        self.inner
-            .guard
+        let guard = &self.inner.guard;
+        guard
             .check_url(&endpoint.url)
-            .map_err(|refused| SpecError::new("url", refused.to_string()))
+            .map_err(|refused| SpecError::new("url", refused.to_string()))?;
+        for (kind, url) in &endpoint.urls {
+            guard
+                .check_url(url)
+                .map_err(|refused| SpecError::new(format!("urls.{kind}"), refused.to_string()))?;
+        }
+        Ok(())
     }
+}
+
+/// Logs that an endpoint whose format verifies its webhook (seed 002) sends without the handshake, as its
+/// `verification = "none"` says.
+pub(super) fn warn_if_unverified(endpoint: &EndpointConfig) {
+    if endpoint.verification_waived {
+        tracing::warn!(endpoint = %endpoint.name, format = endpoint.format.name(),
+            "verification = \"none\": messages go out without the verification handshake the format asks for \
+             (seed 002); give verification = {{ validation_key = \"...\" }} once the receiver answers it");
+    }
+}
+
+/// Upgrades the stored tables of endpoints created through the API by a release that let a `dlr-json`
+/// endpoint omit `verification` (it then sent without a handshake): such a table is given
+/// `verification = "none"`, durably, so that the endpoint keeps loading and keeps behaving as it did. Runs
+/// at start, before the registry loads.
+pub async fn upgrade_stored_endpoints(
+    store: &crate::store::Store,
+    defaults: &crate::endpoint_spec::Defaults,
+) -> Result<(), StoreError> {
+    for (name, state) in store.endpoint_states()? {
+        let Some(definition) = &state.definition else {
+            continue;
+        };
+        let verifies = definition
+            .get("format")
+            .and_then(serde_json::Value::as_str)
+            .and_then(crate::formats::FormatKind::from_name)
+            .is_some_and(crate::formats::FormatKind::verifies);
+        if !verifies || defaults.apply(definition).contains_key("verification") {
+            continue;
+        }
+        store
+            .update_endpoint_state(&name, |state| {
+                if let Some(definition) = state.definition.as_mut() {
+                    definition
+                        .entry("verification")
+                        .or_insert_with(|| serde_json::Value::from("none"));
+                }
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await?
+            .ok();
+        tracing::warn!(endpoint = %name,
+            "endpoint created without `verification` by an earlier release: recorded as verification = \"none\" \
+             (it keeps sending without the handshake); PATCH a validation key to verify it");
+    }
+    Ok(())
 }

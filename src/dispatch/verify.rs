@@ -54,7 +54,10 @@ pub(super) async fn verify_now(
     let mut url = endpoint.url.clone();
     url.query_pairs_mut().append_pair("token", key);
     let request = dlr_json::render_handshake(key, &challenge);
-    let answer = context.sender.send(endpoint, &url, &[], request).await;
+    let answer = context
+        .sender
+        .send(endpoint, &url, &[], None, request)
+        .await;
     let (new_status, passed) = match dlr_json::check_handshake(&answer, key, &challenge) {
         Ok(()) => {
             tracing::info!(endpoint = %endpoint.name, "verification handshake passed");

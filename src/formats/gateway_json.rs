@@ -3,7 +3,8 @@
 //! `device_status` carries `{"sms_id","status_id","status_message","sendto","senttime","sim","device_id"}`
 //! with `status_id` from the seed's table (1, 2, 3, 5-12, 100, 101); `incoming_sms` carries
 //! `{"address","date","date_sent","body","internal_id","sim","sms_id","device_id","device_name"}`. The body
-//! is the payload object as enqueued; answers follow [`super::classify_http`].
+//! is the payload object as enqueued; answers follow [`super::classify_http`]. The seed's two webhooks have a
+//! URL each: an endpoint's `urls` may send each type to its own (the config's concern, not this module's).
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -16,11 +17,18 @@ pub const TYPES: &[&str] = &["device_status", "incoming_sms"];
 /// The `status_id` values of seed 003's table.
 const STATUS_IDS: &[i64] = &[1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 100, 101];
 
+/// The statuses of an SMS the phone has sent (6 sent, 7 delivered, 8 not delivered): only they have a
+/// `senttime`. The others come before the sending (1 pending, 2 taken by the phone, 3 queued), instead of it
+/// (9-12, 100, 101: not sent) or are not a sending at all (5, incoming).
+const SENT_STATUS_IDS: &[i64] = &[6, 7, 8];
+
 /// What a field must hold.
 #[derive(Clone, Copy)]
 enum Shape {
     Int,
     Text,
+    /// A string that is not empty.
+    NonEmptyText,
     /// The seed says int, but phone numbers are text: either, and not empty.
     IntOrText,
     /// `sim` on a status: 0 or 1.
@@ -28,27 +36,38 @@ enum Shape {
     StatusId,
 }
 
-/// (field, shape, required) for each type.
-const DEVICE_STATUS: &[(&str, Shape, bool)] = &[
-    ("sms_id", Shape::Int, true),
-    ("status_id", Shape::StatusId, true),
-    ("device_id", Shape::Int, true),
-    ("status_message", Shape::Text, false),
-    ("sendto", Shape::Text, false),
-    ("senttime", Shape::Text, false),
-    ("sim", Shape::Sim, false),
+/// Whether a field must be present (and not null).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+    /// Required on a status of an SMS the phone has sent ([`SENT_STATUS_IDS`]), optional on the others.
+    WhenSent,
+}
+
+use Need::{Optional, Required, WhenSent};
+
+/// (field, shape, need) for each type.
+const DEVICE_STATUS: &[(&str, Shape, Need)] = &[
+    ("sms_id", Shape::Int, Required),
+    ("status_id", Shape::StatusId, Required),
+    ("device_id", Shape::Int, Required),
+    ("status_message", Shape::Text, Required),
+    ("sendto", Shape::NonEmptyText, Required),
+    ("senttime", Shape::Text, WhenSent),
+    ("sim", Shape::Sim, Optional),
 ];
 
-const INCOMING_SMS: &[(&str, Shape, bool)] = &[
-    ("address", Shape::IntOrText, true),
-    ("body", Shape::Text, true),
-    ("device_id", Shape::Int, true),
-    ("date", Shape::Text, false),
-    ("date_sent", Shape::Text, false),
-    ("internal_id", Shape::Int, false),
-    ("sim", Shape::Int, false),
-    ("sms_id", Shape::Int, false),
-    ("device_name", Shape::Text, false),
+const INCOMING_SMS: &[(&str, Shape, Need)] = &[
+    ("address", Shape::IntOrText, Required),
+    ("body", Shape::Text, Required),
+    ("device_id", Shape::Int, Required),
+    ("date", Shape::Text, Optional),
+    ("date_sent", Shape::Text, Optional),
+    ("internal_id", Shape::Int, Optional),
+    ("sim", Shape::Int, Optional),
+    ("sms_id", Shape::Int, Optional),
+    ("device_name", Shape::Text, Optional),
 ];
 
 /// Why `value` does not fit `shape`, if it does not.
@@ -57,6 +76,11 @@ fn misfit(value: &Value, shape: Shape) -> Option<String> {
     match shape {
         Shape::Int if !is_int => Some("must be an integer".into()),
         Shape::Text if !value.is_string() => Some("must be a string".into()),
+        Shape::NonEmptyText => match value {
+            Value::String(s) if s.is_empty() => Some("must not be empty".into()),
+            Value::String(_) => None,
+            _ => Some("must be a string".into()),
+        },
         Shape::IntOrText => match value {
             Value::String(s) if s.is_empty() => Some("must not be empty".into()),
             Value::String(_) => None,
@@ -90,11 +114,22 @@ pub fn validate(kind: &str, payload: &RawValue) -> Result<(), PayloadError> {
         Ok(Value::Object(map)) => map,
         _ => return Err(PayloadError::new("payload", "must be a JSON object")),
     };
-    for &(name, shape, required) in spec {
+    // Fields are checked in table order, so `status_id` is known to be valid before `senttime` asks it.
+    let sent = fields
+        .get("status_id")
+        .and_then(Value::as_i64)
+        .is_some_and(|id| SENT_STATUS_IDS.contains(&id));
+    for &(name, shape, need) in spec {
         let field = || format!("payload.{name}");
         match fields.get(name) {
-            None | Some(Value::Null) if required => {
+            None | Some(Value::Null) if need == Required => {
                 return Err(PayloadError::new(field(), "required"));
+            }
+            None | Some(Value::Null) if need == WhenSent && sent => {
+                return Err(PayloadError::new(
+                    field(),
+                    "required when status_id says the phone sent the SMS (6, 7, 8)",
+                ));
             }
             None | Some(Value::Null) => {}
             Some(value) => {
@@ -184,10 +219,16 @@ mod tests {
             (ds, "status_id", Some(json!(7.5)), Some("payload.status_id")),
             (ds, "device_id", None, Some("payload.device_id")),
             (ds, "device_id", Some(json!(3.5)), Some("payload.device_id")),
-            (ds, "status_message", None, None),
+            (ds, "status_message", None, Some("payload.status_message")),
+            (ds, "status_message", Some(Value::Null), Some("payload.status_message")),
+            (ds, "status_message", Some(json!("")), None),
             (ds, "status_message", Some(json!(5)), Some("payload.status_message")),
-            (ds, "sendto", None, None),
+            (ds, "sendto", None, Some("payload.sendto")),
+            (ds, "sendto", Some(json!("")), Some("payload.sendto")),
             (ds, "sendto", Some(json!(5511)), Some("payload.sendto")),
+            // The complete payload's status_id is 7 (delivered): the phone sent it, so it has a senttime.
+            (ds, "senttime", None, Some("payload.senttime")),
+            (ds, "senttime", Some(Value::Null), Some("payload.senttime")),
             (ds, "senttime", Some(json!(1_700_000_000)), Some("payload.senttime")),
             (ds, "sim", None, None),
             (ds, "sim", Some(json!(1)), None),
@@ -218,6 +259,34 @@ mod tests {
             let got = check(kind, name, value.clone());
             assert_eq!(got.as_deref(), *field, "{kind} {name} {value:?}");
         }
+    }
+
+    #[test]
+    fn senttime_is_required_only_once_the_phone_sent_the_sms() {
+        let status = |id: i64, senttime: Option<&str>| {
+            let mut v = serde_json::json!({"sms_id": 10, "status_id": id, "status_message": "m",
+                "sendto": "+5511999999999", "device_id": 3});
+            if let Some(at) = senttime {
+                v["senttime"] = at.into();
+            }
+            v.to_string()
+        };
+        let field = |payload: String| {
+            let raw: &RawValue = serde_json::from_str(&payload).unwrap();
+            validate("device_status", raw).err().map(|e| e.field)
+        };
+        for id in STATUS_IDS {
+            let sent = SENT_STATUS_IDS.contains(id);
+            assert_eq!(
+                field(status(*id, None)).is_some(),
+                sent,
+                "status_id {id} without senttime"
+            );
+            assert_eq!(field(status(*id, Some("2024-01-02 10:00:00"))), None);
+        }
+        assert_eq!(SENT_STATUS_IDS, &[6, 7, 8]);
+        // No sim on any status: the seed's 0 or 1 is a SIM slot, unknown before the phone takes the SMS.
+        assert_eq!(field(status(1, None)), None);
     }
 
     #[test]

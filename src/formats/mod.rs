@@ -183,9 +183,15 @@ impl FormatKind {
         }
     }
 
-    /// Whether the endpoint may use a verification handshake before use (seed 002).
+    /// Whether the endpoint verifies its webhook before use (seed 002): its `verification` is required, a
+    /// handshake table or `"none"`.
     pub fn verifies(self) -> bool {
         self == FormatKind::DlrJson
+    }
+
+    /// Whether each message type may have a URL of its own (`urls`): seed 003's two webhooks.
+    pub fn routes_by_type(self) -> bool {
+        self == FormatKind::GatewayJson
     }
 
     /// Whether messages belong to contacts with a pending cap (seed 004).

@@ -399,6 +399,27 @@ impl TestDaemon {
             .id
     }
 
+    /// Enqueues one message with an access token and returns its id.
+    pub async fn send_with_token(
+        &self,
+        token: &str,
+        endpoint: &str,
+        kind: &str,
+        payload: &str,
+    ) -> String {
+        self.client()
+            .with_token(Some(token.to_owned()))
+            .enqueue(&EnqueueRequest {
+                endpoint: endpoint.into(),
+                kind: kind.into(),
+                payload: RawValue::from_string(payload.into()).unwrap(),
+                idempotency_key: None,
+            })
+            .await
+            .unwrap()
+            .id
+    }
+
     pub async fn message(&self, id: &str) -> MessageView {
         self.client().message(id).await.unwrap()
     }

@@ -19,6 +19,7 @@ mod lifecycle;
 mod metrics;
 mod raw_receiver;
 mod secrets;
+mod seeds;
 mod settings;
 mod signing;
 mod tail;
