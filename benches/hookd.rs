@@ -6,7 +6,8 @@
 //! Baselines first (an HTTP ceiling with reqwest and a hyper receiver; sled with hookd's group commit), then
 //! the `hookd` binary cargo built for this bench, spawned with its own temp config per phase: enqueue
 //! throughput over the socket, end-to-end delivery, latency at half that rate, a large backlog for a paused
-//! endpoint (RSS, disk, restart to first delivery), and the cost of a hanging neighbour. Every figure is
+//! endpoint (RSS, disk, restart to first delivery), the cost of a hanging neighbour, and endpoint scale
+//! (memory per idle endpoint, creation rate, start-up with many, delivery spread over many). Every figure is
 //! printed with its baseline, the ratio, its target and pass/fail. A phase that fails (every wait has a
 //! deadline) is reported and makes the exit code 1; a missed target does not. What each figure means:
 //! docs/PERFORMANCE.md.
@@ -15,6 +16,8 @@
 mod ceilings;
 #[path = "hookd/daemon.rs"]
 mod daemon;
+#[path = "hookd/endpoints.rs"]
+mod endpoints;
 #[path = "hookd/phases.rs"]
 mod phases;
 #[path = "hookd/receiver.rs"]
@@ -63,6 +66,14 @@ mod names {
     pub const RESTART: &str = "backlog: restart to first delivery";
     pub const HEALTHY_ALONE: &str = "healthy endpoint alone";
     pub const HEALTHY_BESIDE: &str = "healthy endpoint beside a hanging one";
+    pub const EP_EMPTY_START: &str = "endpoints: start-up, empty store";
+    pub const EP_CREATE: &str = "endpoints: create over the API, 32 clients";
+    pub const EP_RSS: &str = "endpoints: daemon VmRSS with N idle endpoints";
+    pub const EP_MEM: &str = "endpoints: memory per idle endpoint";
+    pub const EP_START: &str = "endpoints: start-up with N endpoints";
+    pub const EP_MEM_RESTARTED: &str = "endpoints: memory per idle endpoint after restart";
+    pub const EP_ONE: &str = "endpoints: delivery to one endpoint";
+    pub const EP_SPREAD: &str = "endpoints: delivery spread over many endpoints";
 }
 
 /// The figures with a target: when their phase failed they are listed as errors, so the table shows a FAIL.
@@ -76,6 +87,10 @@ const TARGETED: &[(&str, &str, Target)] = &[
     (Q_HWM_RESTARTED, "MiB", Target::AtMost(256.0)),
     (RESTART, "s", Target::Below(5.0)),
     (HEALTHY_BESIDE, "/s", Target::RatioAtLeast(0.9)),
+    (EP_CREATE, "/s", Target::AtLeast(2_000.0)),
+    (EP_MEM, "KiB", Target::AtMost(2.0)),
+    (EP_START, "s", Target::Below(5.0)),
+    (EP_SPREAD, "/s", Target::RatioAtLeast(0.7)),
 ];
 
 const PHASES: &[&str] = &[
@@ -86,6 +101,7 @@ const PHASES: &[&str] = &[
     "latency",
     "queued",
     "hanging",
+    "endpoints",
 ];
 
 struct Args {
@@ -248,6 +264,7 @@ fn run(args: Args) -> Result<bool> {
             "batch_clients": BATCH_CLIENTS,
             "batch_size": BATCH_SIZE,
             "endpoint_concurrency": ENDPOINT_CONCURRENCY,
+            "spread_endpoint_concurrency": endpoints::SPREAD_CONCURRENCY,
             "sled_cache_bytes": SLED_CACHE_BYTES,
             "payload_bytes": bench.bodies.payload.len(),
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -273,6 +290,7 @@ fn phase_of(figure: &str) -> &'static str {
         E2E => "e2e",
         LAT_P99 => "latency",
         HEALTHY_BESIDE => "hanging",
+        EP_CREATE | EP_MEM | EP_START | EP_SPREAD => "endpoints",
         _ => "queued",
     }
 }
@@ -289,6 +307,7 @@ async fn run_phase(bench: &mut Bench, phase: &str) {
         "latency" => bench.latency().await,
         "queued" => bench.queued().await,
         "hanging" => bench.hanging().await,
+        "endpoints" => bench.endpoints().await,
         _ => Err(anyhow::anyhow!("no phase `{phase}`")),
     };
     match outcome {

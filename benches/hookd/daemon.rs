@@ -57,6 +57,8 @@ pub struct BenchDaemon {
     config_path: PathBuf,
     pub socket: PathBuf,
     log_path: PathBuf,
+    /// TOML appended to the config (e.g. a `[defaults.json]` table).
+    extra_config: String,
     child: Option<Child>,
 }
 
@@ -67,6 +69,15 @@ impl BenchDaemon {
         parent: &Path,
         endpoints: &[EndpointSpec],
     ) -> Result<(BenchDaemon, Duration)> {
+        BenchDaemon::start_with(parent, endpoints, "").await
+    }
+
+    /// Like [`BenchDaemon::start`], with `extra` TOML appended to the config (tables only).
+    pub async fn start_with(
+        parent: &Path,
+        endpoints: &[EndpointSpec],
+        extra: &str,
+    ) -> Result<(BenchDaemon, Duration)> {
         let dir = tempfile::Builder::new()
             .prefix("hookd-bench-")
             .tempdir_in(parent)
@@ -75,6 +86,7 @@ impl BenchDaemon {
             config_path: dir.path().join("hookd.toml"),
             socket: dir.path().join("hookd.sock"),
             log_path: dir.path().join("hookd.log"),
+            extra_config: extra.to_owned(),
             dir,
             child: None,
         };
@@ -100,6 +112,10 @@ impl BenchDaemon {
                 e.name, e.url, e.timeout_ms
             ));
         }
+        if !self.extra_config.is_empty() {
+            text.push('\n');
+            text.push_str(&self.extra_config);
+        }
         std::fs::write(&self.config_path, text).context("writing the bench config")
     }
 
@@ -109,6 +125,42 @@ impl BenchDaemon {
 
     /// Starts the process and waits until it logs that it serves; answers how long that took.
     pub async fn spawn(&mut self) -> Result<Duration> {
+        let (spawned_at, ready_rx) = self.launch()?;
+        self.wait_ready(spawned_at, ready_rx).await
+    }
+
+    /// Starts the process and polls `GET /v1/health` on its socket until it answers 200; answers the time
+    /// from the spawn to that answer. Also waits for the "hookd is serving" line, so a daemon that answers
+    /// but then fails is still caught.
+    pub async fn spawn_until_healthy(&mut self) -> Result<Duration> {
+        let (spawned_at, ready_rx) = self.launch()?;
+        let deadline = spawned_at + START_DEADLINE;
+        let healthy_in = loop {
+            if crate::socket::health(&self.socket).await {
+                break spawned_at.elapsed();
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "the daemon exited with {status} before answering; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "the daemon's socket did not answer GET /v1/health within {START_DEADLINE:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        self.wait_ready(spawned_at, ready_rx).await?;
+        Ok(healthy_in)
+    }
+
+    /// Spawns the process; answers when, and a channel that gets the time of its "hookd is serving" line.
+    fn launch(&mut self) -> Result<(Instant, tokio::sync::oneshot::Receiver<Instant>)> {
         if self.child.is_some() {
             bail!("the daemon is already running");
         }
@@ -146,6 +198,14 @@ impl BenchDaemon {
             let _ = log.flush();
         });
         self.child = Some(child);
+        Ok((spawned_at, ready_rx))
+    }
+
+    async fn wait_ready(
+        &self,
+        spawned_at: Instant,
+        ready_rx: tokio::sync::oneshot::Receiver<Instant>,
+    ) -> Result<Duration> {
         match tokio::time::timeout(START_DEADLINE, ready_rx).await {
             Ok(Ok(serving_at)) => Ok(serving_at.duration_since(spawned_at)),
             Ok(Err(_)) => bail!(

@@ -31,7 +31,7 @@ pub const LATENCY_CLIENTS: usize = 128;
 pub const BATCH_SIZE: usize = 250;
 /// An attempt to the hanging receiver outlasts every phase.
 const HANG_TIMEOUT_MS: u64 = 600_000;
-const MIB: f64 = 1024.0 * 1024.0;
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 /// How many messages each phase moves.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,6 +48,13 @@ pub struct Sizes {
     pub queued: usize,
     pub healthy: usize,
     pub stuck: usize,
+    /// Endpoints registered for the memory and start-up figures of the endpoints phase.
+    pub endpoints: usize,
+    /// Of those, how many are created for the timed creation rate (the first ones).
+    pub endpoint_creates: usize,
+    /// Endpoints that each get `messages_per_endpoint` messages in the many-endpoint delivery figure.
+    pub spread_endpoints: usize,
+    pub messages_per_endpoint: usize,
 }
 
 impl Sizes {
@@ -65,6 +72,10 @@ impl Sizes {
             queued: 1_000_000,
             healthy: 50_000,
             stuck: 1_000,
+            endpoints: 100_000,
+            endpoint_creates: 10_000,
+            spread_endpoints: 10_000,
+            messages_per_endpoint: 5,
         }
     }
 
@@ -82,6 +93,10 @@ impl Sizes {
             queued: 20_000,
             healthy: 2_000,
             stuck: 200,
+            endpoints: 2_000,
+            endpoint_creates: 1_000,
+            spread_endpoints: 500,
+            messages_per_endpoint: 5,
         }
     }
 }
@@ -100,7 +115,7 @@ pub struct Bench {
 }
 
 /// Generous time for `n` messages to be delivered, even on a loaded machine.
-fn delivery_deadline(n: usize) -> Duration {
+pub(crate) fn delivery_deadline(n: usize) -> Duration {
     Duration::from_secs(120) + Duration::from_millis(n as u64 * 2)
 }
 
@@ -124,7 +139,7 @@ impl Bench {
         EndpointSpec::new(name, self.receiver.url())
     }
 
-    fn peak_rss(&mut self, phase: &str, idle: Memory, now: Memory) {
+    pub(crate) fn peak_rss(&mut self, phase: &str, idle: Memory, now: Memory) {
         self.report.push(
             Figure::new(format!("{PEAK_RSS}: {phase}"), now.hwm as f64 / MIB, "MiB")
                 .against("idle RSS", Some(idle.rss as f64 / MIB)),
@@ -518,7 +533,7 @@ impl Bench {
 }
 
 /// Stops a phase's daemon with SIGTERM (so a profiler wrapping it can write its data), expecting a clean exit.
-async fn stop(mut daemon: BenchDaemon) -> Result<()> {
+pub(crate) async fn stop(mut daemon: BenchDaemon) -> Result<()> {
     let status = daemon.terminate().await?;
     if !status.success() {
         bail!(
@@ -566,7 +581,7 @@ async fn enqueue_singles(
 
 /// `n` messages for `endpoint` in batches of [`BATCH_SIZE`] from `clients` connections; answers how long
 /// they took.
-async fn enqueue_batches(
+pub(crate) async fn enqueue_batches(
     daemon: &BenchDaemon,
     bodies: &Bodies,
     endpoint: &str,

@@ -59,6 +59,19 @@ impl Bodies {
         Bytes::from(body)
     }
 
+    /// `POST /v1/messages/batch` with one message for each of `endpoints`, in order.
+    pub fn spread(&self, endpoints: &[String]) -> Bytes {
+        let mut body = String::from(r#"{"messages":["#);
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&self.item(endpoint));
+        }
+        body.push_str("]}");
+        Bytes::from(body)
+    }
+
     fn item(&self, endpoint: &str) -> String {
         format!(
             r#"{{"endpoint":{endpoint:?},"type":"{KIND}","payload":{}}}"#,
@@ -152,6 +165,18 @@ impl SocketClient {
         Ok(answer.results.len())
     }
 
+    /// `POST /v1/endpoints` with `body` (a JSON object of endpoint keys); fails unless it answers 201.
+    pub async fn create_endpoint(&mut self, body: Bytes) -> Result<()> {
+        let (status, answer) = self.call(Method::POST, "/v1/endpoints", body).await?;
+        if status != StatusCode::CREATED {
+            bail!(
+                "endpoint create answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(())
+    }
+
     /// `POST /v1/endpoints/{name}/pause` or `/resume`. Answers false when the daemon has no such route
     /// (the pause API is not built yet), true when the change was made.
     pub async fn control(&mut self, endpoint: &str, verb: &str) -> Result<bool> {
@@ -168,4 +193,18 @@ impl SocketClient {
             bail!("{verb} of `{endpoint}` answered {status}: {text}")
         }
     }
+}
+
+/// Whether the daemon at `socket` answers `GET /v1/health` with 200 now (a fresh connection; false while
+/// the socket is missing or refuses).
+pub async fn health(socket: &Path) -> bool {
+    let probe = async {
+        let mut client = SocketClient::connect(socket).await?;
+        let (status, _) = client.call(Method::GET, "/v1/health", Bytes::new()).await?;
+        anyhow::Ok(status == StatusCode::OK)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), probe).await,
+        Ok(Ok(true))
+    )
 }
