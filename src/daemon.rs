@@ -25,6 +25,9 @@ use crate::model::now_millis;
 use crate::store::{Store, StoreError};
 use crate::telemetry::Telemetry;
 
+/// How often expired leases are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// How often delivered messages past the retention window are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -125,6 +128,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.retention,
         cancel.clone(),
     ));
+    let sweeper = tokio::spawn(sweep_leases(
+        store.clone(),
+        dispatcher.lanes(),
+        cancel.clone(),
+    ));
     let metrics_server = match metrics_listener {
         Some(listener) => {
             if let Ok(addr) = listener.local_addr() {
@@ -175,6 +183,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     dispatcher.join().await;
     let _ = pruner.await;
+    let _ = sweeper.await;
     if let Some(reason) = store_failure {
         // Nothing more can be written; what is leased goes back to due on the next start.
         let _ = std::fs::remove_file(&config.socket);
@@ -279,6 +288,33 @@ fn warn_if_group_cannot_reach(path: &Path, gid: u32) {
             mode = format!("{:o}", mode & 0o7777),
             "socket_group members cannot reach the socket: its directory does not let the group search it"
         );
+    }
+}
+
+/// Gives back, every [`SWEEP_EVERY`], the messages whose lease has expired: their attempt was lost without
+/// its guard giving them back (it cannot be, short of a bug). Nothing waits for a restart.
+async fn sweep_leases(store: Store, lanes: crate::dispatch::Lanes, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match store.release_expired(now_millis()) {
+            Ok(endpoints) if endpoints.is_empty() => {}
+            Ok(mut endpoints) => {
+                tracing::warn!(
+                    given_back = endpoints.len(),
+                    "expired leases: their messages are due again, no attempt counted"
+                );
+                endpoints.sort();
+                endpoints.dedup();
+                for endpoint in &endpoints {
+                    lanes.wake(endpoint);
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot give back expired leases"),
+        }
     }
 }
 

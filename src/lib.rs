@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod demo;
 pub mod dispatch;
 pub mod endpoint_spec;
+pub mod faults;
 pub mod formats;
 pub mod guard;
 pub mod http_client;

@@ -77,3 +77,28 @@ fn an_unreadable_queued_record_is_quarantined_and_the_rest_of_the_scan_leased() 
         assert_eq!(store.counts().unwrap(), store.recount().unwrap());
     });
 }
+
+#[tokio::test]
+async fn an_expired_lease_is_given_back_due_with_no_attempt_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = store.enqueue(&new_message("e"), 1_000).unwrap().id;
+    let other = store.enqueue(&new_message("f"), 1_000).unwrap().id;
+    let Lease::Taken(_) = store.lease_due("e", 1_000, 1, 5_000).unwrap() else {
+        panic!("leased");
+    };
+    let Lease::Taken(_) = store.lease_due("f", 1_000, 1, 9_000).unwrap() else {
+        panic!("leased");
+    };
+    assert!(
+        store.release_expired(5_000).unwrap().is_empty(),
+        "not yet expired"
+    );
+    assert_eq!(store.release_expired(5_001).unwrap(), ["e"]);
+    let record = store.get(id).unwrap().unwrap();
+    assert_eq!(record.stage, Stage::Queued);
+    assert_eq!(record.next_attempt_at, 5_001);
+    assert_eq!(record.total_attempts, 0);
+    assert_eq!(store.get(other).unwrap().unwrap().stage, Stage::InFlight);
+    assert_eq!(store.counts().unwrap(), store.recount().unwrap());
+}

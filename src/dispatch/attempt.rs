@@ -1,4 +1,8 @@
 //! One attempt: render, send, classify, record. The only place the dispatcher talks to a receiver.
+//!
+//! An attempt never strands its messages: a failed outcome write is tried again, and whatever is still
+//! leased when the attempt ends (its write failed for good, or its task panicked) is given back, due now
+//! with no attempt counted, by a guard that runs on every exit ([`LeaseGuard`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,10 +13,19 @@ use super::health::Health;
 use super::lane::AttemptPlaces;
 use super::{DispatchContext, LaneShared};
 use crate::config::EndpointConfig;
+use crate::faults;
 use crate::formats::{Answer, TransportKind};
 use crate::model::{AttemptRecord, AttemptResult, MessageRecord, now_millis};
+use crate::model::{MessageId, Millis};
 use crate::retry::{CycleFacts, Decision, Verdict, decide};
 use crate::store::AttemptOutcome;
+
+/// How often a failed outcome write is tried again, and how long before each try.
+const OUTCOME_RETRIES: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(2),
+];
 
 /// How much of an answer body is kept on the attempt record.
 const BODY_EXCERPT_BYTES: usize = 512;
@@ -38,6 +51,17 @@ pub(super) async fn run_attempt(
     let started_at = now_millis();
     let clock = Instant::now();
     let ids: Vec<_> = messages.iter().map(|m| m.id).collect();
+    let guard = LeaseGuard {
+        context: Arc::clone(&context),
+        endpoint: endpoint.name.clone(),
+        ids: ids.clone(),
+        wake: Arc::clone(&wake),
+        lane: Arc::clone(&lane),
+        health_noted: false,
+    };
+    if faults::hit(faults::ATTEMPT_PANIC) {
+        panic!("injected fault: an attempt's task panics (HOOKD_FAULTS)");
+    }
     // The messages of one request share their type: every format but `json`, `notification` and
     // `gateway-json` carries one type, and those three send one message per request.
     let kind = messages.first().map(|m| m.kind.as_str());
@@ -56,6 +80,8 @@ pub(super) async fn run_attempt(
     };
     let duration_ms = clock.elapsed().as_millis() as u64;
     lane.record_health(Health::of(&answer), now_millis());
+    let mut guard = guard;
+    guard.health_noted = true;
     let gone = matches!(answer, Answer::Response { status: GONE, .. });
     if gone {
         let reason = format!("the receiver answered {GONE} Gone");
@@ -126,13 +152,93 @@ pub(super) async fn run_attempt(
         });
     }
     // One request's outcomes are recorded together (and with other attempts' outcomes: store/combine.rs).
-    if let Err(error) = context.store.record_attempts_async(outcomes).await {
-        // The messages stay leased; the next start puts them back to due (at-least-once).
-        let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        tracing::error!(message_ids = ?ids, endpoint = %endpoint.name, %error, "cannot record attempts");
-    }
+    record(&context, &endpoint.name, outcomes).await;
+    drop(guard);
     if retry_scheduled {
         wake.notify_one();
+    }
+}
+
+/// Writes the outcomes; a failed write is tried again for those not written (still leased), a few times. What
+/// is still leased after the last try is given back by the attempt's [`LeaseGuard`].
+async fn record(context: &DispatchContext, endpoint: &str, outcomes: Vec<AttemptOutcome>) {
+    // What a retry needs, kept before the first write consumes the outcomes (the leased records are not:
+    // a retry lets the store read them again).
+    let kept: Vec<(MessageId, AttemptRecord, Decision, Millis)> = outcomes
+        .iter()
+        .map(|o| (o.id, o.attempt.clone(), o.decision.clone(), o.now))
+        .collect();
+    let mut result = if faults::hit(faults::OUTCOME_WRITE) {
+        Err(crate::store::StoreError::Combined(
+            "injected fault: outcome write (HOOKD_FAULTS)".into(),
+        ))
+    } else {
+        context.store.record_attempts_async(outcomes).await
+    };
+    for wait in OUTCOME_RETRIES {
+        let Err(error) = &result else { return };
+        tracing::warn!(endpoint, %error, retry_in_ms = wait.as_millis() as u64, "cannot record attempts; trying again");
+        tokio::time::sleep(wait).await;
+        let unwritten: Vec<AttemptOutcome> = kept
+            .iter()
+            .filter(|(id, ..)| context.store.is_leased(*id))
+            .map(|(id, attempt, decision, now)| AttemptOutcome {
+                id: *id,
+                attempt: attempt.clone(),
+                decision: decision.clone(),
+                now: *now,
+                leased: None,
+            })
+            .collect();
+        result = if faults::hit(faults::OUTCOME_WRITE) {
+            Err(crate::store::StoreError::Combined(
+                "injected fault: outcome write (HOOKD_FAULTS)".into(),
+            ))
+        } else {
+            context.store.record_attempts_async(unwritten).await
+        };
+    }
+    if let Err(error) = result {
+        tracing::error!(endpoint, %error, "cannot record attempts; their messages are given back, due now");
+    }
+}
+
+/// Gives back what an attempt still holds leased when it ends, however it ends (its outcome not written, a
+/// panic): due now, with no attempt counted, and its lane woken. A circuit probe that ended before its answer
+/// was noted lets the circuit probe again.
+struct LeaseGuard {
+    context: Arc<DispatchContext>,
+    endpoint: String,
+    ids: Vec<MessageId>,
+    wake: Arc<Notify>,
+    lane: Arc<LaneShared>,
+    health_noted: bool,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let now = now_millis();
+        if !self.health_noted {
+            self.lane.probe_lost(now);
+        }
+        let mut given_back = 0;
+        for id in &self.ids {
+            if !self.context.store.is_leased(*id) {
+                continue;
+            }
+            match self.context.store.release(*id, now) {
+                Ok(()) => given_back += 1,
+                Err(error) => {
+                    tracing::error!(message_id = %id, endpoint = %self.endpoint, %error,
+                        "cannot give back a leased message; the lease sweep will")
+                }
+            }
+        }
+        if given_back > 0 {
+            tracing::warn!(endpoint = %self.endpoint, given_back,
+                "an attempt ended without its outcome: its messages are due again, no attempt counted");
+            self.wake.notify_one();
+        }
     }
 }
 

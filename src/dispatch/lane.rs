@@ -74,7 +74,9 @@ impl Lane {
         // New settings (a new URL or key): no sending until verified again.
         let mut reverify = false;
         loop {
-            while attempts.try_join_next().is_some() {}
+            while let Some(ended) = attempts.try_join_next() {
+                self.note_ended(ended);
+            }
             if settings_dirty || changes.has_changed().unwrap_or(false) {
                 changes.borrow_and_update();
                 settings_dirty = false;
@@ -185,7 +187,7 @@ impl Lane {
                 _ = self.control.changed() => {}
                 _ = sleep => {}
                 // An attempt ended: the lane may have nothing left and stop.
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+                Some(ended) = attempts.join_next(), if !attempts.is_empty() => self.note_ended(ended),
                 changed = changes.changed() => match changed {
                     Ok(()) => settings_dirty = true,
                     // The API is gone (shutdown): no more changes can come.
@@ -291,6 +293,15 @@ impl Lane {
             Arc::clone(&self.shared),
             taken,
         )
+    }
+
+    /// Logs an attempt task that did not end normally (its guard gave its messages back).
+    fn note_ended(&self, ended: Result<(), tokio::task::JoinError>) {
+        if let Err(error) = ended
+            && error.is_panic()
+        {
+            tracing::error!(endpoint = %self.name, "an attempt panicked; its messages are due again");
+        }
     }
 
     /// The endpoint's settings now.

@@ -150,6 +150,12 @@ impl LaneShared {
         }
     }
 
+    /// An attempt ended before its answer was noted: were it the circuit's probe, the circuit probes again.
+    pub fn probe_lost(&self, now: Millis) {
+        lock(&self.circuit).probe_not_sent(now);
+        self.health_changed.notify_one();
+    }
+
     fn circuit(&self) -> CircuitView {
         let circuit = lock(&self.circuit);
         CircuitView {

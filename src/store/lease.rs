@@ -118,6 +118,24 @@ impl Store {
         error
     }
 
+    /// Whether this process holds `id` leased (its outcome is not yet written).
+    pub fn is_leased(&self, id: MessageId) -> bool {
+        self.leases.holds(id)
+    }
+
+    /// Gives back every message whose lease ended before `now`, due at `now` with no attempt counted: its
+    /// attempt was lost (a panic, an outcome that could not be written). Returns their endpoints, to be woken.
+    pub fn release_expired(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        let mut endpoints = Vec::new();
+        for id in self.leases.expired(now) {
+            self.release(id, now)?;
+            if let Some((record, _)) = self.stored_record(id)? {
+                endpoints.push(record.endpoint);
+            }
+        }
+        Ok(endpoints)
+    }
+
     /// Puts a leased message back to due at `now` without counting an attempt (shutdown, restart).
     pub fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
         let queue_again = |tx: &Tx<'_>, (mut record, at): (MessageRecord, PayloadAt)| {

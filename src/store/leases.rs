@@ -23,8 +23,8 @@ pub(super) type Read = (sled::IVec, PayloadAt);
 /// change 18).
 #[derive(Debug)]
 struct Held {
-    /// Nothing reads it yet: no lease expires within a process (a restart voids them all).
-    #[allow(dead_code)]
+    /// Past it, the lease's attempt is taken for lost (its task ended without giving the message back) and
+    /// the sweep gives the message back ([`Store::release_expired`](super::Store::release_expired)).
     until: Millis,
     read: Option<Read>,
 }
@@ -71,6 +71,16 @@ impl Leases {
         self.with(|map| map.remove(&id).is_some())
     }
 
+    /// The messages whose lease ended before `now`.
+    pub fn expired(&self, now: Millis) -> Vec<MessageId> {
+        self.with(|map| {
+            map.iter()
+                .filter(|(_, held)| held.until < now)
+                .map(|(id, _)| *id)
+                .collect()
+        })
+    }
+
     /// Every message leased now.
     pub fn ids(&self) -> Vec<MessageId> {
         self.with(|map| map.keys().copied().collect())
@@ -104,5 +114,17 @@ mod tests {
         assert!(!leases.holds(id));
         assert_eq!(leases.read(id), None);
         assert!(leases.ids().is_empty());
+    }
+
+    #[test]
+    fn a_lease_expires_after_its_deadline_only() {
+        let leases = Leases::default();
+        let id = MessageId::new();
+        assert!(leases.take(id, 100, None));
+        assert!(
+            leases.expired(100).is_empty(),
+            "not before its deadline has passed"
+        );
+        assert_eq!(leases.expired(101), [id]);
     }
 }

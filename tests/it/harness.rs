@@ -217,6 +217,8 @@ pub struct TestDaemon {
     log_copier: Option<std::thread::JoinHandle<()>>,
     /// Built once: a reqwest client with TLS support is costly to build.
     client: Client,
+    /// `HOOKD_FAULTS` for the daemon (a debug build fails on purpose at these points: src/faults.rs).
+    pub faults: Option<String>,
 }
 
 impl TestDaemon {
@@ -255,7 +257,21 @@ impl TestDaemon {
             client: Client::new(&socket).unwrap(),
             log_path,
             log_copier: None,
+            faults: None,
         };
+        daemon.spawn().await;
+        daemon
+    }
+
+    /// Like [`TestDaemon::start`], with faults injected (`HOOKD_FAULTS`, src/faults.rs) into its first run.
+    pub async fn start_with_faults(
+        endpoints: &[EndpointSpec],
+        top_level: &str,
+        faults: &str,
+    ) -> TestDaemon {
+        let mut daemon = Self::start_with_data_dir(endpoints, top_level, None).await;
+        daemon.kill();
+        daemon.faults = Some(faults.to_owned());
         daemon.spawn().await;
         daemon
     }
@@ -280,6 +296,7 @@ impl TestDaemon {
             .args(["serve", "--config"])
             .arg(&self.config_path)
             .env("HOOKD_LOG", "info")
+            .env("HOOKD_FAULTS", self.faults.as_deref().unwrap_or(""))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -11,6 +11,7 @@ mod demo;
 mod disk;
 mod durability;
 mod endpoints_api;
+mod faults;
 mod formats;
 mod harness;
 mod health;
