@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod cli_ops;
+mod cli_surface;
+mod config_check;
 mod crash;
 mod dead_letters;
 mod delivery;
