@@ -1,10 +1,13 @@
 //! `hookd serve`: owns the lifetimes of the store, the socket API and the lanes, and their ordered shutdown.
 //!
-//! Start: open the store (taking sled's lock, so a second daemon on the same data dir fails here, before it
-//! touches the socket), put leases of a previous run back to due, bind the socket (stale file removed, mode
-//! 0600, or 0660 for `socket_group`), start the lanes and the API. A failed group commit stops the daemon
-//! like a signal does, and `run` then returns `StoreFailed` so a supervisor reopens the store. Stop (on the `shutdown` future): stop accepting, let lanes finish their
-//! in-flight attempts within the grace period, release what is left, make everything durable, remove the socket.
+//! Start: refuse a socket something answers on (another daemon's), before anything is created; open the
+//! store (taking sled's lock, so a second daemon on the same data dir fails here, before it touches the
+//! socket), put leases of a previous run back to due, bind the socket (a stale file removed, mode 0600, or
+//! 0660 for `socket_group`), start the lanes and the API, then tell systemd `READY=1` (`notify`). A failed
+//! group commit stops the daemon like a signal does, and `run` then returns `StoreFailed` so a supervisor
+//! reopens the store. Stop (on the `shutdown` future): tell systemd `STOPPING=1`, stop accepting, let lanes
+//! finish their in-flight attempts within the grace period, release what is left, make everything durable,
+//! remove the socket (when it is still this daemon's).
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -44,6 +47,12 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// Something answers on the socket: another daemon serves there. Nothing was created or removed.
+    #[error(
+        "socket {path} is in use: a process answers on it (another hookd?); stop it, or give this daemon \
+         another `socket` in its config (nothing was changed)"
+    )]
+    SocketInUse { path: PathBuf },
     /// `socket_group` names no group known to the system (nor is it a numeric gid).
     #[error("socket_group `{group}`: no such group")]
     UnknownGroup { group: String },
@@ -77,6 +86,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .as_deref()
         .map(|name| socket_gid(name, &config.socket).map(|gid| (name, gid)))
         .transpose()?;
+    if probe_socket(&config.socket)? == Probe::Live {
+        // The same data dir held too: the same daemon's config, which the store's own error names best.
+        if Store::is_held(&config.data_dir) {
+            return Err(StoreError::Locked(config.data_dir.clone()).into());
+        }
+        return Err(DaemonError::SocketInUse {
+            path: config.socket.clone(),
+        });
+    }
     create_private_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir, config.sled_cache_bytes)?;
     let released = store.release_all_leases(now_millis())?;
@@ -86,7 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "messages in flight at the last stop are due again"
         );
     }
-    let listener = bind_socket(&config.socket, socket_group)?;
+    let (listener, socket_file) = bind_socket(&config.socket, socket_group)?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -154,10 +172,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     );
 
     let mut serving = tokio::spawn(async move { server.await });
+    // The socket is listening, so a client connecting from now on is answered.
+    crate::notify::notify("READY=1");
     let store_failure = tokio::select! {
         _ = shutdown => None,
         reason = store.failed() => Some(reason),
     };
+    crate::notify::notify("STOPPING=1");
     if let Some(reason) = &store_failure {
         tracing::error!(
             %reason,
@@ -186,7 +207,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let _ = sweeper.await;
     if let Some(reason) = store_failure {
         // Nothing more can be written; what is leased goes back to due on the next start.
-        let _ = std::fs::remove_file(&config.socket);
+        remove_socket(&config.socket, socket_file);
         return Err(DaemonError::StoreFailed(reason));
     }
     let released = store.release_all_leases(now_millis())?;
@@ -197,7 +218,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
     store.commit().await?;
-    let _ = std::fs::remove_file(&config.socket);
+    remove_socket(&config.socket, socket_file);
     tracing::info!("hookd stopped");
     match served {
         Ok(Ok(())) => Ok(()),
@@ -219,10 +240,57 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), DaemonError> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)
 }
 
-/// Binds the socket: its directory is created private (0700) when missing, a stale socket file is removed
-/// (the store's lock proved no other daemon owns it), and the socket is made 0600, or, with `socket_group`,
-/// given to that group (name and gid, looked up by `run` before anything else) and made 0660.
-fn bind_socket(path: &Path, group: Option<(&str, u32)>) -> Result<UnixListener, DaemonError> {
+/// What is at the socket's path.
+#[derive(Debug, PartialEq, Eq)]
+enum Probe {
+    /// Nothing.
+    Absent,
+    /// A file nothing answers on: a socket left by a daemon that did not stop cleanly.
+    Stale,
+    /// A socket something accepts connections on.
+    Live,
+}
+
+/// Tries to connect to `path`: whether a daemon answers there. An error that says neither (no permission
+/// to connect) is refused rather than guessed at: the file may be another user's live socket.
+fn probe_socket(path: &Path) -> Result<Probe, DaemonError> {
+    use std::io::ErrorKind;
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Ok(Probe::Live),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Probe::Absent),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(Probe::Stale),
+        Err(source) => Err(DaemonError::Socket {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// The file a bound socket is (device, inode), so that a stop removes this daemon's socket and nobody
+/// else's.
+type SocketFile = Option<(u64, u64)>;
+
+fn socket_file(path: &Path) -> SocketFile {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Removes the socket file if it is still the one this daemon bound.
+fn remove_socket(path: &Path, ours: SocketFile) {
+    if ours.is_some() && socket_file(path) == ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Binds the socket: its directory is created private (0700) when missing, a stale socket file (one nothing
+/// answers on) is removed, a live one refused, and the socket is made 0600, or, with `socket_group`, given
+/// to that group (name and gid, looked up by `run` before anything else) and made 0660.
+fn bind_socket(
+    path: &Path,
+    group: Option<(&str, u32)>,
+) -> Result<(UnixListener, SocketFile), DaemonError> {
     let fail = |source| DaemonError::Socket {
         path: path.to_owned(),
         source,
@@ -230,12 +298,21 @@ fn bind_socket(path: &Path, group: Option<(&str, u32)>) -> Result<UnixListener, 
     if let Some(dir) = path.parent() {
         create_private_dir(dir)?;
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket file"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(fail(e)),
+    match probe_socket(path)? {
+        Probe::Absent => {}
+        Probe::Live => {
+            return Err(DaemonError::SocketInUse {
+                path: path.to_owned(),
+            });
+        }
+        Probe::Stale => match std::fs::remove_file(path) {
+            Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket file"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(e)),
+        },
     }
     let listener = UnixListener::bind(path).map_err(fail)?;
+    let file = socket_file(path);
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
     if let Some((name, gid)) = group {
         // Owner-only until the group is right, so no other group ever gets a window.
@@ -251,7 +328,7 @@ fn bind_socket(path: &Path, group: Option<(&str, u32)>) -> Result<UnixListener, 
         }
         warn_if_group_cannot_reach(path, gid);
     }
-    Ok(listener)
+    Ok((listener, file))
 }
 
 /// The gid of `socket_group`: a group name known to the system (NSS included), else a numeric gid.

@@ -10,7 +10,8 @@
 //! - [`dispatch`]: per-endpoint lanes that lease due messages and run attempts.
 //! - [`telemetry`]: run-time counters and the live attempt feed (`/metrics`, `hookd status`, `hookd tail`).
 //! - [`api`]: the Unix-socket API and its client.
-//! - [`daemon`]: start-up and ordered shutdown; [`cli`]: the `hookd` command; [`demo`]: `hookd demo`.
+//! - [`daemon`]: start-up and ordered shutdown ([`notify`]: systemd's readiness protocol); [`cli`]: the
+//!   `hookd` command; [`demo`]: `hookd demo`.
 
 pub mod api;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod formats;
 pub mod guard;
 pub mod http_client;
 pub mod model;
+pub mod notify;
 pub mod retry;
 pub mod signing;
 pub mod store;

@@ -3,10 +3,10 @@
 use std::io::{BufWriter, IsTerminal};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
-use hookd::cli::{Cli, Command, run_client};
-use hookd::config::{Config, LogFormat};
+use hookd::cli::{Cli, Command, exit, run_client};
+use hookd::config::{Config, ConfigError, LogFormat};
+use hookd::daemon::DaemonError;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
 /// jemalloc, not the C library's malloc: the daemon allocates and frees a few dozen small buffers per message
@@ -22,36 +22,74 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("hookd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILURE);
         }
     };
-    let result = match cli.command {
-        Command::Serve { config } => runtime.block_on(serve(&config)),
-        command => runtime
-            .block_on(run_client(command))
-            .map_err(anyhow::Error::from),
+    let (message, code) = match cli.command {
+        Command::Serve { config } => match runtime.block_on(serve(&config)) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(ServeError::Config(error)) => (one_line(&error), exit::INVALID),
+            Err(ServeError::Daemon(error)) => {
+                (format!("hookd serve: {}", one_line(&error)), exit::FAILURE)
+            }
+        },
+        command => match runtime.block_on(run_client(command)) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(error) => (one_line(&error), error.exit_code()),
+        },
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("hookd: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    eprintln!("hookd: {message}");
+    ExitCode::from(code)
 }
 
-async fn serve(config_path: &std::path::Path) -> anyhow::Result<()> {
+/// Why `serve` did not run or stop cleanly: its config (exit 2) or the daemon (exit 1).
+enum ServeError {
+    Config(ConfigError),
+    Daemon(DaemonError),
+}
+
+async fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
     // The config chooses the log format, so it is read first; an error reading it is `main`'s one line.
-    let config = Config::load(config_path)?;
+    let config = Config::load(config_path).map_err(ServeError::Config)?;
     // Dropped when `serve` returns, which writes out the lines still buffered.
     let _log_writer = init_logging(config.log_format);
     hookd::daemon::run(config, hookd::daemon::shutdown_signal())
         .await
-        .context("hookd serve")
+        .map_err(ServeError::Daemon)
+}
+
+/// An error and its causes on one line, each cause only when the text so far does not already say it (most
+/// errors here put their source in their own message, e.g. `cannot read config file X: No such file ...`).
+fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = next.source();
+    }
+    line
+}
+
+/// Log lines start with the time as RFC 3339 in UTC with milliseconds, as the CLI prints times.
+struct Rfc3339Millis;
+
+impl tracing_subscriber::fmt::time::FormatTime for Rfc3339Millis {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(
+            w,
+            "{}",
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        )
+    }
 }
 
 /// Logs go to stderr at the level of `HOOKD_LOG` (default `info`): one line of text per event, or one JSON
 /// object per event with its fields at the top level (`message_id`, `endpoint`, ...) for log collectors.
+/// Times, the line's own and those in fields (`retry_at`), are RFC 3339 in UTC.
 ///
 /// A delivery logs a line, so a busy daemon logs thousands a second. They are written by a thread of their
 /// own, which takes every line waiting and writes them through an 8 KiB `BufWriter`, flushed when none is
@@ -67,6 +105,7 @@ fn init_logging(format: LogFormat) -> WorkerGuard {
         .finish(BufWriter::new(std::io::stderr()));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(Rfc3339Millis)
         .with_writer(writer);
     match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),

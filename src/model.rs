@@ -23,6 +23,11 @@ pub fn now_millis() -> Millis {
         .unwrap_or(0)
 }
 
+/// A [`Millis`] time as people read it: RFC 3339, UTC, with milliseconds (`2026-11-21T09:50:06.964Z`).
+pub fn rfc3339(at: Millis) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(at))
+}
+
 /// A message's identity: a UUID v7, so ids sort by creation time. It is sent to receivers as
 /// `webhook-id` on every attempt, so they can de-duplicate an at-least-once delivery.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

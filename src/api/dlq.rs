@@ -131,7 +131,12 @@ pub(super) async fn list(
             format!("this token is scoped to endpoint `{own}`: list with endpoint={own}"),
         ));
     }
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid(format!(
+            "limit: {limit} must be between 1 and {MAX_PAGE}"
+        )));
+    }
     let after = query.after.as_deref().map(parse_id).transpose()?;
     let filter = DeadFilter::new(query.since, query.reason.as_deref(), query.status);
     let (found, next) = scan(
@@ -294,7 +299,7 @@ pub(super) async fn replay(
     AxumState(state): AxumState<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReplayResponse>, ApiError> {
-    let body: DlqSelection = parse_json(&read_body(body)?)?;
+    let body: DlqSelection = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
     let resolved = selection(&state, body)?;
     if resolved.dry_run {
         return Ok(Json(ReplayResponse {
@@ -339,7 +344,7 @@ pub(super) async fn purge(
     AxumState(state): AxumState<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PurgeResponse>, ApiError> {
-    let body: DlqSelection = parse_json(&read_body(body)?)?;
+    let body: DlqSelection = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
     let resolved = selection(&state, body)?;
     if resolved.dry_run {
         return Ok(Json(PurgeResponse {

@@ -41,8 +41,8 @@ impl From<EndpointError> for ApiError {
 }
 
 /// A body that must be a JSON object of endpoint keys.
-fn table(body: Result<Bytes, BytesRejection>) -> Result<Table, ApiError> {
-    match parse_json::<serde_json::Value>(&read_body(body)?)? {
+fn table(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Table, ApiError> {
+    match parse_json::<serde_json::Value>(&read_body(body, limit)?)? {
         serde_json::Value::Object(table) => Ok(table),
         _ => Err(ApiError::invalid(
             "the body must be a JSON object of endpoint settings",
@@ -55,7 +55,7 @@ pub(super) async fn create(
     AxumState(state): AxumState<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<EndpointView>), ApiError> {
-    let table = table(body)?;
+    let table = table(body, state.config.max_batch_bytes)?;
     for required in ["name", "format", "url"] {
         if !table.contains_key(required) {
             return Err(ApiError::invalid(format!("{required}: required")));
@@ -72,7 +72,7 @@ pub(super) async fn patch(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let patch = table(body)?;
+    let patch = table(body, state.config.max_batch_bytes)?;
     if patch.is_empty() {
         return Err(ApiError::invalid(
             "give at least one endpoint key to change",
@@ -93,7 +93,7 @@ pub(super) async fn update(
         .lanes
         .endpoint(&name)
         .ok_or_else(|| ApiError::unknown_endpoint(&name))?;
-    let change: EndpointSettings = parse_json(&read_body(body)?)?;
+    let change: EndpointSettings = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
     if change == EndpointSettings::default() {
         return Err(ApiError::invalid(
             "give at least one of url, timeout_ms, max_attempts, max_age",

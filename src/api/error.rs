@@ -79,6 +79,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A size as people read it: `16 MiB`, `1.5 KiB`, `900 bytes`.
+pub fn size_in_words(bytes: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (unit, name) in UNITS {
+        if bytes >= unit {
+            return if bytes % unit == 0 {
+                format!("{} {name}", bytes / unit)
+            } else {
+                format!("{:.1} {name}", bytes as f64 / unit as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// The wire form of an error.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 
 use super::AppState;
 use super::admission::{admit, admit_to};
-use super::error::{ApiError, ErrorDetail, parse_json};
+use super::error::{ApiError, ErrorDetail, parse_json, size_in_words};
 use super::wire::{
     BatchRequest, BatchResponse, BatchResult, EnqueueRequest, EnqueueResponse, MessageView,
 };
@@ -20,12 +20,17 @@ use crate::store::{ContactLimit, Enqueued, NewMessage, StoreError, first_answer}
 const ENVELOPE_SLACK: usize = 16 * 1024;
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 
-/// Maps a body that could not be read (over the size limit, broken stream) to a JSON error.
-pub(super) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+/// Maps a body that could not be read (over `limit`, the router's `max_batch_bytes`; a broken stream) to a
+/// JSON error.
+pub(super) fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::too_large(format!("request body too large: {rejection}"))
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(format!(
+            "the request body is over the limit of {} (max_batch_bytes = {limit} bytes)",
+            size_in_words(limit)
+        )),
         _ => ApiError::bad_request(rejection.body_text()),
     })
 }
@@ -34,11 +39,12 @@ pub(super) async fn enqueue(
     AxumState(state): AxumState<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<EnqueueResponse>), ApiError> {
-    let body = read_body(body)?;
+    let body = read_body(body, state.config.max_batch_bytes)?;
     if body.len() > state.config.max_payload_bytes + ENVELOPE_SLACK {
         return Err(ApiError::too_large(format!(
-            "request body is {} bytes; a payload may be at most {} bytes",
-            body.len(),
+            "the request body is {}; a message's payload may be at most {} (max_payload_bytes = {} bytes)",
+            size_in_words(body.len()),
+            size_in_words(state.config.max_payload_bytes),
             state.config.max_payload_bytes
         )));
     }
@@ -70,7 +76,7 @@ pub(super) async fn enqueue_batch(
     AxumState(state): AxumState<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
-    let body = read_body(body)?;
+    let body = read_body(body, state.config.max_batch_bytes)?;
     let batch: BatchRequest = parse_json(&body)?;
     // All or nothing: a batch is refused whole rather than cut at an arbitrary message.
     admit(&state, batch.messages.len() as u64, body.len() as u64)?;
@@ -167,8 +173,9 @@ fn validate(state: &AppState, request: EnqueueRequest) -> Result<NewMessage, Api
     let payload = request.payload.get();
     if payload.len() > state.config.max_payload_bytes {
         return Err(ApiError::too_large(format!(
-            "payload is {} bytes; at most {} are accepted (max_payload_bytes)",
-            payload.len(),
+            "the payload is {}; at most {} is accepted (max_payload_bytes = {} bytes)",
+            size_in_words(payload.len()),
+            size_in_words(state.config.max_payload_bytes),
             state.config.max_payload_bytes
         )));
     }

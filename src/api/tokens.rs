@@ -161,9 +161,14 @@ pub async fn check(
             request.extensions_mut().insert(Scope(own));
             next.run(request).await
         }
-        (None, Some(_)) => unauthorized("the access token is not valid").into_response(),
+        (None, Some(_)) => unauthorized(
+            "the access token is not valid (mistyped, or revoked): send a valid one as `Authorization: Bearer TOKEN` \
+             (the hookd CLI: --token TOKEN or HOOKD_TOKEN)",
+        )
+        .into_response(),
         (None, None) => unauthorized(
-            "an access token is required: send Authorization: Bearer <token> (hookd: --token or HOOKD_TOKEN)",
+            "an access token is required: send it as `Authorization: Bearer TOKEN` (the hookd CLI: --token TOKEN \
+             or HOOKD_TOKEN)",
         )
         .into_response(),
     }
@@ -230,7 +235,7 @@ pub(super) async fn create(
     AxumState(state): AxumState<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    let request: CreateToken = parse_json(&read_body(body)?)?;
+    let request: CreateToken = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
     validate_endpoint_name(&request.name).map_err(|r| ApiError::invalid(format!("name: {r}")))?;
     if let Some(endpoint) = &request.endpoint {
         if state.lanes.endpoint(endpoint).is_none() {

@@ -12,11 +12,79 @@ use crate::model::Millis;
 /// Where the CLI looks for a config when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "config/hookd.toml";
 
+/// The exit status of every verb, by kind of failure: `--help`, the man page and docs/API.md list these.
+pub const EXIT_CODES: [(u8, &str); 6] = [
+    (0, "success"),
+    (
+        1,
+        "any other failure: the daemon failed a request (HTTP 5xx, 429), some of the ids given were not \
+         dead letters, a handshake failed, a confirmation was declined, `serve` could not start or stopped on \
+         a store failure",
+    ),
+    (
+        2,
+        "invalid input: a usage error, an invalid or missing config file, a payload that is not JSON, a \
+         destructive verb without --yes and without a terminal, or a request the daemon refused as invalid \
+         (HTTP 400, 409, 413, 422)",
+    ),
+    (
+        3,
+        "the daemon cannot be reached: it is not running, or the socket cannot be opened",
+    ),
+    (
+        4,
+        "not found: no such message, dead letter, endpoint or token (HTTP 404)",
+    ),
+    (
+        5,
+        "unauthorised: an access token is needed or not valid, or the token may not do this (HTTP 401, 403)",
+    ),
+];
+
+/// The environment variables hookd reads, for `--help` and the man page.
+pub const ENVIRONMENT: [(&str, &str); 5] = [
+    (
+        "HOOKD_SOCKET",
+        "the daemon's socket, as --socket (client verbs)",
+    ),
+    (
+        "HOOKD_TOKEN",
+        "the API access token, as --token (client verbs)",
+    ),
+    (
+        "HOOKD_LOG",
+        "the log level of `serve`, a tracing filter such as `info`, `warn` or `hookd=debug` (default info)",
+    ),
+    (
+        "NOTIFY_SOCKET",
+        "set by systemd for Type=notify: `serve` sends READY=1 there once its socket accepts, STOPPING=1 when \
+         it begins to stop",
+    ),
+    (
+        "COLUMNS",
+        "the width tables are fitted to (default: the terminal's; piped output is never cut)",
+    ),
+];
+
+/// What `hookd --help` shows after the verbs: exit status and environment.
+fn after_help() -> String {
+    let mut text = String::from("Exit status:\n");
+    for (code, meaning) in EXIT_CODES {
+        text.push_str(&format!("  {code}  {meaning}\n"));
+    }
+    text.push_str("\nEnvironment:\n");
+    for (name, meaning) in ENVIRONMENT {
+        text.push_str(&format!("  {name:<13}  {meaning}\n"));
+    }
+    text
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hookd",
     version,
-    about = "A reliable outbound webhook dispatcher"
+    about = "A reliable outbound webhook dispatcher",
+    after_help = after_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -49,10 +117,13 @@ pub enum Command {
     },
     /// Enqueue one message; prints its id.
     Send {
+        /// The endpoint to send it to (a name from `hookd endpoints list`).
         #[arg(long)]
         endpoint: String,
+        /// The message type (e.g. `order.created`; the endpoint's format decides which it accepts).
         #[arg(long = "type")]
         kind: String,
+        /// A key that makes a repeated send of the same message queue nothing (scoped to the endpoint).
         #[arg(long)]
         idempotency_key: Option<String>,
         /// The payload as JSON, or `-` to read it from stdin.
@@ -116,25 +187,52 @@ pub enum Command {
     },
     /// Print a shell completion script (e.g. `hookd completions bash > /etc/bash_completion.d/hookd`).
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) on stdout.
-    Man,
+    /// Print the man page hookd(1) (roff) on stdout, or with --dir write it and one page per verb there.
+    Man {
+        /// Write hookd.1 and a page per verb (hookd-send.1, hookd-dlq.1, hookd-dlq-purge.1, ...) into this
+        /// directory (created if missing), e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Check a config file without starting the daemon.
+    Config {
+        #[command(subcommand)]
+        verb: ConfigVerb,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigVerb {
+    /// Validate the config (exit 0 and a summary, or exit 2 and the error); warn about endpoints the
+    /// destination guard will refuse and about run-time overrides in the data dir that shadow the file.
+    Check {
+        /// The config file to check.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum MsgVerb {
     /// State, next attempt and every attempt of a message.
-    Show { id: String },
+    Show {
+        /// The message's id (as `hookd send` printed it).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DlqVerb {
     /// Dead letters, in enqueue order.
     List {
+        /// Only this endpoint's dead letters.
         #[arg(long)]
         endpoint: Option<String>,
+        /// Dead letters per page, 1 to 1000 (default 100); `more: --after ID` leads to the next page.
         #[arg(long)]
         limit: Option<usize>,
         /// Start after this id (the `next` of the previous page).
@@ -151,11 +249,25 @@ pub enum DlqVerb {
         status: Option<u16>,
     },
     /// One dead letter with its whole attempt history and reason.
-    Show { id: String },
+    Show {
+        /// The dead letter's message id.
+        id: String,
+    },
     /// Queue dead letters again (history kept, attempts counted anew).
     Replay(SelectionArgs),
-    /// Delete dead letters for good.
-    Purge(SelectionArgs),
+    /// Delete dead letters for good. Shows what it would purge and asks first on a terminal; without a
+    /// terminal it needs --yes.
+    Purge(PurgeArgs),
+}
+
+/// `dlq purge`: the selection, and the confirmation it needs.
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Purge without asking (needed when stdin is not a terminal, e.g. in scripts).
+    #[arg(long, short = 'y', conflicts_with = "dry_run")]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +278,7 @@ pub struct SelectionArgs {
     /// Every dead letter (of `--endpoint`, if given).
     #[arg(long)]
     pub all: bool,
+    /// With --all: only this endpoint's dead letters.
     #[arg(long, conflicts_with = "ids")]
     pub endpoint: Option<String>,
     /// With --all: only dead letters dead since this long ago ("2h") or this time (RFC 3339).
@@ -202,6 +315,7 @@ fn parse_since(text: &str) -> Result<Millis, String> {
 pub enum TokensVerb {
     /// Create a token and print it (it is shown only this once). Once a token exists, every request needs one.
     Create {
+        /// The token's name (letters, digits, - _ . ; 1 to 64), used to list and revoke it.
         name: String,
         /// Scope the token to this endpoint: it may read and change that endpoint and read its messages, and
         /// nothing else (a customer's token). Without it: an admin token.
@@ -212,8 +326,12 @@ pub enum TokensVerb {
         #[arg(long)]
         offline: bool,
     },
+    /// The tokens' names, creation times and scopes (never the tokens themselves).
     List,
+    /// Revoke a token: requests carrying it are refused from now on. Revoking the last one opens the API
+    /// again (unless `[api] require_token`).
     Revoke {
+        /// The token's name.
         name: String,
     },
 }
@@ -239,9 +357,13 @@ pub enum EndpointsVerb {
         after: Option<String>,
     },
     /// Show one endpoint: settings (secrets masked), where it is defined, run-time overrides, state, counts.
-    Show { name: String },
+    Show {
+        /// The endpoint's name.
+        name: String,
+    },
     /// Create an endpoint at run time (kept in the store; the config file's [defaults] fill what is not given).
     Create {
+        /// The new endpoint's name (letters, digits, - _ . ; 1 to 64).
         name: String,
         /// The receiver protocol: json, notification, sms-status-xml, dlr-json, gateway-json, app-inbox.
         #[arg(long)]
@@ -259,24 +381,49 @@ pub enum EndpointsVerb {
     /// Delete an endpoint created through the API (refused while it has messages, unless --messages says what
     /// becomes of them).
     Delete {
+        /// The endpoint's name.
         name: String,
-        /// What becomes of its queued messages: dead-letter (reason "endpoint deleted") or purge.
+        /// What becomes of its queued messages: dead-letter (reason "endpoint deleted") or purge. When it
+        /// has messages, shows what it would do and asks first on a terminal; without a terminal it needs
+        /// --yes.
         #[arg(long, value_parser = ["dead-letter", "purge"])]
         messages: Option<String>,
+        /// Delete without asking, even when --messages retires messages (needed without a terminal).
+        #[arg(long, short = 'y', conflicts_with = "dry_run")]
+        yes: bool,
+        /// Change nothing: show the endpoint's counts and what deleting it would do.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Drop a declared endpoint's run-time overrides: the config file's table applies again.
-    Reset { name: String },
+    Reset {
+        /// The endpoint's name.
+        name: String,
+    },
     /// Run the verification handshake now (endpoints with `verification`).
-    Verify { name: String },
+    Verify {
+        /// The endpoint's name.
+        name: String,
+    },
     /// Stop sending to an endpoint; its messages stay queued with their attempts untouched.
-    Pause { name: String },
+    Pause {
+        /// The endpoint's name.
+        name: String,
+    },
     /// Send again to a paused endpoint.
-    Resume { name: String },
+    Resume {
+        /// The endpoint's name.
+        name: String,
+    },
     /// Send again to an endpoint disabled by a 410 Gone (also closes its circuit breaker).
-    Enable { name: String },
+    Enable {
+        /// The endpoint's name.
+        name: String,
+    },
     /// Change settings at run time (kept across restarts; for a declared endpoint, laid over the config file
     /// until `reset`).
     Set {
+        /// The endpoint's name.
         name: String,
         /// The receiver's URL.
         #[arg(long)]

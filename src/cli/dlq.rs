@@ -1,11 +1,13 @@
 //! `hookd dlq ...`: the dead-letter queue. `list` and `show` look; `replay` and `purge` act on a selection
 //! (ids, or `--all` narrowed by filters), both through `run_bulk` since they differ only in the API call
-//! and their words.
+//! and their words. `purge` deletes for good, so it asks first (`confirm`): on a terminal it shows what a
+//! dry run selects and purges exactly those ids once told yes; without a terminal it needs `--yes`.
 
 use serde::Serialize;
 
 use super::CliError;
-use super::args::{Connection, DlqVerb, SelectionArgs};
+use super::args::{Connection, DlqVerb, PurgeArgs, SelectionArgs};
+use super::confirm;
 use super::connect::connect;
 use super::messages::print_message;
 use super::output::{output, print_table, row, time};
@@ -62,8 +64,14 @@ pub(super) async fn run_dlq(verb: DlqVerb, connection: &Connection) -> Result<()
         DlqVerb::Replay(args) => {
             run_bulk(args, connection, async |s| client.dlq_replay(s).await).await?
         }
-        DlqVerb::Purge(args) => {
-            run_bulk(args, connection, async |s| client.dlq_purge(s).await).await?
+        DlqVerb::Purge(PurgeArgs { selection, yes }) => {
+            let ask = !selection.dry_run
+                && confirm::needs_asking(yes, "dlq purge deletes dead letters for good")?;
+            if ask {
+                purge_after_asking(selection, connection, &client).await?
+            } else {
+                run_bulk(selection, connection, async |s| client.dlq_purge(s).await).await?
+            }
         }
     }
     Ok(())
@@ -117,6 +125,50 @@ async fn run_bulk<A: BulkAnswer>(
         None => outln!("{done_word} {done}"),
     });
     not_dead(asked, not_dead_ids)
+}
+
+/// `dlq purge` on a terminal without `--yes`: a dry run of the selection, shown on stderr, then the question;
+/// once told yes, purges exactly the ids shown (dead letters that arrived meanwhile are left alone).
+async fn purge_after_asking(
+    args: SelectionArgs,
+    connection: &Connection,
+    client: &crate::api::client::Client,
+) -> Result<(), CliError> {
+    let asked = args.ids.len();
+    let mut preview = selection(args);
+    preview.dry_run = true;
+    let answer = client.dlq_purge(&preview).await?;
+    let ids = answer.selected.clone().unwrap_or_default();
+    if ids.is_empty() {
+        output(connection, &answer, |_| outln!("purged 0"));
+        errln!("nothing to purge: the selection holds no dead letters");
+        return not_dead(asked, &answer.not_dead);
+    }
+    const SHOWN: usize = 20;
+    errln!(
+        "this purges {} dead letter{} for good (record, attempts and idempotency key):",
+        ids.len(),
+        if ids.len() == 1 { "" } else { "s" }
+    );
+    for id in ids.iter().take(SHOWN) {
+        errln!("  {id}");
+    }
+    if ids.len() > SHOWN {
+        errln!(
+            "  ... and {} more (--dry-run lists them all)",
+            ids.len() - SHOWN
+        );
+    }
+    confirm::ask("Purge them?", "nothing was purged")?;
+    let exact = DlqSelection {
+        ids,
+        ..DlqSelection::default()
+    };
+    let done = with_progress("purging dead letters", client.dlq_purge(&exact)).await?;
+    output(connection, &done, |d| outln!("purged {}", d.purged));
+    let mut missing = answer.not_dead;
+    missing.extend(done.not_dead);
+    not_dead(asked.max(missing.len()), &missing)
 }
 
 /// A dry run's answer: the count, then one id per line.

@@ -1,9 +1,11 @@
 //! `hookd endpoints ...`: list endpoints with their counts, show one, create, change, reset and delete them
 //! at run time (settings, pause/resume/enable, the verification handshake); every verb that changes an
-//! endpoint shows it after.
+//! endpoint shows it after. `delete --messages` asks first when the endpoint has messages to retire
+//! (`confirm`), and `delete --dry-run` shows what a delete would do.
 
 use super::CliError;
 use super::args::{Connection, EndpointsVerb};
+use super::confirm;
 use super::connect::connect;
 use super::output::{output, print_table, row};
 use super::settings;
@@ -56,7 +58,43 @@ pub(super) async fn run_endpoints(
             table.insert("url".into(), url.into());
             client.create_endpoint(&table).await?
         }
-        EndpointsVerb::Delete { name, messages } => {
+        EndpointsVerb::Delete {
+            name,
+            messages,
+            yes,
+            dry_run,
+        } => {
+            let mut messages = messages;
+            if dry_run || messages.is_some() {
+                let endpoint = client.endpoint(&name).await?;
+                let waiting = endpoint.counts.queued + endpoint.counts.in_flight;
+                if dry_run {
+                    let plan = DeletePlan::of(&endpoint, messages.as_deref());
+                    output(connection, &plan, |p| {
+                        for line in p.lines() {
+                            outln!("{line}");
+                        }
+                        outln!("(dry run, nothing changed)");
+                    });
+                    return Ok(());
+                }
+                if waiting == 0 {
+                    // Nothing to retire: deleted without `messages`, so one enqueued meanwhile makes the
+                    // daemon refuse instead of retiring a message nobody was asked about.
+                    messages = None;
+                } else if confirm::needs_asking(
+                    yes,
+                    &format!(
+                        "endpoints delete {name} --messages {} retires its {waiting} waiting messages",
+                        messages.as_deref().unwrap_or_default()
+                    ),
+                )? {
+                    for line in DeletePlan::of(&endpoint, messages.as_deref()).lines() {
+                        errln!("{line}");
+                    }
+                    confirm::ask(&format!("Delete endpoint `{name}`?"), "nothing was deleted")?;
+                }
+            }
             let deleted = client.delete_endpoint(&name, messages.as_deref()).await?;
             output(connection, &deleted, |d| {
                 outln!("deleted {} ({} messages retired)", d.name, d.retired)
@@ -104,6 +142,69 @@ pub(super) async fn run_endpoints(
             endpoint.state
         ))),
         _ => Ok(()),
+    }
+}
+
+/// What `endpoints delete` would do, as its dry run shows it (and as the question before it shows it).
+#[derive(Debug, serde::Serialize)]
+struct DeletePlan {
+    name: String,
+    origin: String,
+    dry_run: bool,
+    counts: crate::store::StageCounts,
+    /// What becomes of the waiting (queued and in-flight) messages: `dead-letter`, `purge`, or absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<String>,
+    /// What the delete would do, in words.
+    outcome: String,
+}
+
+impl DeletePlan {
+    fn of(endpoint: &EndpointView, messages: Option<&str>) -> DeletePlan {
+        let c = &endpoint.counts;
+        let waiting = c.queued + c.in_flight;
+        let outcome = if endpoint.origin != "api" {
+            format!(
+                "would be refused: `{}` is declared in the config file (remove its table there and restart)",
+                endpoint.name
+            )
+        } else {
+            match (waiting, messages) {
+                (0, _) => "would delete it; it has no waiting messages".to_owned(),
+                (n, Some("dead-letter")) => format!(
+                    "would delete it and dead-letter its {n} waiting messages (reason \"endpoint deleted\")"
+                ),
+                (n, Some(_)) => {
+                    format!("would delete it and purge its {n} waiting messages for good")
+                }
+                (n, None) => format!(
+                    "would be refused while it has {n} waiting messages (give --messages dead-letter or purge)"
+                ),
+            }
+        };
+        DeletePlan {
+            name: endpoint.name.clone(),
+            origin: endpoint.origin.clone(),
+            dry_run: true,
+            counts: *c,
+            messages: messages.map(str::to_owned),
+            outcome,
+        }
+    }
+}
+
+impl DeletePlan {
+    /// The plan for people: on stdout for a dry run, on stderr before the question.
+    fn lines(&self) -> [String; 3] {
+        let c = &self.counts;
+        [
+            format!("endpoint:  {} (defined by {})", self.name, self.origin),
+            format!(
+                "messages:  {} queued, {} in flight, {} delivered, {} dead",
+                c.queued, c.in_flight, c.delivered, c.dead
+            ),
+            format!("delete:    {}", self.outcome),
+        ]
     }
 }
 

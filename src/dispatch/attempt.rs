@@ -269,7 +269,7 @@ fn log_outcome(
             tracing::info!(message_id = %id, endpoint, attempt, reason = %record.reason, "delivered")
         }
         Decision::RetryAt(at) => {
-            tracing::info!(message_id = %id, endpoint, attempt, reason = %record.reason, retry_at = at, "retry scheduled")
+            tracing::info!(message_id = %id, endpoint, attempt, reason = %record.reason, retry_at = %crate::model::rfc3339(*at), "retry scheduled")
         }
         Decision::Dead { reason } => {
             tracing::warn!(message_id = %id, endpoint, attempt, %reason, "dead-lettered")

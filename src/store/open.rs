@@ -117,6 +117,21 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 impl Store {
+    /// Whether a running process holds the store in `dir` (the lock [`Store::open`] would fail on), found
+    /// without opening it: a non-blocking try of that lock, released at once. `false` when `dir` holds no
+    /// store.
+    pub fn is_held(dir: &Path) -> bool {
+        use nix::fcntl::{Flock, FlockArg};
+        // sled locks its `db` file (flock, exclusive) for as long as the database is open.
+        let Ok(file) = std::fs::File::open(dir.join("db")) else {
+            return false;
+        };
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(_released_on_drop) => false,
+            Err((_, errno)) => errno == nix::errno::Errno::EWOULDBLOCK,
+        }
+    }
+
     /// Opens (or creates) the store in `dir` and starts its group-commit task; must run inside tokio.
     /// A second process on the same dir gets [`StoreError::Locked`].
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {

@@ -1,5 +1,6 @@
 //! The operator's verbs: `hookd dlq list` filters, `dlq replay|purge --dry-run` (which changes nothing),
-//! filtered bulk replays, tables fitted to the terminal width, and `hookd status`.
+//! filtered bulk replays, destructive verbs that need `--yes` without a terminal, tables fitted to the
+//! terminal width, and `hookd status`.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -356,4 +357,179 @@ async fn status_shows_state_depth_oldest_message_and_rates_per_endpoint() {
         "{stdout}"
     );
     assert!(stdout.contains("since start: 4 enqueued"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_purge_without_a_terminal_needs_yes_and_a_dry_run_says_what_it_would_purge() {
+    let (daemon, _failing, refused, gave_up) = daemon_with_dead_letters().await;
+    let before = json(&daemon, &["dlq", "list", "--json"]);
+    assert_eq!(ids(&before).len(), 3);
+
+    // The tests' stdin is not a terminal: nobody could be asked, so nothing is purged.
+    for args in [
+        vec!["dlq", "purge", "--all"],
+        vec!["dlq", "purge", "--all", "--endpoint", "refusing"],
+        vec!["dlq", "purge", gave_up.as_str()],
+    ] {
+        let (code, stdout, stderr) = daemon.cli_code(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("--yes") && stderr.contains("--dry-run"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("nothing was changed"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+    assert_eq!(
+        json(&daemon, &["dlq", "list", "--json"]),
+        before,
+        "nothing purged"
+    );
+
+    // A dry run needs no terminal and no --yes.
+    let (code, stdout, stderr) = daemon.cli_code(&[
+        "dlq",
+        "purge",
+        "--all",
+        "--endpoint",
+        "refusing",
+        "--dry-run",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("would purge 2 dead letters (dry run, nothing changed)")
+    );
+    let mut listed: Vec<&str> = lines.collect();
+    listed.sort();
+    let mut expected: Vec<&str> = refused.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(json(&daemon, &["dlq", "list", "--json"]), before);
+
+    // --yes and --dry-run contradict each other.
+    let (code, _, _) = daemon.cli_code(&["dlq", "purge", "--all", "--yes", "--dry-run"]);
+    assert_eq!(code, Some(2));
+
+    // --yes purges, without asking.
+    let (code, stdout, stderr) =
+        daemon.cli_code(&["dlq", "purge", "--all", "--endpoint", "refusing", "--yes"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "purged 2");
+    assert_eq!(
+        ids(&json(&daemon, &["dlq", "list", "--json"])),
+        vec![gave_up.clone()]
+    );
+    let (code, stdout, stderr) = daemon.cli_code(&["dlq", "purge", "-y", &gave_up]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "purged 1");
+    assert!(ids(&json(&daemon, &["dlq", "list", "--json"])).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_delete_that_retires_messages_asks_first_and_its_dry_run_shows_the_counts() {
+    let receiver = TestReceiver::start(|_| Reply::ok()).await;
+    let daemon = TestDaemon::start(&[], "").await;
+    for name in ["gone", "empty"] {
+        let (ok, _, stderr) = daemon.cli(&[
+            "endpoints",
+            "create",
+            name,
+            "--format",
+            "json",
+            "--url",
+            &receiver.url("/"),
+        ]);
+        assert!(ok, "{stderr}");
+    }
+    // Paused: its messages wait, queued.
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "pause", "gone"]);
+    assert!(ok, "{stderr}");
+    let waiting = [
+        daemon.send("gone", "event", "{}").await,
+        daemon.send("gone", "event", "{}").await,
+    ];
+
+    let (code, stdout, stderr) = daemon.cli_code(&[
+        "endpoints",
+        "delete",
+        "gone",
+        "--messages",
+        "dead-letter",
+        "--dry-run",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("2 queued, 0 in flight, 0 delivered, 0 dead"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("would delete it and dead-letter its 2 waiting messages"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(dry run, nothing changed)"), "{stdout}");
+    let (code, stdout, _) = daemon.cli_code(&["endpoints", "delete", "gone", "--dry-run"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("would be refused while it has 2 waiting messages"),
+        "{stdout}"
+    );
+    let plan = json(
+        &daemon,
+        &[
+            "endpoints",
+            "delete",
+            "gone",
+            "--messages",
+            "purge",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["counts"]["queued"], 2);
+
+    // Without a terminal and without --yes: refused, the endpoint and its messages untouched.
+    let (code, _, stderr) =
+        daemon.cli_code(&["endpoints", "delete", "gone", "--messages", "dead-letter"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--yes") && stderr.contains("2 waiting messages"),
+        "{stderr}"
+    );
+    let (ok, _, _) = daemon.cli(&["endpoints", "show", "gone"]);
+    assert!(ok, "the endpoint is still there");
+    for id in &waiting {
+        assert_eq!(daemon.message(id).await.state.as_str(), "held");
+    }
+
+    // An endpoint without messages has nothing to ask about.
+    let (code, stdout, stderr) =
+        daemon.cli_code(&["endpoints", "delete", "empty", "--messages", "purge"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("deleted empty (0 messages retired)"),
+        "{stdout}"
+    );
+
+    // --yes deletes and retires.
+    let (code, stdout, stderr) = daemon.cli_code(&[
+        "endpoints",
+        "delete",
+        "gone",
+        "--messages",
+        "dead-letter",
+        "--yes",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("deleted gone (2 messages retired)"),
+        "{stdout}"
+    );
+    for id in &waiting {
+        assert_eq!(daemon.message(id).await.state.as_str(), "dead");
+    }
+    let (code, _, _) = daemon.cli_code(&["endpoints", "show", "gone"]);
+    assert_eq!(code, Some(4), "not found");
 }

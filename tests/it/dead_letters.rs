@@ -104,7 +104,7 @@ async fn replay_of_one_id_and_purge() {
         "only the named id is replayed"
     );
 
-    let (ok, stdout, _) = daemon.cli(&["dlq", "purge", &b]);
+    let (ok, stdout, _) = daemon.cli(&["dlq", "purge", "--yes", &b]);
     assert!(ok);
     assert!(stdout.contains("purged 1"));
     let (ok, _, stderr) = daemon.cli(&["msg", "show", &b]);

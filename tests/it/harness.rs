@@ -297,6 +297,7 @@ impl TestDaemon {
             .arg(&self.config_path)
             .env("HOOKD_LOG", "info")
             .env("HOOKD_FAULTS", self.faults.as_deref().unwrap_or(""))
+            .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -459,10 +460,31 @@ impl TestDaemon {
         .unwrap_or_else(|| panic!("message {id} did not become {state} within {within:?}"))
     }
 
+    /// Runs the CLI against this daemon: (exit code, stdout, stderr).
+    pub fn cli_code(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        cli_code_at(&self.socket, args)
+    }
+
     /// Runs the CLI against this daemon: (exit success, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
         cli_at(&self.socket, args)
     }
+}
+
+/// Runs the CLI against `socket` with stdin closed (not a terminal): (exit code, stdout, stderr).
+pub fn cli_code_at(socket: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(HOOKD)
+        .args(args)
+        .env("HOOKD_SOCKET", socket)
+        .env_remove("HOOKD_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 pub fn cli_at(socket: &Path, args: &[&str]) -> (bool, String, String) {

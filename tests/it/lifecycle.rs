@@ -1,6 +1,12 @@
-//! The daemon's life: a second daemon on the same data dir, graceful stop, held messages, CLI failures.
+//! The daemon's life: a second daemon on the same data dir or the same socket, readiness told to systemd,
+//! graceful stop, held messages, CLI failures.
 
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Stdio};
 use std::time::Duration;
+
+use hookd::api::client::Client;
 
 use crate::harness::{FAST_RETRY, HOOKD, Reply, TestDaemon, TestReceiver, cli_at, endpoint};
 
@@ -185,4 +191,134 @@ async fn sigterm_exits_within_the_grace_with_a_hanging_receiver_and_a_hanging_ha
             "no attempt counted"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_never_takes_a_socket_another_daemon_answers_on() {
+    let receiver = TestReceiver::start(|_| Reply::ok()).await;
+    let mut daemon = TestDaemon::start(&[endpoint("ok", &receiver.url("/"), FAST_RETRY)], "").await;
+    let other = tempfile::tempdir().unwrap();
+    let data_dir = other.path().join("data");
+    let config = other.path().join("hookd.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {data_dir:?}\nsocket = {:?}\n", daemon.socket),
+    )
+    .unwrap();
+    let output = std::process::Command::new(HOOKD)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOOKD_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("socket {} is in use", daemon.socket.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("removed a stale socket file"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(!data_dir.exists(), "the second daemon created nothing");
+    // The first daemon still answers on its socket.
+    daemon.client().health().await.unwrap();
+
+    // A socket nothing answers on (its daemon was killed) is stale: the next daemon takes it over.
+    daemon.kill();
+    assert!(daemon.socket.exists());
+    daemon.spawn().await;
+    daemon.client().health().await.unwrap();
+    assert!(daemon.log().contains("removed a stale socket file"));
+}
+
+/// A `hookd serve` child, killed if the test ends early.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `hookd serve` on a fresh config in `dir` with `NOTIFY_SOCKET=notify_socket`, and checks what the
+/// service manager hears: `READY=1` once the API answers, `STOPPING=1` at SIGTERM.
+async fn readiness_is_notified(dir: &Path, listener: UnixDatagram, notify_socket: &str) {
+    let socket = dir.join("hookd.sock");
+    let config = dir.join("hookd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nsocket = {socket:?}\n[destinations]\nallow = [\"127.0.0.0/8\"]\n\
+             [[endpoints]]\nname = \"ok\"\nurl = \"http://127.0.0.1:9/\"\n",
+            dir.join("data")
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("hookd.log")).unwrap();
+    let child = std::process::Command::new(HOOKD)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", notify_socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let serving = Serving(child);
+    listener.set_read_timeout(Some(WAIT)).unwrap();
+    let receive = |listener: UnixDatagram| {
+        tokio::task::spawn_blocking(move || {
+            let mut buffer = [0u8; 512];
+            let received = listener.recv(&mut buffer).map(|n| buffer[..n].to_vec());
+            (listener, received)
+        })
+    };
+    let (listener, ready) = receive(listener).await.unwrap();
+    let ready = String::from_utf8(ready.unwrap_or_else(|e| {
+        panic!(
+            "no notification within {WAIT:?} ({e}); log:\n{}",
+            std::fs::read_to_string(dir.join("hookd.log")).unwrap_or_default()
+        )
+    }))
+    .unwrap();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // Ready means ready: the API answers at once.
+    Client::new(&socket).unwrap().health().await.unwrap();
+
+    let pid = serving.0.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (_, stopping) = receive(listener).await.unwrap();
+    let stopping = String::from_utf8(stopping.unwrap()).unwrap();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let mut serving = serving;
+    let status = serving.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_notifies_systemd_ready_once_the_api_answers_and_stopping_at_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let listener = UnixDatagram::bind(&path).unwrap();
+    readiness_is_notified(dir.path(), listener, path.to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_notifies_an_abstract_notify_socket_too() {
+    use std::os::linux::net::SocketAddrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!(
+        "hookd-test-notify-{}-{}",
+        std::process::id(),
+        dir.path().file_name().unwrap().to_string_lossy()
+    );
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = UnixDatagram::bind_addr(&address).unwrap();
+    readiness_is_notified(dir.path(), listener, &format!("@{name}")).await;
 }

@@ -4,6 +4,8 @@
 mod admission;
 mod bad_input;
 mod cli_ops;
+mod cli_surface;
+mod config_check;
 mod crash;
 mod dead_letters;
 mod delivery;
