@@ -100,7 +100,8 @@ async fn sigkill_loses_no_acknowledged_message() {
     );
 }
 
-/// Kills the daemon at random moments while several clients enqueue without pause, ten times over, and then
+/// Kills the daemon at random moments while several clients enqueue without pause to three endpoints (a
+/// healthy receiver, one answering 503 to half its requests, one taking 200 ms), 25 times over, and then
 /// proves: every acknowledged message was delivered at least once, and every message delivered was one a
 /// client sent (so nothing was made up or reported for a request that never reached the store).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,19 +109,38 @@ async fn repeated_sigkill_under_concurrent_enqueues_loses_nothing_acknowledged()
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    const KILLS: usize = 10;
-    const CLIENTS: usize = 4;
-    let receiver = TestReceiver::start(|_| Reply::ok()).await;
+    const KILLS: usize = 25;
+    const CLIENTS: usize = 6;
+    const ENDPOINTS: [&str; 3] = ["healthy", "flaky", "slow"];
+    let healthy = TestReceiver::start(|_| Reply::ok()).await;
+    // Half of its answers are 503: every odd request for a message (the first, the third, ...).
+    let flaky = TestReceiver::start(|r| {
+        if r.nth_for_id % 2 == 1 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let slow = TestReceiver::start(|_| Reply::ok().delayed(Duration::from_millis(200))).await;
+    let receivers = [&healthy, &flaky, &slow];
     let mut daemon = TestDaemon::start(
-        &[endpoint(
-            "sink",
-            &receiver.url("/"),
-            &format!("concurrency = 8\n{FAST_RETRY}"),
-        )],
+        &[
+            endpoint("healthy", &healthy.url("/"), &format!("concurrency = 8\n{FAST_RETRY}")),
+            // Half its answers fail: enough attempts that none runs out, and a breaker that stays out of the
+            // way (this test is about crashes, not about the breaker).
+            endpoint(
+                "flaky",
+                &flaky.url("/"),
+                &format!("concurrency = 8\nmax_attempts = 40\nmax_age = \"1h\"\ncircuit_breaker = {{ failure_threshold = 1000000 }}\n{FAST_RETRY}"),
+            ),
+            endpoint("slow", &slow.url("/"), &format!("concurrency = 8\n{FAST_RETRY}")),
+        ],
         "",
     )
     .await;
-    let acknowledged = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    // (endpoint index, id, nonce) of every acknowledged enqueue.
+    let acknowledged = Arc::new(Mutex::new(Vec::<(usize, String, String)>::new()));
     let unanswered = Arc::new(AtomicUsize::new(0));
     let sent_nonces = Arc::new(Mutex::new(HashSet::<String>::new()));
     for round in 0..=KILLS {
@@ -136,10 +156,11 @@ async fn repeated_sigkill_under_concurrent_enqueues_loses_nothing_acknowledged()
                 let mut n = 0;
                 while !stop.load(Ordering::SeqCst) {
                     n += 1;
+                    let target = (worker + n) % ENDPOINTS.len();
                     let nonce = format!("r{round}-w{worker}-n{n}");
                     sent_nonces.lock().unwrap().insert(nonce.clone());
                     let request = hookd::api::wire::EnqueueRequest {
-                        endpoint: "sink".into(),
+                        endpoint: ENDPOINTS[target].into(),
                         kind: "event".into(),
                         payload: serde_json::value::RawValue::from_string(format!(
                             r#"{{"nonce":"{nonce}"}}"#
@@ -148,7 +169,10 @@ async fn repeated_sigkill_under_concurrent_enqueues_loses_nothing_acknowledged()
                         idempotency_key: None,
                     };
                     match client.enqueue(&request).await {
-                        Ok(answer) => acknowledged.lock().unwrap().push((answer.id, nonce)),
+                        Ok(answer) => acknowledged
+                            .lock()
+                            .unwrap()
+                            .push((target, answer.id, nonce)),
                         // The daemon died under this request: not acknowledged, may or may not arrive.
                         Err(_) => {
                             unanswered.fetch_add(1, Ordering::SeqCst);
@@ -178,52 +202,86 @@ async fn repeated_sigkill_under_concurrent_enqueues_loses_nothing_acknowledged()
     }
 
     let acknowledged = acknowledged.lock().unwrap().clone();
-    let wanted: Arc<HashSet<String>> =
-        Arc::new(acknowledged.iter().map(|(id, _)| id.clone()).collect());
-    let delivered_all = all_arrive(&receiver, &wanted, Duration::from_secs(120)).await;
-    let received = receiver.received();
-    let seen: HashSet<String> = received.iter().map(|r| r.webhook_id.clone()).collect();
-    let lost: Vec<_> = wanted.difference(&seen).collect();
-    // Everything that arrived was sent by a client: its nonce is one we generated.
-    let sent_nonces = sent_nonces.lock().unwrap();
-    for request in &received {
-        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
-        let nonce = body["data"]["nonce"]
-            .as_str()
-            .or_else(|| body["nonce"].as_str())
-            .unwrap_or_else(|| panic!("no nonce in {body}"));
-        assert!(sent_nonces.contains(nonce), "{nonce} was never sent");
-        if let Some((_, acked_nonce)) = acknowledged
-            .iter()
-            .find(|(id, _)| *id == request.webhook_id)
-        {
-            assert_eq!(
-                acked_nonce, nonce,
-                "message {} carries another message's payload",
-                request.webhook_id
+    let mut lost = Vec::new();
+    let (mut wanted_all, mut seen_all, mut requests) = (0, HashSet::new(), 0);
+    let sent_nonces = sent_nonces.lock().unwrap().clone();
+    for (target, receiver) in receivers.iter().enumerate() {
+        let wanted: Arc<HashSet<String>> = Arc::new(
+            acknowledged
+                .iter()
+                .filter(|(t, ..)| *t == target)
+                .map(|(_, id, _)| id.clone())
+                .collect(),
+        );
+        wanted_all += wanted.len();
+        // A message has arrived once a request for it was answered 200: for the flaky receiver, an even one.
+        let delivered = |receiver: &TestReceiver| -> HashSet<String> {
+            receiver
+                .received()
+                .into_iter()
+                .filter(|r| target != 1 || r.nth_for_id % 2 == 0)
+                .map(|r| r.webhook_id)
+                .collect()
+        };
+        crate::harness::eventually(Duration::from_secs(120), || {
+            let seen = delivered(receiver);
+            let wanted = Arc::clone(&wanted);
+            async move { wanted.is_subset(&seen).then_some(()) }
+        })
+        .await;
+        let received = receiver.received();
+        requests += received.len();
+        let seen = delivered(receiver);
+        let missing: Vec<String> = wanted.difference(&seen).cloned().collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "{}: {} of {} acknowledged not delivered",
+                ENDPOINTS[target],
+                missing.len(),
+                wanted.len()
             );
         }
+        lost.extend(missing);
+        // Everything that arrived was sent by a client: its nonce is one we generated, for this endpoint.
+        for request in &received {
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let nonce = body["data"]["nonce"]
+                .as_str()
+                .or_else(|| body["nonce"].as_str())
+                .unwrap_or_else(|| panic!("no nonce in {body}"));
+            assert!(sent_nonces.contains(nonce), "{nonce} was never sent");
+            if let Some((t, _, acked_nonce)) = acknowledged
+                .iter()
+                .find(|(_, id, _)| *id == request.webhook_id)
+            {
+                assert_eq!(
+                    *t, target,
+                    "message {} went to another endpoint",
+                    request.webhook_id
+                );
+                assert_eq!(
+                    acked_nonce, nonce,
+                    "message {} carries another message's payload",
+                    request.webhook_id
+                );
+            }
+        }
+        seen_all.extend(seen);
     }
-    let unacknowledged_delivered = seen.len() - wanted.intersection(&seen).count();
     eprintln!(
-        "repeated crash test: kills {KILLS}, acknowledged {}, unanswered at a kill {}, delivered {} distinct \
-         ({} of them unacknowledged, allowed), requests {}, duplicates {}, lost {}",
-        wanted.len(),
+        "repeated crash test: kills {KILLS}, acknowledged {wanted_all}, unanswered at a kill {}, delivered {} \
+         distinct, requests {requests}, lost {}",
         unanswered.load(Ordering::SeqCst),
-        seen.len(),
-        unacknowledged_delivered,
-        received.len(),
-        received.len() - seen.len(),
+        seen_all.len(),
         lost.len()
     );
     assert!(
-        delivered_all.is_some() && lost.is_empty(),
+        lost.is_empty(),
         "lost {} acknowledged messages: {lost:?}",
         lost.len()
     );
     assert!(
-        wanted.len() > 100,
-        "the clients barely enqueued: {}",
-        wanted.len()
+        wanted_all > 100,
+        "the clients barely enqueued: {wanted_all}"
     );
 }
