@@ -7,7 +7,8 @@
 //! the `hookd` binary cargo built for this bench, spawned with its own temp config per phase: enqueue
 //! throughput over the socket, end-to-end delivery, latency at half that rate, a large backlog for a paused
 //! endpoint (RSS, disk, restart to first delivery), the cost of a hanging neighbour, and endpoint scale
-//! (memory per idle endpoint, creation rate, start-up with many, delivery spread over many). Every figure is
+//! (memory per idle endpoint, creation rate, start-up with many, delivery spread over many), and isolation
+//! (a healthy endpoint's latency beside another's bulk batch, replay and purge). Every figure is
 //! printed with its baseline, the ratio, its target and pass/fail. A phase that fails (every wait has a
 //! deadline) is reported and makes the exit code 1; a missed target does not. What each figure means:
 //! docs/PERFORMANCE.md.
@@ -18,6 +19,8 @@ mod ceilings;
 mod daemon;
 #[path = "hookd/endpoints.rs"]
 mod endpoints;
+#[path = "hookd/isolation.rs"]
+mod isolation;
 #[path = "hookd/phases.rs"]
 mod phases;
 #[path = "hookd/receiver.rs"]
@@ -74,6 +77,8 @@ mod names {
     pub const EP_MEM_RESTARTED: &str = "endpoints: memory per idle endpoint after restart";
     pub const EP_ONE: &str = "endpoints: delivery to one endpoint";
     pub const EP_SPREAD: &str = "endpoints: delivery spread over many endpoints";
+    pub const ISO_QUIET: &str = "isolation: healthy endpoint latency p99, quiet";
+    pub const ISO_BUSY: &str = "isolation: healthy endpoint latency p99 beside bulk work";
 }
 
 /// The figures with a target: when their phase failed they are listed as errors, so the table shows a FAIL.
@@ -91,6 +96,7 @@ const TARGETED: &[(&str, &str, Target)] = &[
     (EP_MEM, "KiB", Target::AtMost(2.0)),
     (EP_START, "s", Target::Below(5.0)),
     (EP_SPREAD, "/s", Target::RatioAtLeast(0.7)),
+    (ISO_BUSY, "ms", Target::RatioAtMost(2.0)),
 ];
 
 const PHASES: &[&str] = &[
@@ -102,6 +108,7 @@ const PHASES: &[&str] = &[
     "queued",
     "hanging",
     "endpoints",
+    "isolation",
 ];
 
 struct Args {
@@ -213,6 +220,7 @@ fn run(args: Args) -> Result<bool> {
         latency_trace: args.latency_trace.clone(),
         receiver: Receiver::start(receivers.handle(), false)?,
         hanging: Receiver::start(receivers.handle(), true)?,
+        refusing: Receiver::start_answering(receivers.handle(), false, 400)?,
         bodies: Bodies {
             payload: socket::payload(),
         },
@@ -265,6 +273,7 @@ fn run(args: Args) -> Result<bool> {
             "batch_size": BATCH_SIZE,
             "endpoint_concurrency": ENDPOINT_CONCURRENCY,
             "spread_endpoint_concurrency": endpoints::SPREAD_CONCURRENCY,
+            "isolation_rate": isolation::ISOLATION_RATE,
             "sled_cache_bytes": SLED_CACHE_BYTES,
             "payload_bytes": bench.bodies.payload.len(),
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -291,6 +300,7 @@ fn phase_of(figure: &str) -> &'static str {
         LAT_P99 => "latency",
         HEALTHY_BESIDE => "hanging",
         EP_CREATE | EP_MEM | EP_START | EP_SPREAD => "endpoints",
+        ISO_BUSY => "isolation",
         _ => "queued",
     }
 }
@@ -308,6 +318,7 @@ async fn run_phase(bench: &mut Bench, phase: &str) {
         "queued" => bench.queued().await,
         "hanging" => bench.hanging().await,
         "endpoints" => bench.endpoints().await,
+        "isolation" => bench.isolation().await,
         _ => Err(anyhow::anyhow!("no phase `{phase}`")),
     };
     match outcome {

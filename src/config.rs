@@ -67,6 +67,7 @@ pub struct RawConfig {
     pub socket: Option<PathBuf>,
     pub max_payload_bytes: Option<usize>,
     pub max_batch_bytes: Option<usize>,
+    pub max_batch_messages: Option<usize>,
     pub shutdown_grace_ms: Option<u64>,
     pub retention: Option<String>,
     pub max_retry_after: Option<String>,
@@ -206,6 +207,8 @@ pub struct Config {
     pub socket: PathBuf,
     pub max_payload_bytes: usize,
     pub max_batch_bytes: usize,
+    /// The most messages one `POST /v1/messages/batch` may carry.
+    pub max_batch_messages: usize,
     pub shutdown_grace: Duration,
     pub retention: Duration,
     pub max_retry_after: Duration,
@@ -424,6 +427,8 @@ impl RawConfig {
         .map_err(|r| invalid("max_payload_bytes", r))?;
         let max_batch_bytes = positive(self.max_batch_bytes, 16 * 1024 * 1024, "max_batch_bytes")
             .map_err(|r| invalid("max_batch_bytes", r))?;
+        let max_batch_messages = positive(self.max_batch_messages, 10_000, "max_batch_messages")
+            .map_err(|r| invalid("max_batch_messages", r))?;
         let retention =
             duration(self.retention.as_deref(), "7d").map_err(|r| invalid("retention", r))?;
         let max_retry_after = duration(self.max_retry_after.as_deref(), "1h")
@@ -505,6 +510,7 @@ impl RawConfig {
             socket,
             max_payload_bytes,
             max_batch_bytes,
+            max_batch_messages,
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms.unwrap_or(10_000)),
             retention,
             max_retry_after,

@@ -59,6 +59,8 @@ pub struct BenchDaemon {
     log_path: PathBuf,
     /// TOML appended to the config (e.g. a `[defaults.json]` table).
     extra_config: String,
+    /// Top-level keys of the config (e.g. `max_batch_messages = 50000`).
+    top_level: String,
     child: Option<Child>,
 }
 
@@ -78,6 +80,16 @@ impl BenchDaemon {
         endpoints: &[EndpointSpec],
         extra: &str,
     ) -> Result<(BenchDaemon, Duration)> {
+        BenchDaemon::start_configured(parent, endpoints, "", extra).await
+    }
+
+    /// Like [`BenchDaemon::start_with`], with `top_level` keys added to the config's top level.
+    pub async fn start_configured(
+        parent: &Path,
+        endpoints: &[EndpointSpec],
+        top_level: &str,
+        extra: &str,
+    ) -> Result<(BenchDaemon, Duration)> {
         let dir = tempfile::Builder::new()
             .prefix("hookd-bench-")
             .tempdir_in(parent)
@@ -87,6 +99,7 @@ impl BenchDaemon {
             socket: dir.path().join("hookd.sock"),
             log_path: dir.path().join("hookd.log"),
             extra_config: extra.to_owned(),
+            top_level: top_level.to_owned(),
             dir,
             child: None,
         };
@@ -101,9 +114,10 @@ impl BenchDaemon {
     pub fn write_config(&self, endpoints: &[EndpointSpec]) -> Result<()> {
         let mut text = format!(
             "data_dir = {:?}\nsocket = {:?}\nshutdown_grace_ms = 2000\nsled_cache_bytes = {SLED_CACHE_BYTES}\n\
-             max_queue_depth = 5000000\n\n[destinations]\nallow = [\"127.0.0.0/8\"]\n",
+             max_queue_depth = 5000000\n{}\n\n[destinations]\nallow = [\"127.0.0.0/8\"]\n",
             self.data_dir(),
             self.socket,
+            self.top_level,
         );
         for e in endpoints {
             text.push_str(&format!(

@@ -55,6 +55,10 @@ pub struct Sizes {
     /// Endpoints that each get `messages_per_endpoint` messages in the many-endpoint delivery figure.
     pub spread_endpoints: usize,
     pub messages_per_endpoint: usize,
+    /// The isolation phase's bulk batch (then as many dead letters replayed and purged).
+    pub bulk: usize,
+    /// How long the isolation phase measures the healthy endpoint alone first.
+    pub isolation_quiet_secs: f64,
 }
 
 impl Sizes {
@@ -76,6 +80,8 @@ impl Sizes {
             endpoint_creates: 10_000,
             spread_endpoints: 10_000,
             messages_per_endpoint: 5,
+            bulk: 50_000,
+            isolation_quiet_secs: 10.0,
         }
     }
 
@@ -97,6 +103,8 @@ impl Sizes {
             endpoint_creates: 1_000,
             spread_endpoints: 500,
             messages_per_endpoint: 5,
+            bulk: 2_000,
+            isolation_quiet_secs: 3.0,
         }
     }
 }
@@ -110,6 +118,8 @@ pub struct Bench {
     pub latency_trace: Option<PathBuf>,
     pub receiver: Receiver,
     pub hanging: Receiver,
+    /// Answers every request 400: each message sent to it is dead at once (the isolation phase's bulk).
+    pub refusing: Receiver,
     pub bodies: Bodies,
     pub report: Report,
 }

@@ -37,6 +37,8 @@ pub struct Receiver {
 struct State {
     /// Never answer: the connection stays open until the client gives up.
     hang: bool,
+    /// The status of every answer.
+    status: u16,
     requests: AtomicU64,
     seen: Mutex<Seen>,
 }
@@ -52,11 +54,17 @@ struct Seen {
 impl Receiver {
     /// Binds 127.0.0.1:0 and serves on `runtime`.
     pub fn start(runtime: &Handle, hang: bool) -> Result<Receiver> {
+        Receiver::start_answering(runtime, hang, 200)
+    }
+
+    /// Like [`Receiver::start`], answering every request with `status` (400: every message dead at once).
+    pub fn start_answering(runtime: &Handle, hang: bool, status: u16) -> Result<Receiver> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a receiver")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             hang,
+            status,
             requests: AtomicU64::new(0),
             seen: Mutex::new(Seen::default()),
         });
@@ -200,5 +208,8 @@ async fn answer(
     if state.hang {
         std::future::pending::<()>().await;
     }
-    Ok(Response::new(Full::new(Bytes::new())))
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(state.status).unwrap_or(hyper::StatusCode::OK);
+    Ok(response)
 }

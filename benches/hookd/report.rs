@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 pub enum Target {
     /// value / baseline ≥ x
     RatioAtLeast(f64),
+    /// value / baseline ≤ x
+    RatioAtMost(f64),
     /// value ≥ x
     AtLeast(f64),
     /// value < x
@@ -75,6 +77,7 @@ impl Figure {
         };
         Some(match target {
             Target::RatioAtLeast(x) => self.ratio()? >= x,
+            Target::RatioAtMost(x) => self.ratio()? <= x,
             Target::AtLeast(x) => value >= x,
             Target::Below(x) => value < x,
             Target::AtMost(x) => value <= x,
@@ -196,6 +199,7 @@ fn show(value: f64, unit: &str) -> String {
 fn target_text(target: Target, unit: &str) -> String {
     match target {
         Target::RatioAtLeast(x) => format!("ratio >= {x}"),
+        Target::RatioAtMost(x) => format!("ratio <= {x}"),
         Target::AtLeast(x) => format!(">= {}", show(x, unit)),
         Target::Below(x) => format!("< {}", show(x, unit)),
         Target::AtMost(x) => format!("<= {}", show(x, unit)),

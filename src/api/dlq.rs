@@ -295,22 +295,136 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError>
     }
 }
 
+/// How many dead letters one step of a replay or purge reads and changes: each step runs on a blocking
+/// thread, so the runtime's workers (lanes, other requests) go on between and beside the steps.
+const BULK_CHUNK: usize = 500;
+
+/// Runs `work` on a blocking thread (store reads and writes that may take long).
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || work(&state))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the request's work stopped: {e}"),
+            )
+        })?
+}
+
+/// What a bulk step does to the dead letters it selected.
+#[derive(Clone, Copy)]
+enum Bulk {
+    /// Back to the queue, due at this time.
+    Replay(Millis),
+    Purge,
+}
+
+/// Replays or purges `selection` in steps of up to [`BULK_CHUNK`] dead letters, each on a blocking thread.
+/// Returns how many changed and the endpoints of the replayed ones.
+async fn in_chunks(
+    state: &AppState,
+    selection: Selection,
+    bulk: Bulk,
+) -> Result<(usize, std::collections::BTreeSet<String>), ApiError> {
+    let mut changed = 0;
+    let mut endpoints = std::collections::BTreeSet::new();
+    let mut ids = match &selection {
+        Selection::Ids(ids) => Some(ids.clone().into_iter()),
+        Selection::All { .. } => None,
+    };
+    let all_of = match selection {
+        Selection::All { endpoint } => Some(endpoint),
+        Selection::Ids(_) => None,
+    };
+    let mut cursor: Option<MessageId> = None;
+    loop {
+        let chunk: Option<Vec<MessageId>> = ids
+            .as_mut()
+            .map(|ids| ids.by_ref().take(BULK_CHUNK).collect());
+        if chunk.as_ref().is_some_and(Vec::is_empty) {
+            break;
+        }
+        let endpoint = all_of.clone().flatten();
+        let (count, touched, next) = blocking(state, move |state| {
+            // Every dead letter: the next page after the last one seen (those changed left the queue).
+            let (chunk, next) = match chunk {
+                Some(chunk) => (chunk, None),
+                None => {
+                    let page = state
+                        .store
+                        .list_dead(endpoint.as_deref(), cursor, BULK_CHUNK)?;
+                    let next = page.next;
+                    (page.items.into_iter().map(|r| r.id).collect(), next)
+                }
+            };
+            let selected = Selection::Ids(chunk);
+            Ok(match bulk {
+                Bulk::Replay(now) => {
+                    let replayed = state.store.replay(&selected, now)?;
+                    (replayed.len(), replayed, next)
+                }
+                Bulk::Purge => (state.store.purge(&selected)?, Vec::new(), next),
+            })
+        })
+        .await?;
+        changed += count;
+        endpoints.extend(touched);
+        if all_of.is_some() {
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok((changed, endpoints))
+}
+
+/// How many dead letters each endpoint has (all of them, or those of `endpoint`), from the live counts.
+fn dead_counts(
+    state: &AppState,
+    endpoint: Option<&str>,
+) -> Result<std::collections::BTreeMap<String, u64>, ApiError> {
+    Ok(state
+        .store
+        .counts()?
+        .by_endpoint
+        .into_iter()
+        .filter(|(name, c)| c.dead > 0 && endpoint.is_none_or(|e| e == name))
+        .map(|(name, c)| (name, c.dead))
+        .collect())
+}
+
 pub(super) async fn replay(
     AxumState(state): AxumState<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReplayResponse>, ApiError> {
     let body: DlqSelection = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
-    let resolved = selection(&state, body)?;
+    let resolved = blocking(&state, move |state| selection(state, body)).await?;
     if resolved.dry_run {
+        let not_dead = resolved.not_dead.clone();
         return Ok(Json(ReplayResponse {
             replayed: 0,
-            selected: Some(resolved.ids(&state)?),
-            not_dead: resolved.not_dead,
+            selected: Some(blocking(&state, move |state| resolved.ids(state)).await?),
+            not_dead,
             dry_run: true,
         }));
     }
     // Replays are admitted like enqueues: to endpoints that exist, within their bounds and the daemon's.
-    let per_endpoint = state.store.dead_by_endpoint(&resolved.selection)?;
+    let per_endpoint = match &resolved.selection {
+        Selection::All { endpoint } => dead_counts(&state, endpoint.as_deref())?,
+        Selection::Ids(ids) => {
+            let ids = Selection::Ids(ids.clone());
+            blocking(&state, move |state| {
+                Ok(state.store.dead_by_endpoint(&ids)?)
+            })
+            .await?
+        }
+    };
     let total: u64 = per_endpoint.values().sum();
     super::admission::admit(&state, total, 0)?;
     for (name, count) in &per_endpoint {
@@ -323,17 +437,15 @@ pub(super) async fn replay(
         })?;
         super::admission::admit_to(&state, &endpoint, *count)?;
     }
-    let endpoints = state.store.replay(&resolved.selection, now_millis())?;
+    let (replayed, woken) =
+        in_chunks(&state, resolved.selection, Bulk::Replay(now_millis())).await?;
     state.store.commit().await?;
-    tracing::info!(replayed = endpoints.len(), "dead letters replayed");
-    let mut woken = endpoints.clone();
-    woken.sort();
-    woken.dedup();
+    tracing::info!(replayed, "dead letters replayed");
     for endpoint in &woken {
         state.lanes.wake(endpoint);
     }
     Ok(Json(ReplayResponse {
-        replayed: endpoints.len(),
+        replayed,
         not_dead: resolved.not_dead,
         dry_run: false,
         selected: None,
@@ -345,16 +457,17 @@ pub(super) async fn purge(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PurgeResponse>, ApiError> {
     let body: DlqSelection = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
-    let resolved = selection(&state, body)?;
+    let resolved = blocking(&state, move |state| selection(state, body)).await?;
     if resolved.dry_run {
+        let not_dead = resolved.not_dead.clone();
         return Ok(Json(PurgeResponse {
             purged: 0,
-            selected: Some(resolved.ids(&state)?),
-            not_dead: resolved.not_dead,
+            selected: Some(blocking(&state, move |state| resolved.ids(state)).await?),
+            not_dead,
             dry_run: true,
         }));
     }
-    let purged = state.store.purge(&resolved.selection)?;
+    let (purged, _) = in_chunks(&state, resolved.selection, Bulk::Purge).await?;
     state.store.commit().await?;
     tracing::info!(purged, "dead letters purged");
     Ok(Json(PurgeResponse {

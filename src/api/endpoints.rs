@@ -101,7 +101,16 @@ fn state_reason(status: LaneStatus) -> Option<String> {
             ))
         )),
         LaneStatus::Probing => Some("one probe message decides whether the circuit closes".into()),
+        LaneStatus::Throttled { until } => Some(throttled_reason(until)),
     }
+}
+
+/// The reason shown while a receiver's `Retry-After` holds the endpoint back.
+pub(super) fn throttled_reason(until: crate::model::Millis) -> String {
+    format!(
+        "receiver asked to wait until {} (Retry-After); nothing new is sent before then",
+        crate::model::rfc3339(until)
+    )
 }
 
 fn circuit_info(endpoint: &EndpointConfig, circuit: Option<CircuitView>) -> CircuitInfo {

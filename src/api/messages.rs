@@ -10,9 +10,7 @@ use serde_json::value::RawValue;
 use super::AppState;
 use super::admission::{admit, admit_to};
 use super::error::{ApiError, ErrorDetail, parse_json, size_in_words};
-use super::wire::{
-    BatchRequest, BatchResponse, BatchResult, EnqueueRequest, EnqueueResponse, MessageView,
-};
+use super::wire::{BatchResponse, BatchResult, EnqueueRequest, EnqueueResponse, MessageView};
 use crate::model::{MessageId, MessageRecord, State, now_millis};
 use crate::store::{ContactLimit, Enqueued, NewMessage, StoreError, first_answer};
 
@@ -72,14 +70,41 @@ pub(super) async fn enqueue(
     ))
 }
 
+/// `POST /v1/messages/batch` as read: [`super::wire::BatchRequest`]'s items, borrowed from the body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BorrowedBatch<'a> {
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
+}
+
+/// [`parse_json`] for a type that borrows from the body.
+fn parse_json_borrowed<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
+        _ => ApiError::bad_json(format!("request body is not valid JSON: {e}")),
+    })
+}
+
 pub(super) async fn enqueue_batch(
     AxumState(state): AxumState<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     let body = read_body(body, state.config.max_batch_bytes)?;
-    let batch: BatchRequest = parse_json(&body)?;
+    let body_len = body.len() as u64;
+    // The items are borrowed from the body (no copy of each) and decoded one at a time into the message
+    // they make, so the batch is held about twice at most: the body and its messages, then (the body
+    // dropped) its messages and what the store writes.
+    let batch: BorrowedBatch<'_> = parse_json_borrowed(&body)?;
+    let max = state.config.max_batch_messages;
+    if batch.messages.len() > max {
+        return Err(ApiError::too_large(format!(
+            "the batch has {} messages; at most {max} are accepted in one request (max_batch_messages = {max})",
+            batch.messages.len()
+        )));
+    }
     // All or nothing: a batch is refused whole rather than cut at an arbitrary message.
-    admit(&state, batch.messages.len() as u64, body.len() as u64)?;
+    admit(&state, batch.messages.len() as u64, body_len)?;
     let now = now_millis();
     let gate = state.lanes.admit().await;
     // Every valid message of the batch is written in one store transaction.
@@ -91,6 +116,8 @@ pub(super) async fn enqueue_batch(
                 .and_then(|request| validate(&state, request))
         })
         .collect();
+    drop(batch);
+    drop(body);
     // Each endpoint's messages of the batch together within its max_queued, or all of them refused.
     let mut per_endpoint = std::collections::BTreeMap::<&str, u64>::new();
     for message in checked.iter().flatten() {
@@ -211,8 +238,9 @@ fn validate(state: &AppState, request: EnqueueRequest) -> Result<NewMessage, Api
     Ok(NewMessage {
         endpoint: endpoint.name.clone(),
         kind: request.kind,
-        // Stored exactly as the client sent it: formats that pass the payload on send these very bytes.
-        payload: request.payload.get().to_owned(),
+        // Stored exactly as the client sent it: formats that pass the payload on send these very bytes
+        // (taken over from the request, not copied).
+        payload: String::from(Box::<str>::from(request.payload)),
         idempotency_key: request.idempotency_key,
         contact,
     })

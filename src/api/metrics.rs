@@ -115,6 +115,7 @@ fn detail(status: &LaneStatus) -> Option<String> {
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(*until)
             )
         )),
+        LaneStatus::Throttled { until } => Some(endpoints::throttled_reason(*until)),
         _ => None,
     }
 }

@@ -80,6 +80,13 @@ pub(super) async fn run_attempt(
     };
     let duration_ms = clock.elapsed().as_millis() as u64;
     lane.record_health(Health::of(&answer), now_millis());
+    if let Some(wait) = throttle_for(&answer, context.max_retry_after) {
+        // Noted before the sending place is given up, so the lane's next request already waits.
+        let now = now_millis();
+        // Up to 10% more, so that many senders told the same time do not all come back at once.
+        let jitter = wait.mul_f64(0.1 * rand::random::<f64>());
+        lane.throttle(now + (wait + jitter).as_millis() as u64, now);
+    }
     let mut guard = guard;
     guard.health_noted = true;
     let gone = matches!(answer, Answer::Response { status: GONE, .. });
@@ -239,6 +246,22 @@ impl Drop for LeaseGuard {
                 "an attempt ended without its outcome: its messages are due again, no attempt counted");
             self.wake.notify_one();
         }
+    }
+}
+
+/// How long the whole endpoint waits after `answer`: a 429 or 503 with `Retry-After` holds back every new
+/// request to the receiver (capped by `max_retry_after`), not only the messages it answered.
+fn throttle_for(
+    answer: &Answer,
+    max_retry_after: std::time::Duration,
+) -> Option<std::time::Duration> {
+    match answer {
+        Answer::Response {
+            status: 429 | 503,
+            retry_after: Some(wait),
+            ..
+        } if !wait.is_zero() => Some((*wait).min(max_retry_after)),
+        _ => None,
     }
 }
 

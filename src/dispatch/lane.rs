@@ -224,23 +224,35 @@ impl Lane {
             let verified_before = !reverify
                 && matches!(
                     read_status(&self.shared.status),
-                    LaneStatus::Active | LaneStatus::CircuitOpen { .. } | LaneStatus::Probing
+                    LaneStatus::Active
+                        | LaneStatus::CircuitOpen { .. }
+                        | LaneStatus::Probing
+                        | LaneStatus::Throttled { .. }
                 );
             if !verified_before && !self.wait_until_verified().await {
                 return Cleared::Shutdown;
             }
             reverify = false;
             let now = now_millis();
-            let admission = lock(&self.shared.circuit).admit(now);
+            // The receiver asked to wait (429/503 with Retry-After): nothing is leased before then.
+            let throttled = self.shared.throttled_until(now);
+            let admission = match throttled {
+                Some(until) => {
+                    write_status(&self.shared.status, LaneStatus::Throttled { until });
+                    None
+                }
+                None => Some(lock(&self.shared.circuit).admit(now)),
+            };
             let wait_until = match admission {
-                Admission::Send => {
+                None => throttled,
+                Some(Admission::Send) => {
                     write_status(&self.shared.status, LaneStatus::Active);
                     return Cleared::Send {
                         batch_max: self.current().batch_max,
                         probe: false,
                     };
                 }
-                Admission::Probe => {
+                Some(Admission::Probe) => {
                     write_status(&self.shared.status, LaneStatus::Probing);
                     tracing::info!(endpoint = %self.name, "circuit cooldown over: sending one probe");
                     return Cleared::Send {
@@ -248,7 +260,7 @@ impl Lane {
                         probe: true,
                     };
                 }
-                Admission::WaitUntil(until) => {
+                Some(Admission::WaitUntil(until)) => {
                     let failures = lock(&self.shared.circuit).consecutive_failures();
                     write_status(
                         &self.shared.status,
@@ -256,7 +268,7 @@ impl Lane {
                     );
                     Some(until)
                 }
-                Admission::AwaitProbe => {
+                Some(Admission::AwaitProbe) => {
                     write_status(&self.shared.status, LaneStatus::Probing);
                     None
                 }

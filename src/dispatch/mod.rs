@@ -64,6 +64,10 @@ pub enum LaneStatus {
     },
     /// The circuit's cooldown is over and one probe message is being sent.
     Probing,
+    /// The receiver answered 429 (or 503) with `Retry-After`: nothing new is sent before `until` (Unix ms).
+    Throttled {
+        until: Millis,
+    },
 }
 
 impl LaneStatus {
@@ -76,17 +80,19 @@ impl LaneStatus {
             LaneStatus::Disabled { .. } => "disabled",
             LaneStatus::CircuitOpen { .. } => "circuit_open",
             LaneStatus::Probing => "probing",
+            LaneStatus::Throttled { .. } => "throttled",
         }
     }
 
     /// Every name [`LaneStatus::name`] can give.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "active",
         "unverified",
         "paused",
         "disabled",
         "circuit_open",
         "probing",
+        "throttled",
     ];
 }
 
@@ -123,6 +129,8 @@ pub(crate) struct LaneShared {
     /// Nudged when an attempt changed the circuit, so a lane awaiting its probe looks again.
     health_changed: Notify,
     status: RwLock<LaneStatus>,
+    /// Until when the receiver asked the endpoint to wait (a 429, or a 503, with `Retry-After`).
+    throttle: Mutex<Option<Millis>>,
 }
 
 impl LaneShared {
@@ -147,6 +155,43 @@ impl LaneShared {
                 CircuitState::Probing => {}
             }
             self.health_changed.notify_one();
+        }
+    }
+
+    /// The receiver asked the endpoint to wait until `until` (a 429 or 503 with `Retry-After`, capped and
+    /// jittered by the attempt): the lane sends nothing new before then. A later time replaces an earlier one.
+    pub fn throttle(&self, until: Millis, now: Millis) {
+        let started = {
+            let mut throttle = lock(&self.throttle);
+            let started = throttle.is_none_or(|at| at <= now);
+            if throttle.is_none_or(|at| at < until) {
+                *throttle = Some(until);
+            }
+            started
+        };
+        if started {
+            tracing::warn!(
+                endpoint = %self.name,
+                until = %crate::model::rfc3339(until),
+                wait_ms = until.saturating_sub(now),
+                "throttling started: the receiver asked to wait; nothing new is sent to it until then"
+            );
+        }
+        self.health_changed.notify_one();
+    }
+
+    /// Until when the lane waits at `now`, if it is throttled; the end of a throttle that has passed is
+    /// noted (logged) once.
+    fn throttled_until(&self, now: Millis) -> Option<Millis> {
+        let mut throttle = lock(&self.throttle);
+        match *throttle {
+            Some(until) if now < until => Some(until),
+            Some(_) => {
+                *throttle = None;
+                tracing::info!(endpoint = %self.name, "throttling ended: sending again");
+                None
+            }
+            None => None,
         }
     }
 

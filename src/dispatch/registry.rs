@@ -307,6 +307,7 @@ impl Lanes {
             registry: Arc::downgrade(&self.inner),
             health_changed: Notify::new(),
             status: RwLock::new(initial),
+            throttle: Mutex::new(None),
         });
         let handle = LaneHandle {
             settings,

@@ -16,7 +16,28 @@ use crate::model::{MessageId, Millis};
 /// Queued messages by endpoint, ordered by due time and then id.
 #[derive(Debug, Default)]
 pub(super) struct DueIndex {
-    endpoints: Mutex<HashMap<String, BTreeSet<(Millis, MessageId)>>>,
+    endpoints: Mutex<HashMap<String, Slice>>,
+}
+
+/// One endpoint's queued messages: by due time (what a lane leases) and by id (what `oldest` reads, so a
+/// status read costs O(log n) under the lock every lane takes, not a walk of the backlog).
+#[derive(Debug, Default)]
+struct Slice {
+    due: BTreeSet<(Millis, MessageId)>,
+    ids: BTreeSet<MessageId>,
+}
+
+impl Slice {
+    fn insert(&mut self, due_at: Millis, id: MessageId) {
+        self.due.insert((due_at, id));
+        self.ids.insert(id);
+    }
+
+    fn remove(&mut self, due_at: Millis, id: MessageId) {
+        if self.due.remove(&(due_at, id)) {
+            self.ids.remove(&id);
+        }
+    }
 }
 
 /// What a scan of one endpoint's due messages found.
@@ -34,20 +55,20 @@ impl DueIndex {
     pub fn insert(&self, endpoint: &str, due_at: Millis, id: MessageId) {
         let mut endpoints = self.lock();
         match endpoints.get_mut(endpoint) {
-            Some(due) => {
-                due.insert((due_at, id));
-            }
+            Some(slice) => slice.insert(due_at, id),
             None => {
-                endpoints.insert(endpoint.to_owned(), BTreeSet::from([(due_at, id)]));
+                let mut slice = Slice::default();
+                slice.insert(due_at, id);
+                endpoints.insert(endpoint.to_owned(), slice);
             }
         }
     }
 
     pub fn remove(&self, endpoint: &str, due_at: Millis, id: MessageId) {
         let mut endpoints = self.lock();
-        if let Some(due) = endpoints.get_mut(endpoint) {
-            due.remove(&(due_at, id));
-            if due.is_empty() {
+        if let Some(slice) = endpoints.get_mut(endpoint) {
+            slice.remove(due_at, id);
+            if slice.due.is_empty() {
                 endpoints.remove(endpoint);
             }
         }
@@ -62,11 +83,11 @@ impl DueIndex {
         skip: impl Fn(MessageId) -> bool,
     ) -> Due {
         let endpoints = self.lock();
-        let Some(due) = endpoints.get(endpoint) else {
+        let Some(slice) = endpoints.get(endpoint) else {
             return Due::Nothing;
         };
         let mut taken = Vec::new();
-        for &(due_at, id) in due {
+        for &(due_at, id) in &slice.due {
             if taken.len() >= max {
                 break;
             }
@@ -87,15 +108,16 @@ impl DueIndex {
         }
     }
 
-    /// The endpoint's oldest queued message that `skip` does not name (ids are time-ordered).
+    /// The endpoint's oldest queued message that `skip` does not name (ids are time-ordered): read from the
+    /// front of the endpoint's ids, stepping over only those `skip` names (a lane's leases, a few).
     pub fn oldest(&self, endpoint: &str, skip: impl Fn(MessageId) -> bool) -> Option<MessageId> {
         let endpoints = self.lock();
         endpoints
             .get(endpoint)?
+            .ids
             .iter()
-            .map(|(_, id)| *id)
-            .filter(|id| !skip(*id))
-            .min()
+            .copied()
+            .find(|id| !skip(*id))
     }
 
     /// Whether `endpoint` has anything queued (leased messages included).
@@ -112,7 +134,7 @@ impl DueIndex {
     pub fn of(&self, endpoint: &str) -> Vec<(Millis, MessageId)> {
         self.lock()
             .get(endpoint)
-            .map(|due| due.iter().copied().collect())
+            .map(|slice| slice.due.iter().copied().collect())
             .unwrap_or_default()
     }
 
@@ -121,14 +143,16 @@ impl DueIndex {
         let endpoints = self.lock();
         endpoints
             .iter()
-            .flat_map(|(endpoint, due)| {
-                due.iter()
+            .flat_map(|(endpoint, slice)| {
+                slice
+                    .due
+                    .iter()
                     .map(move |(due_at, id)| (endpoint.clone(), *due_at, *id))
             })
             .collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, BTreeSet<(Millis, MessageId)>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slice>> {
         // The map is changed by single calls that cannot panic half-way, so a poisoned lock holds whole data.
         self.endpoints
             .lock()
@@ -168,6 +192,31 @@ mod tests {
         assert_eq!(index.oldest("e", |_| false), Some(ids[0]));
         assert_eq!(index.oldest("e", |id| id == ids[0]), Some(ids[2]));
         assert_eq!(index.entries().len(), 4);
+    }
+
+    #[test]
+    fn oldest_is_read_from_the_front_without_walking_the_backlog() {
+        let index = DueIndex::default();
+        let mut ids: Vec<MessageId> = (0..10_000).map(|_| MessageId::new()).collect();
+        ids.sort();
+        // Due in the reverse of their age (retries push old messages back): the oldest is due last.
+        for (n, id) in ids.iter().enumerate() {
+            index.insert("e", 1_000_000 - n as Millis, *id);
+        }
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let leased = ids[0];
+        let oldest = index.oldest("e", |id| {
+            asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            id == leased
+        });
+        assert_eq!(oldest, Some(ids[1]), "the oldest not leased");
+        assert_eq!(
+            asked.into_inner(),
+            2,
+            "only the leased one is stepped over, not the whole backlog"
+        );
+        index.remove("e", 1_000_000 - 1, ids[1]);
+        assert_eq!(index.oldest("e", |id| id == leased), Some(ids[2]));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod formats;
 mod harness;
 mod health;
 mod hostile;
+mod isolation;
 mod lifecycle;
 mod metrics;
 mod raw_receiver;
