@@ -7,7 +7,8 @@
 //! the `hookd` binary cargo built for this bench, spawned with its own temp config per phase: enqueue
 //! throughput over the socket, end-to-end delivery, latency at half that rate, a large backlog for a paused
 //! endpoint (RSS, disk, restart to first delivery), the cost of a hanging neighbour, and endpoint scale
-//! (memory per idle endpoint, creation rate, start-up with many, delivery spread over many). Every figure is
+//! (memory per idle endpoint, creation rate, start-up with many, delivery spread over many), and finding a page
+//! of one endpoint's queued messages in a large queue (`list`). Every figure is
 //! printed with its baseline, the ratio, its target and pass/fail. A phase that fails (every wait has a
 //! deadline) is reported and makes the exit code 1; a missed target does not. What each figure means:
 //! docs/PERFORMANCE.md.
@@ -18,6 +19,8 @@ mod ceilings;
 mod daemon;
 #[path = "hookd/endpoints.rs"]
 mod endpoints;
+#[path = "hookd/listing.rs"]
+mod listing;
 #[path = "hookd/phases.rs"]
 mod phases;
 #[path = "hookd/receiver.rs"]
@@ -74,6 +77,10 @@ mod names {
     pub const EP_MEM_RESTARTED: &str = "endpoints: memory per idle endpoint after restart";
     pub const EP_ONE: &str = "endpoints: delivery to one endpoint";
     pub const EP_SPREAD: &str = "endpoints: delivery spread over many endpoints";
+    pub const LIST_PAGE: &str = "list: a page of one endpoint's queued messages";
+    pub const LIST_PAGE_MAX: &str = "list: slowest such page";
+    pub const LIST_ANY: &str = "list: a page of every endpoint, any state";
+    pub const LIST_HEALTH: &str = "list: GET /v1/health on the same daemon";
 }
 
 /// The figures with a target: when their phase failed they are listed as errors, so the table shows a FAIL.
@@ -91,6 +98,7 @@ const TARGETED: &[(&str, &str, Target)] = &[
     (EP_MEM, "KiB", Target::AtMost(2.0)),
     (EP_START, "s", Target::Below(5.0)),
     (EP_SPREAD, "/s", Target::RatioAtLeast(0.7)),
+    (LIST_PAGE, "ms", Target::Below(50.0)),
 ];
 
 const PHASES: &[&str] = &[
@@ -102,6 +110,7 @@ const PHASES: &[&str] = &[
     "queued",
     "hanging",
     "endpoints",
+    "list",
 ];
 
 struct Args {
@@ -291,6 +300,7 @@ fn phase_of(figure: &str) -> &'static str {
         LAT_P99 => "latency",
         HEALTHY_BESIDE => "hanging",
         EP_CREATE | EP_MEM | EP_START | EP_SPREAD => "endpoints",
+        LIST_PAGE => "list",
         _ => "queued",
     }
 }
@@ -308,6 +318,7 @@ async fn run_phase(bench: &mut Bench, phase: &str) {
         "queued" => bench.queued().await,
         "hanging" => bench.hanging().await,
         "endpoints" => bench.endpoints().await,
+        "list" => bench.listing().await,
         _ => Err(anyhow::anyhow!("no phase `{phase}`")),
     };
     match outcome {

@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::http_client::HttpSender;
 use crate::model::Millis;
 use crate::store::{Store, StoreError};
+use crate::telemetry::EndpointChange;
 use health::{Circuit, CircuitState, Health};
 
 /// What every lane shares.
@@ -123,6 +124,8 @@ pub(crate) struct LaneShared {
     /// Nudged when an attempt changed the circuit, so a lane awaiting its probe looks again.
     health_changed: Notify,
     status: RwLock<LaneStatus>,
+    /// Where the circuit's changes are told to `hookd tail`.
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl LaneShared {
@@ -135,14 +138,29 @@ impl LaneShared {
         };
         if changed {
             match state {
-                CircuitState::Open { until } => tracing::warn!(
-                    endpoint = %self.name,
-                    failures,
-                    retry_in_ms = until.saturating_sub(now),
-                    "circuit opened: endpoint failing; messages wait"
-                ),
+                CircuitState::Open { until } => {
+                    tracing::warn!(
+                        endpoint = %self.name,
+                        failures,
+                        retry_in_ms = until.saturating_sub(now),
+                        "circuit opened: endpoint failing; messages wait"
+                    );
+                    self.telemetry.endpoint_changed(
+                        &self.name,
+                        EndpointChange::CircuitOpened,
+                        Some(format!(
+                            "{failures} consecutive failures; probing again in {} ms",
+                            until.saturating_sub(now)
+                        )),
+                    );
+                }
                 CircuitState::Closed => {
-                    tracing::info!(endpoint = %self.name, "circuit closed: endpoint answers again")
+                    tracing::info!(endpoint = %self.name, "circuit closed: endpoint answers again");
+                    self.telemetry.endpoint_changed(
+                        &self.name,
+                        EndpointChange::CircuitClosed,
+                        None,
+                    );
                 }
                 CircuitState::Probing => {}
             }
@@ -167,6 +185,8 @@ impl LaneShared {
     /// A receiver answered 410 Gone: stop sending to it until an operator enables it again.
     pub async fn disable(&self, reason: String) -> Result<(), StoreError> {
         tracing::warn!(endpoint = %self.name, %reason, "endpoint disabled; messages kept until `hookd endpoints enable`");
+        self.telemetry
+            .endpoint_changed(&self.name, EndpointChange::Disabled, Some(reason.clone()));
         match self.registry.upgrade() {
             Some(registry) => Lanes::from(registry)
                 .change_control(&self.name, |c| c.disabled = Some(reason.clone()))

@@ -128,6 +128,45 @@ impl DueIndex {
             .collect()
     }
 
+    /// The `k` smallest ids of `endpoint`'s queued messages in `lower..upper` (exclusive at both ends when
+    /// `Some`) that `wanted` accepts, in id order, and how many it accepts in all. One pass over the endpoint's
+    /// entries under the lock, keeping the `k` smallest in a heap: a listing's page costs a walk of memory,
+    /// not a read of every record (`listing.rs`).
+    pub fn smallest_ids(
+        &self,
+        endpoint: &str,
+        lower: Option<MessageId>,
+        upper: Option<MessageId>,
+        wanted: impl Fn(MessageId) -> bool,
+        k: usize,
+    ) -> (Vec<MessageId>, usize) {
+        let mut heap = std::collections::BinaryHeap::with_capacity(k.saturating_add(1).min(4096));
+        let mut matched = 0;
+        {
+            let endpoints = self.lock();
+            let Some(due) = endpoints.get(endpoint) else {
+                return (Vec::new(), 0);
+            };
+            for &(_, id) in due {
+                if lower.is_some_and(|l| id <= l) || upper.is_some_and(|u| id >= u) {
+                    continue;
+                }
+                if !wanted(id) {
+                    continue;
+                }
+                matched += 1;
+                if heap.len() == k && heap.peek().is_some_and(|top| id >= *top) {
+                    continue;
+                }
+                heap.push(id);
+                if heap.len() > k {
+                    heap.pop();
+                }
+            }
+        }
+        (heap.into_sorted_vec(), matched)
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, BTreeSet<(Millis, MessageId)>>> {
         // The map is changed by single calls that cannot panic half-way, so a poisoned lock holds whole data.
         self.endpoints

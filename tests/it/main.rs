@@ -19,6 +19,7 @@ mod harness;
 mod health;
 mod hostile;
 mod lifecycle;
+mod messages_list;
 mod metrics;
 mod raw_receiver;
 mod secrets;
