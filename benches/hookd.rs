@@ -7,8 +7,9 @@
 //! the `hookd` binary cargo built for this bench, spawned with its own temp config per phase: enqueue
 //! throughput over the socket, end-to-end delivery, latency at half that rate, a large backlog for a paused
 //! endpoint (RSS, disk, restart to first delivery), the cost of a hanging neighbour, and endpoint scale
-//! (memory per idle endpoint, creation rate, start-up with many, delivery spread over many), and isolation
-//! (a healthy endpoint's latency beside another's bulk batch, replay and purge). Every figure is
+//! (memory per idle endpoint, creation rate, start-up with many, delivery spread over many), isolation
+//! (a healthy endpoint's latency beside another's bulk batch, replay and purge), and finding a page of one
+//! endpoint's queued messages in a large queue (`list`). Every figure is
 //! printed with its baseline, the ratio, its target and pass/fail. A phase that fails (every wait has a
 //! deadline) is reported and makes the exit code 1; a missed target does not. What each figure means:
 //! docs/PERFORMANCE.md.
@@ -21,6 +22,8 @@ mod daemon;
 mod endpoints;
 #[path = "hookd/isolation.rs"]
 mod isolation;
+#[path = "hookd/listing.rs"]
+mod listing;
 #[path = "hookd/phases.rs"]
 mod phases;
 #[path = "hookd/receiver.rs"]
@@ -79,6 +82,10 @@ mod names {
     pub const EP_SPREAD: &str = "endpoints: delivery spread over many endpoints";
     pub const ISO_QUIET: &str = "isolation: healthy endpoint latency p99, quiet";
     pub const ISO_BUSY: &str = "isolation: healthy endpoint latency p99 beside bulk work";
+    pub const LIST_PAGE: &str = "list: a page of one endpoint's queued messages";
+    pub const LIST_PAGE_MAX: &str = "list: slowest such page";
+    pub const LIST_ANY: &str = "list: a page of every endpoint, any state";
+    pub const LIST_HEALTH: &str = "list: GET /v1/health on the same daemon";
 }
 
 /// The figures with a target: when their phase failed they are listed as errors, so the table shows a FAIL.
@@ -97,6 +104,7 @@ const TARGETED: &[(&str, &str, Target)] = &[
     (EP_START, "s", Target::Below(5.0)),
     (EP_SPREAD, "/s", Target::RatioAtLeast(0.7)),
     (ISO_BUSY, "ms", Target::RatioAtMost(2.0)),
+    (LIST_PAGE, "ms", Target::Below(50.0)),
 ];
 
 const PHASES: &[&str] = &[
@@ -109,6 +117,7 @@ const PHASES: &[&str] = &[
     "hanging",
     "endpoints",
     "isolation",
+    "list",
 ];
 
 struct Args {
@@ -301,6 +310,7 @@ fn phase_of(figure: &str) -> &'static str {
         HEALTHY_BESIDE => "hanging",
         EP_CREATE | EP_MEM | EP_START | EP_SPREAD => "endpoints",
         ISO_BUSY => "isolation",
+        LIST_PAGE => "list",
         _ => "queued",
     }
 }
@@ -319,6 +329,7 @@ async fn run_phase(bench: &mut Bench, phase: &str) {
         "hanging" => bench.hanging().await,
         "endpoints" => bench.endpoints().await,
         "isolation" => bench.isolation().await,
+        "list" => bench.listing().await,
         _ => Err(anyhow::anyhow!("no phase `{phase}`")),
     };
     match outcome {

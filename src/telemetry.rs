@@ -125,6 +125,61 @@ pub struct AttemptEvent {
     pub duration_ms: u64,
 }
 
+/// What changed about an endpoint, as `GET /v1/events` streams it beside the attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointChange {
+    /// The circuit breaker opened: nothing is sent until its cooldown ends.
+    CircuitOpened,
+    /// The cooldown ended: one probe message is being sent.
+    CircuitHalfOpen,
+    /// The receiver answers again: sending as usual.
+    CircuitClosed,
+    Paused,
+    Resumed,
+    /// A 410 Gone disabled the endpoint.
+    Disabled,
+    Enabled,
+    VerificationPassed,
+    VerificationFailed,
+}
+
+impl EndpointChange {
+    /// The words a line for people uses.
+    pub fn words(self) -> &'static str {
+        match self {
+            EndpointChange::CircuitOpened => "circuit opened",
+            EndpointChange::CircuitHalfOpen => "circuit half-open (probing)",
+            EndpointChange::CircuitClosed => "circuit closed",
+            EndpointChange::Paused => "paused",
+            EndpointChange::Resumed => "resumed",
+            EndpointChange::Disabled => "disabled",
+            EndpointChange::Enabled => "enabled",
+            EndpointChange::VerificationPassed => "verification passed",
+            EndpointChange::VerificationFailed => "verification failed",
+        }
+    }
+}
+
+/// A change in an endpoint's life, as `GET /v1/events` streams it: `{"event":"circuit_opened",...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointEvent {
+    pub event: EndpointChange,
+    pub endpoint: String,
+    /// When it changed (Unix ms).
+    pub at: Millis,
+    /// More about it (the failures that opened a circuit, a 410's or a failed handshake's reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One event of the live feed: an attempt's outcome, or a change in an endpoint's life.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FeedEvent {
+    Attempt(Box<AttemptEvent>),
+    Endpoint(EndpointEvent),
+}
+
 /// Counts per outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutcomeCounts {
@@ -298,7 +353,7 @@ pub struct Telemetry {
     /// Write-locked only to add an endpoint seen for the first time.
     endpoints: RwLock<HashMap<String, Arc<EndpointTelemetry>>>,
     /// The sending half of the live feed; each `subscribe` is one listener.
-    events: broadcast::Sender<AttemptEvent>,
+    events: broadcast::Sender<FeedEvent>,
 }
 
 impl Telemetry {
@@ -384,11 +439,24 @@ impl Telemetry {
             duration_ms: record.duration_ms,
         };
         // An error only means the last listener left meanwhile.
-        let _ = self.events.send(event);
+        let _ = self.events.send(FeedEvent::Attempt(Box::new(event)));
     }
 
-    /// A live feed of attempt events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<AttemptEvent> {
+    /// `endpoint` changed (circuit, control, verification): tell live listeners (nothing is counted).
+    pub fn endpoint_changed(&self, endpoint: &str, event: EndpointChange, detail: Option<String>) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.events.send(FeedEvent::Endpoint(EndpointEvent {
+            event,
+            endpoint: endpoint.to_owned(),
+            at: crate::model::now_millis(),
+            detail,
+        }));
+    }
+
+    /// A live feed of attempt and endpoint events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
         self.events.subscribe()
     }
 
@@ -486,13 +554,24 @@ mod tests {
         telemetry.attempt_recorded("a", &message, &record, &Decision::RetryAt(99), 5);
         let mut feed = telemetry.subscribe();
         telemetry.attempt_recorded("a", &message, &record, &Decision::RetryAt(77), 6);
-        let event = feed.try_recv().unwrap();
+        let FeedEvent::Attempt(event) = feed.try_recv().unwrap() else {
+            panic!("an attempt event")
+        };
         assert_eq!(event.result, Outcome::Retry);
         assert_eq!(event.retry_at, Some(77));
         assert_eq!(event.attempt, 2);
         assert!(
             feed.try_recv().is_err(),
             "the event before subscribing is not replayed"
+        );
+        telemetry.endpoint_changed("a", EndpointChange::Paused, None);
+        let FeedEvent::Endpoint(event) = feed.try_recv().unwrap() else {
+            panic!("an endpoint event")
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap()["event"],
+            "paused",
+            "{event:?}"
         );
     }
 }

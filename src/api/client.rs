@@ -10,8 +10,8 @@ use super::error::ErrorBody;
 use super::tokens::{CreateToken, CreatedToken, Revoked, TokenList};
 use super::wire::{
     DeadList, DlqSelection, EndpointDeleted, EndpointList, EndpointView, EnqueueRequest,
-    EnqueueResponse, EventLine, Health, MessageView, PurgeResponse, ReplayResponse, Stats,
-    StatusReport,
+    EnqueueResponse, EventLine, Health, MessageList, MessageView, Nudged, PurgeResponse,
+    ReplayResponse, Stats, StatusReport,
 };
 use crate::config::EndpointSettings;
 
@@ -125,6 +125,52 @@ impl Client {
         self.call(Method::POST, "/v1/messages", Some(request)).await
     }
 
+    /// `GET /v1/messages` with its filters.
+    pub async fn messages(&self, query: &MessagesQuery) -> Result<MessageList, ClientError> {
+        let mut pairs = Vec::new();
+        for (name, value) in [
+            ("endpoint", &query.endpoint),
+            ("state", &query.state),
+            ("type", &query.kind),
+            ("after", &query.after),
+        ] {
+            if let Some(v) = value {
+                pairs.push(format!("{name}={}", encode(v)));
+            }
+        }
+        if let Some(s) = query.since {
+            pairs.push(format!("since={s}"));
+        }
+        if let Some(u) = query.until {
+            pairs.push(format!("until={u}"));
+        }
+        if let Some(l) = query.limit {
+            pairs.push(format!("limit={l}"));
+        }
+        let path = with_query("/v1/messages", &pairs);
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/messages/{id}/retry`.
+    pub async fn message_retry(&self, id: &str) -> Result<Nudged, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/messages/{}/retry", encode(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `POST /v1/messages/{id}/resend`.
+    pub async fn message_resend(&self, id: &str) -> Result<Nudged, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/messages/{}/resend", encode(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
     pub async fn message(&self, id: &str) -> Result<MessageView, ClientError> {
         self.call(
             Method::GET,
@@ -163,6 +209,12 @@ impl Client {
         }
         if let Some(s) = query.since {
             pairs.push(format!("since={s}"));
+        }
+        if let Some(u) = query.until {
+            pairs.push(format!("until={u}"));
+        }
+        if let Some(k) = &query.kind {
+            pairs.push(format!("type={}", encode(k)));
         }
         if let Some(r) = &query.reason {
             pairs.push(format!("reason={}", encode(r)));
@@ -319,8 +371,27 @@ pub struct DlqQuery {
     pub after: Option<String>,
     /// Dead at or after (Unix ms).
     pub since: Option<u64>,
+    /// Dead before (Unix ms).
+    pub until: Option<u64>,
+    /// The message type.
+    pub kind: Option<String>,
     pub reason: Option<String>,
     pub status: Option<u16>,
+}
+
+/// `GET /v1/messages`'s query: every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct MessagesQuery {
+    pub endpoint: Option<String>,
+    /// `queued`, `held`, `in_flight`, `delivered` or `dead`.
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    /// Enqueued at or after (Unix ms).
+    pub since: Option<u64>,
+    /// Enqueued before (Unix ms).
+    pub until: Option<u64>,
+    pub limit: Option<usize>,
+    pub after: Option<String>,
 }
 
 /// `GET /v1/events`'s filters.

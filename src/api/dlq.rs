@@ -23,7 +23,10 @@ pub(super) struct ListQuery {
     endpoint: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
-    since: Option<Millis>,
+    since: Option<String>,
+    until: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
     reason: Option<String>,
     status: Option<u16>,
 }
@@ -36,6 +39,10 @@ const SCAN_CHUNK: usize = 500;
 struct DeadFilter {
     /// Dead at or after (Unix ms).
     since: Option<Millis>,
+    /// Dead before (Unix ms).
+    until: Option<Millis>,
+    /// The message type.
+    kind: Option<String>,
     /// Lower-cased text the reason must contain.
     reason: Option<String>,
     /// The last attempt's HTTP status.
@@ -48,16 +55,25 @@ impl DeadFilter {
             since,
             reason: reason.map(str::to_lowercase),
             status,
+            ..DeadFilter::default()
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.since.is_none() && self.reason.is_none() && self.status.is_none()
+        self.since.is_none()
+            && self.until.is_none()
+            && self.kind.is_none()
+            && self.reason.is_none()
+            && self.status.is_none()
     }
 
     fn matches(&self, record: &MessageRecord, last_status: Option<u16>) -> bool {
         self.since
             .is_none_or(|since| record.dead_at.is_some_and(|at| at >= since))
+            && self
+                .until
+                .is_none_or(|until| record.dead_at.is_some_and(|at| at < until))
+            && self.kind.as_ref().is_none_or(|kind| *kind == record.kind)
             && self.reason.as_ref().is_none_or(|text| {
                 record
                     .dead_reason
@@ -138,7 +154,20 @@ pub(super) async fn list(
         )));
     }
     let after = query.after.as_deref().map(parse_id).transpose()?;
-    let filter = DeadFilter::new(query.since, query.reason.as_deref(), query.status);
+    let time = |field: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| super::message_list::parse_time(field, t))
+            .transpose()
+    };
+    let filter = DeadFilter {
+        until: time("until", &query.until)?,
+        kind: query.kind.clone(),
+        ..DeadFilter::new(
+            time("since", &query.since)?,
+            query.reason.as_deref(),
+            query.status,
+        )
+    };
     let (found, next) = scan(
         &state,
         query.endpoint.as_deref(),

@@ -1,4 +1,5 @@
-//! `GET /v1/events`: attempt outcomes as they happen, one JSON object per line (NDJSON), for `hookd tail`.
+//! `GET /v1/events`: attempt outcomes and changes in endpoints' lives (circuit, pause, 410, verification)
+//! as they happen, one JSON object per line (NDJSON), for `hookd tail`. `result` filters attempts only.
 //!
 //! Each request subscribes to the telemetry's broadcast feed before its answer's headers go out, so whatever
 //! happens after the client saw the headers reaches it. A listener that falls more than the feed's buffer
@@ -21,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use super::error::ApiError;
 use super::messages::parse_id;
-use super::wire::{AttemptEvent, EventLine, Outcome};
+use super::wire::{AttemptEvent, EndpointEvent, EventLine, Outcome};
+use crate::telemetry::FeedEvent;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,8 @@ struct Filter {
     endpoint: Option<String>,
     result: Option<Outcome>,
     message: Option<String>,
+    /// With `message`: its endpoint, whose endpoint events the listener gets (none when it is unknown).
+    message_endpoint: Option<String>,
 }
 
 impl Filter {
@@ -44,6 +48,12 @@ impl Filter {
         self.endpoint.as_ref().is_none_or(|e| *e == event.endpoint)
             && self.result.is_none_or(|r| r == event.result)
             && self.message.as_ref().is_none_or(|m| *m == event.message_id)
+    }
+
+    /// `result` filters attempts only; `message` keeps its own endpoint's events.
+    fn matches_endpoint(&self, event: &EndpointEvent) -> bool {
+        self.endpoint.as_ref().is_none_or(|e| *e == event.endpoint)
+            && (self.message.is_none() || self.message_endpoint.as_ref() == Some(&event.endpoint))
     }
 }
 
@@ -70,10 +80,18 @@ pub(super) async fn stream(
         .as_deref()
         .map(|m| parse_id(m).map(|id| id.to_string()))
         .transpose()?;
+    let message_endpoint = match &message {
+        Some(id) => state
+            .store
+            .get(parse_id(id)?)?
+            .map(|record| record.endpoint),
+        None => None,
+    };
     let filter = Filter {
         endpoint: query.endpoint,
         result,
         message,
+        message_endpoint,
     };
     let feed = state.telemetry.subscribe();
     let lines = futures_util::stream::unfold(
@@ -92,7 +110,7 @@ pub(super) async fn stream(
 
 /// The next line for this listener; `None` ends the stream (shutdown).
 async fn next_line(
-    feed: &mut Receiver<AttemptEvent>,
+    feed: &mut Receiver<FeedEvent>,
     filter: &Filter,
     shutdown: &CancellationToken,
 ) -> Option<Bytes> {
@@ -102,7 +120,10 @@ async fn next_line(
             received = feed.recv() => received,
         };
         let line = match received {
-            Ok(event) if filter.matches(&event) => EventLine::Event(Box::new(event)),
+            Ok(FeedEvent::Attempt(event)) if filter.matches(&event) => EventLine::Event(event),
+            Ok(FeedEvent::Endpoint(event)) if filter.matches_endpoint(&event) => {
+                EventLine::Endpoint(event)
+            }
             Ok(_) => continue,
             Err(RecvError::Lagged(missed)) => EventLine::Lagged { lagged: missed },
             Err(RecvError::Closed) => return None,

@@ -11,6 +11,7 @@ mod endpoint_changes;
 mod endpoints;
 pub mod error;
 mod events;
+mod message_list;
 mod messages;
 pub mod metrics;
 pub mod tokens;
@@ -65,9 +66,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stats", get(metrics::stats))
         .route("/v1/events", get(events::stream))
         .route("/metrics", get(metrics::metrics))
-        .route("/v1/messages", post(messages::enqueue))
+        .route(
+            "/v1/messages",
+            post(messages::enqueue).get(message_list::list),
+        )
         .route("/v1/messages/batch", post(messages::enqueue_batch))
         .route("/v1/messages/{id}", get(messages::show))
+        .route("/v1/messages/{id}/retry", post(message_list::retry))
+        .route("/v1/messages/{id}/resend", post(message_list::resend))
         .route("/v1/dlq", get(dlq::list))
         .route("/v1/dlq/{id}", get(dlq::show))
         .route("/v1/dlq/replay", post(dlq::replay))

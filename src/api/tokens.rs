@@ -184,9 +184,12 @@ fn scoped_route(method: &axum::http::Method, path: &str, own: &str) -> bool {
             *name == own && [Method::GET, Method::PATCH, Method::PUT].contains(method)
         }
         ["", "v1", "endpoints", name, "verify"] => *name == own && method == Method::POST,
-        ["", "v1", "messages", _] | ["", "v1", "dlq"] | ["", "v1", "dlq", _] => {
-            method == Method::GET
-        }
+        // Reads only: a list names its endpoint (the handler checks it is the token's), a message's handler
+        // checks the message's endpoint. Retry and resend (`messages/{id}/retry`) are an operator's.
+        ["", "v1", "messages"]
+        | ["", "v1", "messages", _]
+        | ["", "v1", "dlq"]
+        | ["", "v1", "dlq", _] => method == Method::GET,
         _ => false,
     }
 }

@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 
 use crate::model::{AttemptRecord, Millis, State};
 use crate::store::StageCounts;
-pub use crate::telemetry::{AttemptEvent, Outcome, OutcomeCounts};
+pub use crate::telemetry::{AttemptEvent, EndpointChange, EndpointEvent, Outcome, OutcomeCounts};
 
 /// `POST /v1/messages` and each item of a batch.
 #[derive(Debug, Serialize, Deserialize)]
@@ -89,6 +89,47 @@ pub struct DeadList {
     pub items: Vec<DeadItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+}
+
+/// One message of `GET /v1/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageItem {
+    pub id: String,
+    pub endpoint: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub state: State,
+    pub created_at: Millis,
+    /// Attempts ever made (across replays and resends).
+    pub attempts: u32,
+    /// Attempts in the current cycle (since enqueue, replay or resend); `max_attempts` counts these.
+    pub cycle_attempts: u32,
+    /// While queued or held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_reason: Option<String>,
+}
+
+/// `GET /v1/messages`: a page in id (enqueue) order, and the cursor of the next one when there may be one.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MessageList {
+    pub items: Vec<MessageItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `POST /v1/messages/{id}/retry` and `/resend`: the message, now due.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Nudged {
+    pub id: String,
+    pub endpoint: String,
+    pub state: State,
+    pub next_attempt_at: Millis,
 }
 
 /// `POST /v1/dlq/replay` and `/v1/dlq/purge`: either `ids`, or `all` (optionally of one endpoint).
@@ -288,11 +329,13 @@ pub struct SinceStart {
     pub dead: u64,
 }
 
-/// One line of `GET /v1/events`: an attempt event, or how many events this listener missed.
+/// One line of `GET /v1/events`: an attempt event, an endpoint event (it has `event`), or how many events
+/// this listener missed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EventLine {
     Lagged { lagged: u64 },
+    Endpoint(EndpointEvent),
     Event(Box<AttemptEvent>),
 }
 

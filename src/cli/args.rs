@@ -165,15 +165,18 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
-    /// Follow attempt outcomes as they happen (`--json`: one JSON object per line), until Ctrl-C.
+    /// Follow attempt outcomes and endpoints' changes (circuit opened, half-open, closed; paused, resumed;
+    /// disabled by 410, enabled; verification passed or failed) as they happen (`--json`: one JSON object per
+    /// line; an endpoint's change has `"event"`), until Ctrl-C.
     Tail {
-        /// Only this endpoint's attempts.
+        /// Only this endpoint's attempts and changes.
         #[arg(long)]
         endpoint: Option<String>,
-        /// Only attempts whose message was delivered, queued again (retry) or dead-lettered.
+        /// Only attempts whose message was delivered, queued again (retry) or dead-lettered. Filters attempt
+        /// lines only: endpoints' changes still show.
         #[arg(long, value_parser = ["delivered", "retry", "dead"])]
         result: Option<String>,
-        /// Only this message's attempts.
+        /// Only this message's attempts (and its endpoint's changes).
         #[arg(long)]
         message: Option<String>,
         #[command(flatten)]
@@ -223,6 +226,42 @@ pub enum MsgVerb {
         /// The message's id (as `hookd send` printed it).
         id: String,
     },
+    /// Messages in any state, in enqueue order, narrowed by endpoint, state, type and enqueue time.
+    List {
+        /// Only this endpoint's messages.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only messages in this state (delivered ones are kept for the `retention` window).
+        #[arg(long, value_parser = ["queued", "held", "in_flight", "delivered", "dead"])]
+        state: Option<String>,
+        /// Only messages of this type.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Only messages enqueued since this long ago ("2h") or this time ("2026-11-21T09:00:00Z").
+        #[arg(long, value_parser = parse_since)]
+        since: Option<Millis>,
+        /// Only messages enqueued before this long ago ("30m") or this time (RFC 3339).
+        #[arg(long, value_parser = parse_since)]
+        until: Option<Millis>,
+        /// Messages per page, 1 to 1000 (default 100); `more: --after ID` leads to the next page (a page
+        /// may hold fewer when the filters match little of what it read).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Start after this id (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Make a queued or held message due now (no attempt is counted). A delivered message: `msg resend`;
+    /// a dead one: `dlq replay`.
+    Retry {
+        /// The message's id.
+        id: String,
+    },
+    /// Send a delivered message again: queued, due now, with a fresh attempt count (same `webhook-id`).
+    Resend {
+        /// The message's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +280,12 @@ pub enum DlqVerb {
         /// Only dead letters dead since this long ago ("2h") or this time ("2026-11-21T09:00:00Z").
         #[arg(long, value_parser = parse_since)]
         since: Option<Millis>,
+        /// Only dead letters dead before this long ago ("30m") or this time (RFC 3339).
+        #[arg(long, value_parser = parse_since)]
+        until: Option<Millis>,
+        /// Only dead letters of this message type.
+        #[arg(long = "type")]
+        kind: Option<String>,
         /// Only dead letters whose reason contains this text (case-insensitive).
         #[arg(long)]
         reason: Option<String>,

@@ -23,6 +23,8 @@ pub(super) async fn run_dlq(verb: DlqVerb, connection: &Connection) -> Result<()
             limit,
             after,
             since,
+            until,
+            kind,
             reason,
             status,
         } => {
@@ -31,6 +33,8 @@ pub(super) async fn run_dlq(verb: DlqVerb, connection: &Connection) -> Result<()
                 limit,
                 after,
                 since,
+                until,
+                kind,
                 reason,
                 status,
             };

@@ -7,6 +7,7 @@ use super::CliError;
 use super::args::{Connection, MsgVerb};
 use super::connect::connect;
 use super::output::{answer_status, output, print_table, row, time};
+use crate::api::client::MessagesQuery;
 use crate::api::wire::{EnqueueRequest, MessageView};
 
 /// `hookd send`: enqueues one message (the payload given, or read from stdin for `-`) and prints its id.
@@ -54,6 +55,63 @@ pub(super) async fn run_msg(verb: MsgVerb, connection: &Connection) -> Result<()
         MsgVerb::Show { id } => {
             let message = client.message(&id).await?;
             output(connection, &message, print_message);
+        }
+        MsgVerb::List {
+            endpoint,
+            state,
+            kind,
+            since,
+            until,
+            limit,
+            after,
+        } => {
+            let query = MessagesQuery {
+                endpoint,
+                state,
+                kind,
+                since,
+                until,
+                limit,
+                after,
+            };
+            let list = client.messages(&query).await?;
+            output(connection, &list, |l| {
+                let mut rows = vec![row([
+                    "ID", "ENDPOINT", "TYPE", "STATE", "ATTEMPTS", "CREATED", "NEXT",
+                ])];
+                for item in &l.items {
+                    rows.push(vec![
+                        item.id.clone(),
+                        item.endpoint.clone(),
+                        item.kind.clone(),
+                        item.state.to_string(),
+                        item.attempts.to_string(),
+                        time(item.created_at),
+                        item.next_attempt_at.map_or_else(|| "-".into(), time),
+                    ]);
+                }
+                print_table(&rows);
+                if let Some(next) = &l.next {
+                    outln!("more: --after {next}");
+                }
+            });
+        }
+        MsgVerb::Retry { id } => {
+            let done = client.message_retry(&id).await?;
+            output(connection, &done, |d| {
+                outln!("{} due now ({}, endpoint {})", d.id, d.state, d.endpoint)
+            });
+        }
+        MsgVerb::Resend { id } => {
+            let done = client.message_resend(&id).await?;
+            output(connection, &done, |d| {
+                outln!(
+                    "{} queued again, due now ({}, endpoint {})",
+                    d.id,
+                    d.state,
+                    d.endpoint
+                )
+            });
         }
     }
     Ok(())

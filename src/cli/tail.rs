@@ -1,4 +1,5 @@
-//! `hookd tail`: follows the daemon's live feed of attempt outcomes, one line each (or the JSON as it
+//! `hookd tail`: follows the daemon's live feed of attempt outcomes and changes in endpoints' lives
+//! (circuit, pause and resume, 410 disable and enable, verification), one line each (or the JSON as it
 //! comes), until Ctrl-C.
 
 use super::CliError;
@@ -6,7 +7,7 @@ use super::args::Connection;
 use super::connect::connect;
 use super::output::{answer_status, note, time};
 use crate::api::client::EventsQuery;
-use crate::api::wire::{AttemptEvent, EventLine, Outcome};
+use crate::api::wire::{AttemptEvent, EndpointEvent, EventLine, Outcome};
 
 /// Prints attempt events until Ctrl-C (success), a closed stdout (success), or the daemon ending the stream.
 pub(super) async fn run_tail(query: &EventsQuery, connection: &Connection) -> Result<(), CliError> {
@@ -32,6 +33,7 @@ pub(super) async fn run_tail(query: &EventsQuery, connection: &Connection) -> Re
         }
         match serde_json::from_str::<EventLine>(&line) {
             Ok(EventLine::Event(event)) => outln!("{}", event_line(&event)),
+            Ok(EventLine::Endpoint(event)) => outln!("{}", endpoint_line(&event)),
             Ok(EventLine::Lagged { lagged }) => {
                 note(&format!("{lagged} events missed: this tail fell behind"))
             }
@@ -55,5 +57,20 @@ fn event_line(e: &AttemptEvent) -> String {
         e.message_id,
         e.attempt,
         e.reason
+    )
+}
+
+/// An endpoint's change as a line: time, endpoint, what changed, and why when known.
+fn endpoint_line(e: &EndpointEvent) -> String {
+    let detail = e
+        .detail
+        .as_deref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default();
+    format!(
+        "{}  {}  ** {}{detail}",
+        time(e.at),
+        e.endpoint,
+        e.event.words()
     )
 }

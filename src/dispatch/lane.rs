@@ -255,6 +255,11 @@ impl Lane {
                 Some(Admission::Probe) => {
                     write_status(&self.shared.status, LaneStatus::Probing);
                     tracing::info!(endpoint = %self.name, "circuit cooldown over: sending one probe");
+                    self.context.telemetry.endpoint_changed(
+                        &self.name,
+                        crate::telemetry::EndpointChange::CircuitHalfOpen,
+                        Some("cooldown over: sending one probe".into()),
+                    );
                     return Cleared::Send {
                         batch_max: 1,
                         probe: true,

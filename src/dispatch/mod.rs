@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::http_client::HttpSender;
 use crate::model::Millis;
 use crate::store::{Store, StoreError};
+use crate::telemetry::EndpointChange;
 use health::{Circuit, CircuitState, Health};
 
 /// What every lane shares.
@@ -131,6 +132,8 @@ pub(crate) struct LaneShared {
     status: RwLock<LaneStatus>,
     /// Until when the receiver asked the endpoint to wait (a 429, or a 503, with `Retry-After`).
     throttle: Mutex<Option<Millis>>,
+    /// Where the circuit's changes are told to `hookd tail`.
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl LaneShared {
@@ -143,14 +146,29 @@ impl LaneShared {
         };
         if changed {
             match state {
-                CircuitState::Open { until } => tracing::warn!(
-                    endpoint = %self.name,
-                    failures,
-                    retry_in_ms = until.saturating_sub(now),
-                    "circuit opened: endpoint failing; messages wait"
-                ),
+                CircuitState::Open { until } => {
+                    tracing::warn!(
+                        endpoint = %self.name,
+                        failures,
+                        retry_in_ms = until.saturating_sub(now),
+                        "circuit opened: endpoint failing; messages wait"
+                    );
+                    self.telemetry.endpoint_changed(
+                        &self.name,
+                        EndpointChange::CircuitOpened,
+                        Some(format!(
+                            "{failures} consecutive failures; probing again in {} ms",
+                            until.saturating_sub(now)
+                        )),
+                    );
+                }
                 CircuitState::Closed => {
-                    tracing::info!(endpoint = %self.name, "circuit closed: endpoint answers again")
+                    tracing::info!(endpoint = %self.name, "circuit closed: endpoint answers again");
+                    self.telemetry.endpoint_changed(
+                        &self.name,
+                        EndpointChange::CircuitClosed,
+                        None,
+                    );
                 }
                 CircuitState::Probing => {}
             }
@@ -212,6 +230,8 @@ impl LaneShared {
     /// A receiver answered 410 Gone: stop sending to it until an operator enables it again.
     pub async fn disable(&self, reason: String) -> Result<(), StoreError> {
         tracing::warn!(endpoint = %self.name, %reason, "endpoint disabled; messages kept until `hookd endpoints enable`");
+        self.telemetry
+            .endpoint_changed(&self.name, EndpointChange::Disabled, Some(reason.clone()));
         match self.registry.upgrade() {
             Some(registry) => Lanes::from(registry)
                 .change_control(&self.name, |c| c.disabled = Some(reason.clone()))

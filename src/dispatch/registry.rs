@@ -308,6 +308,7 @@ impl Lanes {
             health_changed: Notify::new(),
             status: RwLock::new(initial),
             throttle: Mutex::new(None),
+            telemetry: Arc::clone(&self.inner.context.telemetry),
         });
         let handle = LaneHandle {
             settings,
@@ -511,6 +512,17 @@ impl Lanes {
             })
             .await;
         tracing::info!(endpoint, ?change, "endpoint control changed");
+        if result.is_ok() {
+            let event = match change {
+                ControlChange::Pause => crate::telemetry::EndpointChange::Paused,
+                ControlChange::Resume => crate::telemetry::EndpointChange::Resumed,
+                ControlChange::Enable => crate::telemetry::EndpointChange::Enabled,
+            };
+            self.inner
+                .context
+                .telemetry
+                .endpoint_changed(endpoint, event, None);
+        }
         self.wake(endpoint);
         Some(result)
     }

@@ -14,6 +14,7 @@ use crate::config::EndpointConfig;
 use crate::formats::dlr_json;
 use crate::model::now_millis;
 use crate::store::EndpointState;
+use crate::telemetry::EndpointChange;
 
 /// FNV-1a over the URL and the key: stable across builds, unlike `std`'s hasher.
 fn fingerprint(endpoint: &EndpointConfig, key: &str) -> u64 {
@@ -95,6 +96,13 @@ pub(super) async fn verify_now(
     if let Err(error) = recorded {
         tracing::error!(endpoint = %endpoint.name, %error, "cannot record the verification result");
     }
+    let (event, detail) = match &passed {
+        Ok(_) => (EndpointChange::VerificationPassed, None),
+        Err(reason) => (EndpointChange::VerificationFailed, Some(reason.clone())),
+    };
+    context
+        .telemetry
+        .endpoint_changed(&endpoint.name, event, detail);
     write_status(status, new_status.clone());
     new_status
 }

@@ -152,6 +152,37 @@ impl DueIndex {
             .collect()
     }
 
+    /// Up to `k` of the smallest ids of `endpoint`'s queued messages in `lower..upper` (exclusive at both
+    /// ends when `Some`) that `wanted` accepts, in id order, and how many it accepts among the first `k + 1`
+    /// (more than `k`: there is a next page). A walk of the endpoint's id-ordered set from `lower`: a page
+    /// costs about its own size, not the backlog (`listing.rs`).
+    pub fn smallest_ids(
+        &self,
+        endpoint: &str,
+        lower: Option<MessageId>,
+        upper: Option<MessageId>,
+        wanted: impl Fn(MessageId) -> bool,
+        k: usize,
+    ) -> (Vec<MessageId>, usize) {
+        use std::ops::Bound;
+        let endpoints = self.lock();
+        let Some(slice) = endpoints.get(endpoint) else {
+            return (Vec::new(), 0);
+        };
+        let from = lower.map_or(Bound::Unbounded, Bound::Excluded);
+        let to = upper.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut found: Vec<MessageId> = slice
+            .ids
+            .range((from, to))
+            .copied()
+            .filter(|id| wanted(*id))
+            .take(k.saturating_add(1))
+            .collect();
+        let matched = found.len();
+        found.truncate(k);
+        (found, matched)
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Slice>> {
         // The map is changed by single calls that cannot panic half-way, so a poisoned lock holds whole data.
         self.endpoints

@@ -20,6 +20,7 @@ mod health;
 mod hostile;
 mod isolation;
 mod lifecycle;
+mod messages_list;
 mod metrics;
 mod raw_receiver;
 mod secrets;

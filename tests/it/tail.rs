@@ -263,3 +263,76 @@ async fn tail_exits_cleanly_when_its_reader_goes_away() {
     assert!(status.success(), "{status:?} {stderr:?}");
     assert!(stderr.is_empty(), "no panic, no complaint: {stderr:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_shows_an_endpoints_life_pause_resume_and_its_circuit_opening() {
+    let failing = TestReceiver::start(|_| Reply::status(503)).await;
+    let quiet = TestReceiver::start(|_| Reply::ok()).await;
+    let extra = format!(
+        "max_attempts = 100\nconcurrency = 1\ncircuit_breaker = {{ failure_threshold = 2, cooldown = \"60s\" }}\n{FAST_RETRY}"
+    );
+    let daemon = TestDaemon::start(
+        &[
+            endpoint("failing", &failing.url("/"), &extra),
+            endpoint("quiet", &quiet.url("/"), FAST_RETRY),
+        ],
+        "",
+    )
+    .await;
+    let mut all = Tail::start(&daemon.socket, &["--json"]).await;
+    // `--result` filters attempt lines only: endpoint lines still come; `--endpoint` filters both.
+    let mut dead_only = Tail::start(
+        &daemon.socket,
+        &["--json", "--result", "dead", "--endpoint", "quiet"],
+    )
+    .await;
+    let mut people = Tail::start(&daemon.socket, &["--endpoint", "quiet"]).await;
+
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "pause", "quiet"]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "resume", "quiet"]);
+    assert!(ok, "{stderr}");
+    daemon.send("failing", "event", "{}").await;
+
+    let is = |e: &serde_json::Value, event: &str, endpoint: &str| {
+        e["event"] == event && e["endpoint"] == endpoint
+    };
+    let seen = all
+        .read_until(|seen| {
+            seen.iter().any(|e| is(e, "paused", "quiet"))
+                && seen.iter().any(|e| is(e, "resumed", "quiet"))
+                && seen.iter().any(|e| is(e, "circuit_opened", "failing"))
+        })
+        .await;
+    let opened = seen
+        .iter()
+        .find(|e| is(e, "circuit_opened", "failing"))
+        .unwrap();
+    assert!(opened["at"].is_u64(), "{opened}");
+    assert!(
+        opened["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 consecutive failures"),
+        "{opened}"
+    );
+    let paused_at = seen.iter().position(|e| is(e, "paused", "quiet")).unwrap();
+    let resumed_at = seen.iter().position(|e| is(e, "resumed", "quiet")).unwrap();
+    assert!(paused_at < resumed_at, "{seen:?}");
+    // Attempt lines keep their shape (no `event`).
+    let attempt = seen
+        .iter()
+        .find(|e| e["message_id"].is_string())
+        .expect("the failing attempts show too");
+    assert!(attempt.get("event").is_none(), "{attempt}");
+    assert_eq!(attempt["result"], "retry");
+
+    let filtered = dead_only.read_until(|seen| seen.len() >= 2).await;
+    assert!(is(&filtered[0], "paused", "quiet"), "{filtered:?}");
+    assert!(is(&filtered[1], "resumed", "quiet"), "{filtered:?}");
+
+    let line = people.next_stdout().await;
+    assert!(line.contains("quiet") && line.contains("paused"), "{line}");
+    let line = people.next_stdout().await;
+    assert!(line.contains("quiet") && line.contains("resumed"), "{line}");
+}
