@@ -74,7 +74,7 @@ type Found = (MessageRecord, Option<u16>);
 /// Up to `limit` dead letters of `endpoint` after `after` that pass `filter`, in enqueue order, and the cursor
 /// of the next page when another one passes. The last attempt's status is read for the filter, and for the
 /// dead letters found when `with_status`.
-fn scan(
+async fn scan(
     state: &AppState,
     endpoint: Option<&str>,
     after: Option<MessageId>,
@@ -90,10 +90,10 @@ fn scan(
     let mut found: Vec<Found> = Vec::new();
     let mut cursor = after;
     loop {
-        let page = state.store.list_dead(endpoint, cursor, chunk)?;
+        let page = state.store.list_dead(endpoint, cursor, chunk).await?;
         for record in page.items {
             let read = match filter.status.is_some() || with_status {
-                true => last_status(state, &record)?,
+                true => last_status(state, &record).await?,
                 false => None,
             };
             if !filter.matches(&record, read) {
@@ -112,8 +112,8 @@ fn scan(
     }
 }
 
-fn last_status(state: &AppState, record: &MessageRecord) -> Result<Option<u16>, ApiError> {
-    Ok(state.store.last_attempt(record)?.and_then(|a| a.status))
+async fn last_status(state: &AppState, record: &MessageRecord) -> Result<Option<u16>, ApiError> {
+    Ok(state.store.last_attempt(record).await?.and_then(|a| a.status))
 }
 
 pub(super) async fn list(
@@ -146,7 +146,7 @@ pub(super) async fn list(
         limit,
         &filter,
         true,
-    )?;
+    ).await?;
     let items = found
         .into_iter()
         .map(|(record, last_status)| DeadItem {
@@ -171,10 +171,10 @@ pub(super) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
-    match state.store.get(id)? {
+    match state.store.get(id).await? {
         Some(record) if record.stage == Stage::Dead => {
             super::tokens::Scope::allows(scope.as_deref(), &record.endpoint)?;
-            Ok(Json(view(&state, record)?))
+            Ok(Json(view(&state, record).await?))
         }
         _ => Err(ApiError::not_found(format!(
             "{id} is not in the dead-letter queue"
@@ -191,7 +191,7 @@ struct Resolved {
 
 impl Resolved {
     /// The ids the selection covers now (for a dry run).
-    fn ids(&self, state: &AppState) -> Result<Vec<String>, ApiError> {
+    async fn ids(&self, state: &AppState) -> Result<Vec<String>, ApiError> {
         let ids = match &self.selection {
             Selection::Ids(ids) => ids.clone(),
             Selection::All { endpoint } => {
@@ -203,7 +203,7 @@ impl Resolved {
                     usize::MAX,
                     &everything,
                     false,
-                )?
+                ).await?
                 .0
                 .into_iter()
                 .map(|(record, _)| record.id)
@@ -216,7 +216,7 @@ impl Resolved {
 
 /// Turns the wire selection into the store's, and lists requested ids that are not dead letters.
 /// Filters (`since`, `reason`, `status`) are resolved here into the ids they select.
-fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError> {
+async fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError> {
     if !body.all {
         for (given, field) in [
             (body.endpoint.is_some(), "endpoint"),
@@ -235,7 +235,7 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError>
         && state.lanes.endpoint(endpoint).is_none()
         && state
             .store
-            .list_dead(Some(endpoint), None, 1)?
+            .list_dead(Some(endpoint), None, 1).await?
             .items
             .is_empty()
     {
@@ -252,7 +252,7 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError>
                 usize::MAX,
                 &filter,
                 false,
-            )?;
+            ).await?;
             Ok(Resolved {
                 selection: Selection::Ids(found.into_iter().map(|(r, _)| r.id).collect()),
                 not_dead: Vec::new(),
@@ -275,7 +275,7 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError>
             let mut dead = Vec::new();
             let mut not_dead = Vec::new();
             for id in ids {
-                match state.store.get(id)? {
+                match state.store.get(id).await? {
                     Some(record) if record.stage == Stage::Dead => dead.push(id),
                     _ => not_dead.push(id.to_string()),
                 }
@@ -300,17 +300,17 @@ pub(super) async fn replay(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReplayResponse>, ApiError> {
     let body: DlqSelection = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
-    let resolved = selection(&state, body)?;
+    let resolved = selection(&state, body).await?;
     if resolved.dry_run {
         return Ok(Json(ReplayResponse {
             replayed: 0,
-            selected: Some(resolved.ids(&state)?),
+            selected: Some(resolved.ids(&state).await?),
             not_dead: resolved.not_dead,
             dry_run: true,
         }));
     }
     // Replays are admitted like enqueues: to endpoints that exist, within their bounds and the daemon's.
-    let per_endpoint = state.store.dead_by_endpoint(&resolved.selection)?;
+    let per_endpoint = state.store.dead_by_endpoint(&resolved.selection).await?;
     let total: u64 = per_endpoint.values().sum();
     super::admission::admit(&state, total, 0)?;
     for (name, count) in &per_endpoint {
@@ -323,7 +323,7 @@ pub(super) async fn replay(
         })?;
         super::admission::admit_to(&state, &endpoint, *count)?;
     }
-    let endpoints = state.store.replay(&resolved.selection, now_millis())?;
+    let endpoints = state.store.replay(&resolved.selection, now_millis()).await?;
     state.store.commit().await?;
     tracing::info!(replayed = endpoints.len(), "dead letters replayed");
     let mut woken = endpoints.clone();
@@ -345,16 +345,16 @@ pub(super) async fn purge(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PurgeResponse>, ApiError> {
     let body: DlqSelection = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
-    let resolved = selection(&state, body)?;
+    let resolved = selection(&state, body).await?;
     if resolved.dry_run {
         return Ok(Json(PurgeResponse {
             purged: 0,
-            selected: Some(resolved.ids(&state)?),
+            selected: Some(resolved.ids(&state).await?),
             not_dead: resolved.not_dead,
             dry_run: true,
         }));
     }
-    let purged = state.store.purge(&resolved.selection)?;
+    let purged = state.store.purge(&resolved.selection).await?;
     state.store.commit().await?;
     tracing::info!(purged, "dead letters purged");
     Ok(Json(PurgeResponse {

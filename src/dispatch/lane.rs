@@ -137,7 +137,7 @@ impl Lane {
                 now,
                 batch_max * (1 + spare.len()),
                 lease_until,
-            ) {
+            ).await {
                 Ok(Lease::Taken(mut messages)) if spare.is_empty() => {
                     if let Some(limiter) = &mut rate_limit {
                         limiter.take(clock.elapsed().as_micros() as u64);
@@ -355,7 +355,7 @@ impl Lane {
             match self
                 .context
                 .store
-                .lease_due(&self.name, now, room, lease_until)
+                .lease_due(&self.name, now, room, lease_until).await
             {
                 Ok(Lease::Taken(more)) => messages.extend(more),
                 Ok(_) => {}
