@@ -5,13 +5,8 @@ mod backends;
 
 use backends::{each_backend, in_own_runtime, open_sled};
 
-use std::path::Path;
-
 use hookd::model::{MessageId, Stage};
-use hookd::store::{CORRUPT_KIND, Lease, NewMessage, Store};
-
-
-
+use hookd::store::{CORRUPT_KIND, Lease, NewMessage};
 
 fn new_message(endpoint: &str) -> NewMessage {
     NewMessage {
@@ -28,9 +23,16 @@ fn an_unreadable_queued_record_is_quarantined_and_the_rest_of_the_scan_leased() 
     let dir = tempfile::tempdir().unwrap();
     let ids: Vec<MessageId> = in_own_runtime(async {
         let store = open_sled(dir.path());
-        let ids = (0..3)
-            .map(|i| store.enqueue(&new_message("e"), 1_000 + i).await.unwrap().id)
-            .collect();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(
+                store
+                    .enqueue(&new_message("e"), 1_000 + i)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
         store.commit().await.unwrap();
         ids
     });
@@ -66,7 +68,15 @@ fn an_unreadable_queued_record_is_quarantined_and_the_rest_of_the_scan_leased() 
             kept["corrupt_record_base64"].as_str().unwrap().len() > 20,
             "{kept}"
         );
-        assert_eq!(store.list_dead(Some("e"), None, 10).await.unwrap().items.len(), 1);
+        assert_eq!(
+            store
+                .list_dead(Some("e"), None, 10)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
         assert_eq!(store.counts().unwrap(), store.recount().await.unwrap());
     });
 }
@@ -74,25 +84,28 @@ fn an_unreadable_queued_record_is_quarantined_and_the_rest_of_the_scan_leased() 
 #[tokio::test]
 async fn an_expired_lease_is_given_back_due_with_no_attempt_counted() {
     each_backend(async |store| {
-    let id = store.enqueue(&new_message("e"), 1_000).await.unwrap().id;
-    let other = store.enqueue(&new_message("f"), 1_000).await.unwrap().id;
-    let Lease::Taken(_) = store.lease_due("e", 1_000, 1, 5_000).await.unwrap() else {
-        panic!("leased");
-    };
-    let Lease::Taken(_) = store.lease_due("f", 1_000, 1, 9_000).await.unwrap() else {
-        panic!("leased");
-    };
-    assert!(
-        store.release_expired(5_000).await.unwrap().is_empty(),
-        "not yet expired"
-    );
-    assert_eq!(store.release_expired(5_001).await.unwrap(), ["e"]);
-    let record = store.get(id).await.unwrap().unwrap();
-    assert_eq!(record.stage, Stage::Queued);
-    assert_eq!(record.next_attempt_at, 5_001);
-    assert_eq!(record.total_attempts, 0);
-    assert_eq!(store.get(other).await.unwrap().unwrap().stage, Stage::InFlight);
-    assert_eq!(store.counts().unwrap(), store.recount().await.unwrap());
+        let id = store.enqueue(&new_message("e"), 1_000).await.unwrap().id;
+        let other = store.enqueue(&new_message("f"), 1_000).await.unwrap().id;
+        let Lease::Taken(_) = store.lease_due("e", 1_000, 1, 5_000).await.unwrap() else {
+            panic!("leased");
+        };
+        let Lease::Taken(_) = store.lease_due("f", 1_000, 1, 9_000).await.unwrap() else {
+            panic!("leased");
+        };
+        assert!(
+            store.release_expired(5_000).await.unwrap().is_empty(),
+            "not yet expired"
+        );
+        assert_eq!(store.release_expired(5_001).await.unwrap(), ["e"]);
+        let record = store.get(id).await.unwrap().unwrap();
+        assert_eq!(record.stage, Stage::Queued);
+        assert_eq!(record.next_attempt_at, 5_001);
+        assert_eq!(record.total_attempts, 0);
+        assert_eq!(
+            store.get(other).await.unwrap().unwrap().stage,
+            Stage::InFlight
+        );
+        assert_eq!(store.counts().unwrap(), store.recount().await.unwrap());
     })
     .await;
 }

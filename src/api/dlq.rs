@@ -113,7 +113,11 @@ async fn scan(
 }
 
 async fn last_status(state: &AppState, record: &MessageRecord) -> Result<Option<u16>, ApiError> {
-    Ok(state.store.last_attempt(record).await?.and_then(|a| a.status))
+    Ok(state
+        .store
+        .last_attempt(record)
+        .await?
+        .and_then(|a| a.status))
 }
 
 pub(super) async fn list(
@@ -146,7 +150,8 @@ pub(super) async fn list(
         limit,
         &filter,
         true,
-    ).await?;
+    )
+    .await?;
     let items = found
         .into_iter()
         .map(|(record, last_status)| DeadItem {
@@ -203,7 +208,8 @@ impl Resolved {
                     usize::MAX,
                     &everything,
                     false,
-                ).await?
+                )
+                .await?
                 .0
                 .into_iter()
                 .map(|(record, _)| record.id)
@@ -235,7 +241,8 @@ async fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, Api
         && state.lanes.endpoint(endpoint).is_none()
         && state
             .store
-            .list_dead(Some(endpoint), None, 1).await?
+            .list_dead(Some(endpoint), None, 1)
+            .await?
             .items
             .is_empty()
     {
@@ -252,7 +259,8 @@ async fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, Api
                 usize::MAX,
                 &filter,
                 false,
-            ).await?;
+            )
+            .await?;
             Ok(Resolved {
                 selection: Selection::Ids(found.into_iter().map(|(r, _)| r.id).collect()),
                 not_dead: Vec::new(),
@@ -323,7 +331,10 @@ pub(super) async fn replay(
         })?;
         super::admission::admit_to(&state, &endpoint, *count)?;
     }
-    let endpoints = state.store.replay(&resolved.selection, now_millis()).await?;
+    let endpoints = state
+        .store
+        .replay(&resolved.selection, now_millis())
+        .await?;
     state.store.commit().await?;
     tracing::info!(replayed = endpoints.len(), "dead letters replayed");
     let mut woken = endpoints.clone();

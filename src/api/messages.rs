@@ -126,11 +126,7 @@ pub(super) async fn enqueue_batch(
             Err(error) => endpoints.push(Err(error)),
         }
     }
-    let mut stored = state
-        .store
-        .enqueue_many(valid, now)
-        .await?
-        .into_iter();
+    let mut stored = state.store.enqueue_many(valid, now).await?.into_iter();
     drop(gate);
     let mut outcomes = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
@@ -255,7 +251,8 @@ pub(super) async fn show(
     let id = parse_id(&id)?;
     let record = state
         .store
-        .get(id).await?
+        .get(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no message {id}")))?;
     super::tokens::Scope::allows(scope.as_deref(), &record.endpoint)?;
     Ok(Json(view(&state, record).await?))

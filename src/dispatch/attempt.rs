@@ -148,11 +148,11 @@ pub(super) async fn run_attempt(
             attempt: record,
             decision,
             now,
-            // Handed back, so that the store need not read the record again (store/leases.rs).
+            // Handed back, so that the store need not read the record again (the sled backend: store/sled/leases.rs).
             leased: Some(message),
         });
     }
-    // One request's outcomes are recorded together (and with other attempts' outcomes: store/combine.rs).
+    // One request's outcomes are recorded together (and with other attempts' outcomes: store/sled/combine.rs).
     record(&context, &endpoint.name, outcomes).await;
     drop(guard);
     if retry_scheduled {

@@ -151,7 +151,11 @@ impl Store {
 
     /// Gives back every message of `endpoint` this process holds leased (its lane has stopped), due at `now`,
     /// without counting an attempt. Returns how many.
-    pub async fn release_leases_of(&self, endpoint: &str, now: Millis) -> Result<usize, StoreError> {
+    pub async fn release_leases_of(
+        &self,
+        endpoint: &str,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.release_leases_of(endpoint, now),
         }

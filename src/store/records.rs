@@ -24,7 +24,10 @@ impl Store {
     }
 
     /// Every attempt ever made for the message of `record` (as [`Store::get`] read it), oldest first.
-    pub async fn attempts_of(&self, record: &MessageRecord) -> Result<Vec<AttemptRecord>, StoreError> {
+    pub async fn attempts_of(
+        &self,
+        record: &MessageRecord,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.attempts_of(record),
         }
@@ -118,7 +121,11 @@ impl Store {
 
     /// Moves dead letters back to the queue, due now, with a fresh attempt count and age (history kept).
     /// Returns the replayed messages' endpoints (so their lanes can be woken); ids not dead are skipped.
-    pub async fn replay(&self, selection: &Selection, now: Millis) -> Result<Vec<String>, StoreError> {
+    pub async fn replay(
+        &self,
+        selection: &Selection,
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.replay(selection, now),
         }

@@ -43,8 +43,9 @@ use std::sync::Arc;
 use sled::Tree;
 
 use super::{
-    AttemptOutcome, CORRUPT_KIND, CommitError, ContactLimit, Counts, DeadPage, EndpointState, Enqueued,
-    Lease, MARKER_FILE, NewMessage, Retire, Selection, StageCounts, StoreError, TokenRecord, first_answer,
+    AttemptOutcome, CORRUPT_KIND, CommitError, ContactLimit, Counts, DeadPage, EndpointState,
+    Enqueued, Lease, MARKER_FILE, NewMessage, Retire, Selection, StageCounts, StoreError,
+    TokenRecord, first_answer,
 };
 use combine::Combiner;
 use commit::GroupCommit;

@@ -3,9 +3,9 @@
 //! own; the others are batched with concurrent callers' outcomes into shared transactions (`combine.rs`).
 //! What was written is then mirrored in the due index, the leases and the tally.
 
+use super::AttemptOutcome;
 use super::combine::BatchResult;
 use super::ops::{AttemptOp, Moved};
-use super::AttemptOutcome;
 use super::record::{self, PayloadAt};
 use super::tx::{Name, Set};
 use super::{SledStore, StoreError};
