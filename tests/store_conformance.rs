@@ -272,8 +272,8 @@ async fn enqueue_records_the_message_queued_and_due_now() {
 #[tokio::test]
 async fn enqueue_gives_every_message_its_own_id() {
     each_backend(async |store| {
-        let a = enqueue(&store, E, 1_000).await;
-        let b = enqueue(&store, E, 1_000).await;
+        let a = enqueue(store, E, 1_000).await;
+        let b = enqueue(store, E, 1_000).await;
 
         assert_ne!(a, b);
         assert_eq!(
@@ -301,7 +301,7 @@ async fn enqueue_with_a_known_idempotency_key_returns_the_first_id_and_queues_no
         assert!(!first.duplicate);
         assert!(second.duplicate);
         assert_eq!(second.id, first.id);
-        let kept = record(&store, first.id).await;
+        let kept = record(store, first.id).await;
         assert_eq!(
             kept.payload,
             message(E, None).payload,
@@ -309,7 +309,7 @@ async fn enqueue_with_a_known_idempotency_key_returns_the_first_id_and_queues_no
         );
         assert_eq!(kept.created_at, 1_000);
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(1, 0, 0, 0))])
         );
         assert_eq!(
@@ -333,8 +333,8 @@ async fn enqueue_with_a_known_idempotency_key_is_a_duplicate_even_after_delivery
             .await
             .unwrap()
             .id;
-        lease_exactly(&store, E, first, 1_000).await;
-        attempt(&store, first, &Decision::Delivered, 1_100).await;
+        lease_exactly(store, E, first, 1_000).await;
+        attempt(store, first, &Decision::Delivered, 1_100).await;
 
         let again = store.enqueue(&message(E, Some("k")), 2_000).await.unwrap();
 
@@ -363,9 +363,9 @@ async fn idempotency_keys_are_scoped_to_their_endpoint() {
             "the same key on another endpoint is another message"
         );
         assert_ne!(on_e.id, on_e2.id);
-        assert_eq!(record(&store, on_e2.id).await.endpoint, E2);
+        assert_eq!(record(store, on_e2.id).await.endpoint, E2);
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[
                 (E, stage_counts(1, 0, 0, 0)),
                 (E2, stage_counts(1, 0, 0, 0))
@@ -462,7 +462,7 @@ async fn concurrent_enqueues_of_every_kind_are_each_answered_and_queued_once() {
         let expected = EACH * (2 + 1 + 1 + 1 + 3);
         assert_eq!(queued.len(), expected);
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(expected as u64, 0, 0, 0))])
         );
         let leased: std::collections::BTreeSet<MessageId> = ids(&taken(
@@ -475,10 +475,7 @@ async fn concurrent_enqueues_of_every_kind_are_each_answered_and_queued_once() {
         .collect();
         assert_eq!(leased, queued, "every queued message is due, once");
         for enqueued in &answers[5] {
-            assert_eq!(
-                record(&store, enqueued[0].id).await.payload,
-                large_payload()
-            );
+            assert_eq!(record(store, enqueued[0].id).await.payload, large_payload());
         }
     })
     .await;
@@ -488,7 +485,7 @@ async fn concurrent_enqueues_of_every_kind_are_each_answered_and_queued_once() {
 async fn commit_succeeds_after_writes_and_when_there_is_nothing_to_write() {
     each_backend(async |store| {
         store.commit().await.unwrap();
-        enqueue(&store, E, 1_000).await;
+        enqueue(store, E, 1_000).await;
         store.commit().await.unwrap();
         let clone = store.clone();
         let (a, b) = tokio::join!(store.commit(), clone.commit());
@@ -608,12 +605,12 @@ fn a_message_in_flight_at_a_restart_is_due_again_with_no_attempt_counted() {
 #[tokio::test]
 async fn release_all_leases_puts_every_message_this_process_leased_back_due_now() {
     each_backend(async |store| {
-        let a = enqueue(&store, E, 1_000).await;
-        let b = enqueue(&store, E2, 1_000).await;
-        lease_exactly(&store, E, a, 1_000).await;
-        lease_exactly(&store, E2, b, 1_000).await;
+        let a = enqueue(store, E, 1_000).await;
+        let b = enqueue(store, E2, 1_000).await;
+        lease_exactly(store, E, a, 1_000).await;
+        lease_exactly(store, E2, b, 1_000).await;
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[
                 (E, stage_counts(0, 1, 0, 0)),
                 (E2, stage_counts(0, 1, 0, 0))
@@ -623,14 +620,14 @@ async fn release_all_leases_puts_every_message_this_process_leased_back_due_now(
         assert_eq!(store.release_all_leases(3_000).await.unwrap(), 2);
 
         for id in [a, b] {
-            let r = record(&store, id).await;
+            let r = record(store, id).await;
             assert_eq!(
                 (r.stage, r.next_attempt_at, r.cycle_attempts),
                 (Stage::Queued, 3_000, 0)
             );
         }
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[
                 (E, stage_counts(1, 0, 0, 0)),
                 (E2, stage_counts(1, 0, 0, 0))
@@ -1325,9 +1322,9 @@ async fn lease_due_on_an_endpoint_with_nothing_queued_is_idle() {
         ));
 
         // Only other endpoints' messages, or only in-flight, delivered or dead ones: still idle.
-        enqueue(&store, E2, 1_000).await;
-        let in_flight = enqueue(&store, E, 1_000).await;
-        lease_exactly(&store, E, in_flight, 1_000).await;
+        enqueue(store, E2, 1_000).await;
+        let in_flight = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, in_flight, 1_000).await;
         assert!(matches!(
             store
                 .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
@@ -1335,8 +1332,8 @@ async fn lease_due_on_an_endpoint_with_nothing_queued_is_idle() {
                 .unwrap(),
             Lease::Idle
         ));
-        attempt(&store, in_flight, &Decision::Delivered, 1_100).await;
-        dead_letter(&store, E, 2_000).await;
+        attempt(store, in_flight, &Decision::Delivered, 1_100).await;
+        dead_letter(store, E, 2_000).await;
         assert!(matches!(
             store
                 .lease_due(E, 3_000, 10, 3_000 + LEASE_MS)
@@ -1351,9 +1348,9 @@ async fn lease_due_on_an_endpoint_with_nothing_queued_is_idle() {
 #[tokio::test]
 async fn lease_due_reports_the_earliest_due_time_when_nothing_is_due_yet() {
     each_backend(async |store| {
-        let late = enqueue(&store, E, 3_000).await;
-        let early = enqueue(&store, E, 2_000).await;
-        enqueue(&store, E2, 500).await;
+        let late = enqueue(store, E, 3_000).await;
+        let early = enqueue(store, E, 2_000).await;
+        enqueue(store, E2, 500).await;
 
         let lease = store
             .lease_due(E, 1_999, 10, 1_999 + LEASE_MS)
@@ -1362,11 +1359,11 @@ async fn lease_due_reports_the_earliest_due_time_when_nothing_is_due_yet() {
 
         assert!(matches!(lease, Lease::NextDueAt(2_000)), "{lease:?}");
         assert_eq!(
-            stage(&store, early).await,
+            stage(store, early).await,
             Stage::Queued,
             "nothing was leased"
         );
-        assert_eq!(stage(&store, late).await, Stage::Queued);
+        assert_eq!(stage(store, late).await, Stage::Queued);
     })
     .await;
 }
@@ -1374,9 +1371,9 @@ async fn lease_due_reports_the_earliest_due_time_when_nothing_is_due_yet() {
 #[tokio::test]
 async fn lease_due_takes_only_what_is_due_and_leaves_later_messages_queued() {
     each_backend(async |store| {
-        let due = enqueue(&store, E, 1_000).await;
-        let exactly_due = enqueue(&store, E, 2_000).await;
-        let later = enqueue(&store, E, 2_001).await;
+        let due = enqueue(store, E, 1_000).await;
+        let exactly_due = enqueue(store, E, 2_000).await;
+        let later = enqueue(store, E, 2_001).await;
 
         let leased = taken(
             store
@@ -1386,7 +1383,7 @@ async fn lease_due_takes_only_what_is_due_and_leaves_later_messages_queued() {
         );
 
         assert_eq!(ids(&leased), [due, exactly_due]);
-        assert_eq!(stage(&store, later).await, Stage::Queued);
+        assert_eq!(stage(store, later).await, Stage::Queued);
         assert!(matches!(
             store
                 .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
@@ -1402,11 +1399,11 @@ async fn lease_due_takes_only_what_is_due_and_leaves_later_messages_queued() {
 async fn lease_due_takes_at_most_max_earliest_due_first() {
     each_backend(async |store| {
         // Enqueued out of due order: the lease follows due time, not insertion.
-        let d3 = enqueue(&store, E, 103).await;
-        let d1 = enqueue(&store, E, 101).await;
-        let d5 = enqueue(&store, E, 105).await;
-        let d2 = enqueue(&store, E, 102).await;
-        let d4 = enqueue(&store, E, 104).await;
+        let d3 = enqueue(store, E, 103).await;
+        let d1 = enqueue(store, E, 101).await;
+        let d5 = enqueue(store, E, 105).await;
+        let d2 = enqueue(store, E, 102).await;
+        let d4 = enqueue(store, E, 104).await;
 
         let first = taken(
             store
@@ -1435,7 +1432,7 @@ async fn lease_due_takes_at_most_max_earliest_due_first() {
 #[tokio::test]
 async fn lease_due_with_max_zero_leases_nothing() {
     each_backend(async |store| {
-        let id = enqueue(&store, E, 1_000).await;
+        let id = enqueue(store, E, 1_000).await;
 
         let lease = store
             .lease_due(E, 1_000, 0, 1_000 + LEASE_MS)
@@ -1446,7 +1443,7 @@ async fn lease_due_with_max_zero_leases_nothing() {
             !matches!(&lease, Lease::Taken(r) if !r.is_empty()),
             "{lease:?}"
         );
-        assert_eq!(stage(&store, id).await, Stage::Queued);
+        assert_eq!(stage(store, id).await, Stage::Queued);
     })
     .await;
 }
@@ -1454,10 +1451,10 @@ async fn lease_due_with_max_zero_leases_nothing() {
 #[tokio::test]
 async fn lease_takes_only_due_messages_of_its_endpoint() {
     each_backend(async |store| {
-        let e2_early = enqueue(&store, E2, 100).await;
-        let e_msg = enqueue(&store, E, 200).await;
-        let e2_late = enqueue(&store, E2, 300).await;
-        let other = enqueue(&store, "f", 50).await;
+        let e2_early = enqueue(store, E2, 100).await;
+        let e_msg = enqueue(store, E, 200).await;
+        let e2_late = enqueue(store, E2, 300).await;
+        let other = enqueue(store, "f", 50).await;
 
         let for_e = taken(
             store
@@ -1477,9 +1474,9 @@ async fn lease_takes_only_due_messages_of_its_endpoint() {
                 .unwrap(),
             Lease::Idle
         ));
-        assert_eq!(stage(&store, e2_early).await, Stage::Queued);
-        assert_eq!(stage(&store, e2_late).await, Stage::Queued);
-        assert_eq!(stage(&store, other).await, Stage::Queued);
+        assert_eq!(stage(store, e2_early).await, Stage::Queued);
+        assert_eq!(stage(store, e2_late).await, Stage::Queued);
+        assert_eq!(stage(store, other).await, Stage::Queued);
 
         let for_e2 = taken(
             store
@@ -1488,7 +1485,7 @@ async fn lease_takes_only_due_messages_of_its_endpoint() {
                 .unwrap(),
         );
         assert_eq!(ids(&for_e2), [e2_early, e2_late]);
-        assert_eq!(stage(&store, other).await, Stage::Queued);
+        assert_eq!(stage(store, other).await, Stage::Queued);
     })
     .await;
 }
@@ -1496,8 +1493,8 @@ async fn lease_takes_only_due_messages_of_its_endpoint() {
 #[tokio::test]
 async fn lease_due_marks_taken_messages_in_flight_once() {
     each_backend(async |store| {
-        let a = enqueue(&store, E, 1_000).await;
-        let b = enqueue(&store, E, 1_000).await;
+        let a = enqueue(store, E, 1_000).await;
+        let b = enqueue(store, E, 1_000).await;
 
         let leased = taken(
             store
@@ -1510,16 +1507,16 @@ async fn lease_due_marks_taken_messages_in_flight_once() {
             leased.iter().all(|r| r.stage == Stage::InFlight),
             "{leased:?}"
         );
-        assert_eq!(stage(&store, a).await, Stage::InFlight);
-        assert_eq!(stage(&store, b).await, Stage::InFlight);
-        let r = record(&store, a).await;
+        assert_eq!(stage(store, a).await, Stage::InFlight);
+        assert_eq!(stage(store, b).await, Stage::InFlight);
+        let r = record(store, a).await;
         assert_eq!(
             (r.cycle_attempts, r.total_attempts),
             (0, 0),
             "a lease is not an attempt"
         );
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(0, 2, 0, 0))])
         );
         assert!(
@@ -1541,19 +1538,19 @@ async fn lease_due_marks_taken_messages_in_flight_once() {
 #[tokio::test]
 async fn delivered_attempt_marks_the_message_delivered_and_keeps_the_attempt() {
     each_backend(async |store| {
-        let id = enqueue(&store, E, 1_000).await;
-        lease_exactly(&store, E, id, 1_000).await;
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
 
-        let made = attempt(&store, id, &Decision::Delivered, 1_250).await;
+        let made = attempt(store, id, &Decision::Delivered, 1_250).await;
 
-        let r = record(&store, id).await;
+        let r = record(store, id).await;
         assert_eq!(r.stage, Stage::Delivered);
         assert_eq!(r.delivered_at, Some(1_250));
         assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
         assert_eq!((r.dead_reason, r.dead_at), (None, None));
         assert_eq!(store.attempts(id).await.unwrap(), [made]);
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(0, 0, 1, 0))])
         );
         assert!(matches!(
@@ -1570,12 +1567,12 @@ async fn delivered_attempt_marks_the_message_delivered_and_keeps_the_attempt() {
 #[tokio::test]
 async fn retry_attempt_makes_the_message_due_again_at_the_retry_time_and_not_before() {
     each_backend(async |store| {
-        let id = enqueue(&store, E, 1_000).await;
-        lease_exactly(&store, E, id, 1_000).await;
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
 
-        let made = attempt(&store, id, &Decision::RetryAt(5_000), 1_100).await;
+        let made = attempt(store, id, &Decision::RetryAt(5_000), 1_100).await;
 
-        let r = record(&store, id).await;
+        let r = record(store, id).await;
         assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 5_000));
         assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
         assert_eq!(
@@ -1584,7 +1581,7 @@ async fn retry_attempt_makes_the_message_due_again_at_the_retry_time_and_not_bef
         );
         assert_eq!(store.attempts(id).await.unwrap(), [made]);
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(1, 0, 0, 0))])
         );
         assert!(matches!(
@@ -1610,12 +1607,12 @@ async fn retry_attempt_makes_the_message_due_again_at_the_retry_time_and_not_bef
 #[tokio::test]
 async fn dead_attempt_parks_the_message_with_its_reason() {
     each_backend(async |store| {
-        let id = enqueue(&store, E, 1_000).await;
-        lease_exactly(&store, E, id, 1_000).await;
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
 
-        let made = attempt(&store, id, &dead("HTTP 410 gone"), 1_300).await;
+        let made = attempt(store, id, &dead("HTTP 410 gone"), 1_300).await;
 
-        let r = record(&store, id).await;
+        let r = record(store, id).await;
         assert_eq!(r.stage, Stage::Dead);
         assert_eq!(r.dead_reason.as_deref(), Some("HTTP 410 gone"));
         assert_eq!(r.dead_at, Some(1_300));
@@ -1627,7 +1624,7 @@ async fn dead_attempt_parks_the_message_with_its_reason() {
             [id]
         );
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(0, 0, 0, 1))])
         );
         assert!(matches!(
@@ -1644,17 +1641,17 @@ async fn dead_attempt_parks_the_message_with_its_reason() {
 #[tokio::test]
 async fn attempts_accumulate_oldest_first_and_count_every_try() {
     each_backend(async |store| {
-        let id = enqueue(&store, E, 1_000).await;
+        let id = enqueue(store, E, 1_000).await;
         let mut made = Vec::new();
         let mut now = 1_000;
         // Enough attempts that a text-ordered attempt number (1, 10, 11, 2, ...) would show.
         for _ in 0..11 {
-            lease_exactly(&store, E, id, now).await;
-            made.push(attempt(&store, id, &Decision::RetryAt(now + 100), now + 10).await);
+            lease_exactly(store, E, id, now).await;
+            made.push(attempt(store, id, &Decision::RetryAt(now + 100), now + 10).await);
             now += 100;
         }
-        lease_exactly(&store, E, id, now).await;
-        made.push(attempt(&store, id, &Decision::Delivered, now + 10).await);
+        lease_exactly(store, E, id, now).await;
+        made.push(attempt(store, id, &Decision::Delivered, now + 10).await);
 
         let history = store.attempts(id).await.unwrap();
 
@@ -1663,7 +1660,7 @@ async fn attempts_accumulate_oldest_first_and_count_every_try() {
             history.iter().map(|a| a.number).collect::<Vec<_>>(),
             (1..=12).collect::<Vec<_>>()
         );
-        let r = record(&store, id).await;
+        let r = record(store, id).await;
         assert_eq!(
             (r.stage, r.cycle_attempts, r.total_attempts),
             (Stage::Delivered, 12, 12)
@@ -1675,8 +1672,8 @@ async fn attempts_accumulate_oldest_first_and_count_every_try() {
 #[tokio::test]
 async fn attempt_histories_of_messages_do_not_mix() {
     each_backend(async |store| {
-        let a = enqueue(&store, E, 1_000).await;
-        let b = enqueue(&store, E, 1_000).await;
+        let a = enqueue(store, E, 1_000).await;
+        let b = enqueue(store, E, 1_000).await;
         let leased = taken(
             store
                 .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
@@ -1685,8 +1682,8 @@ async fn attempt_histories_of_messages_do_not_mix() {
         );
         assert_eq!(ids(&leased), [a, b]);
 
-        let on_a = attempt(&store, a, &Decision::Delivered, 1_100).await;
-        let on_b = attempt(&store, b, &dead("HTTP 400"), 1_200).await;
+        let on_a = attempt(store, a, &Decision::Delivered, 1_100).await;
+        let on_b = attempt(store, b, &dead("HTTP 400"), 1_200).await;
 
         assert_eq!(store.attempts(a).await.unwrap(), [on_a]);
         assert_eq!(store.attempts(b).await.unwrap(), [on_b]);
@@ -1752,18 +1749,18 @@ async fn one_async_batch_of_outcomes_with_their_leased_records_applies_each_the_
 async fn one_batch_of_outcomes(how: Recording) {
     each_backend(async |store| {
         // More than the record: a message attempted before, a dead letter, a message with a contact.
-        let second_try = enqueue(&store, E, 500).await;
-        lease_exactly(&store, E, second_try, 500).await;
-        let first_of_second = attempt(&store, second_try, &Decision::RetryAt(1_000), 600).await;
-        let dead_now = enqueue(&store, E, 1_000).await;
+        let second_try = enqueue(store, E, 500).await;
+        lease_exactly(store, E, second_try, 500).await;
+        let first_of_second = attempt(store, second_try, &Decision::RetryAt(1_000), 600).await;
+        let dead_now = enqueue(store, E, 1_000).await;
         let capped = store
             .enqueue(&for_contact(E, "alice", 1), 1_000)
             .await
             .unwrap()
             .id;
         // Only the record changes: a first attempt delivered, a first attempt retried.
-        let delivered = enqueue(&store, E, 1_000).await;
-        let retried = enqueue(&store, E, 1_000).await;
+        let delivered = enqueue(store, E, 1_000).await;
+        let retried = enqueue(store, E, 1_000).await;
         let leased = taken(
             store
                 .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
@@ -1780,7 +1777,7 @@ async fn one_batch_of_outcomes(how: Recording) {
             (second_try, Decision::Delivered, AttemptResult::Delivered),
             (capped, Decision::Delivered, AttemptResult::Delivered),
         ] {
-            made.push((id, decision, next_attempt(&store, id, 1_100, result).await));
+            made.push((id, decision, next_attempt(store, id, 1_100, result).await));
         }
         let outcomes = made
             .iter()
@@ -1792,11 +1789,11 @@ async fn one_batch_of_outcomes(how: Recording) {
                 leased: handed_back(how, &leased, *id),
             })
             .collect();
-        record_all(&store, outcomes, how).await;
+        record_all(store, outcomes, how).await;
 
         let mut stages = Vec::new();
         for (id, _, _) in &made {
-            stages.push(stage(&store, *id).await);
+            stages.push(stage(store, *id).await);
         }
         assert_eq!(
             stages,
@@ -1810,14 +1807,14 @@ async fn one_batch_of_outcomes(how: Recording) {
         );
         // The swapped records keep what the outcome does not change, whichever record the swap started from.
         for id in [delivered, retried] {
-            let kept = record(&store, id).await;
+            let kept = record(store, id).await;
             let sent = message(E, None);
             assert_eq!(
                 (kept.endpoint, kept.kind, kept.payload, kept.created_at),
                 (sent.endpoint, sent.kind, sent.payload, 1_000)
             );
         }
-        assert_eq!(record(&store, retried).await.next_attempt_at, 5_000);
+        assert_eq!(record(store, retried).await.next_attempt_at, 5_000);
         for (id, _, attempt) in &made {
             let mut expected = if *id == second_try {
                 vec![first_of_second.clone()]
@@ -1844,7 +1841,7 @@ async fn one_batch_of_outcomes(how: Recording) {
             .await
             .unwrap();
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(2, 0, 3, 1))])
         );
     })
@@ -1863,13 +1860,13 @@ async fn an_async_outcome_is_committed_without_anyone_waiting_for_it() {
 
 async fn an_outcome_is_committed(how: Recording) {
     each_backend(async |store| {
-        let id = enqueue(&store, E, 1_000).await;
+        let id = enqueue(store, E, 1_000).await;
         store.commit().await.unwrap();
-        lease_exactly(&store, E, id, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
         let mut commits = store.commits();
         let before = *commits.borrow_and_update();
 
-        let attempt = next_attempt(&store, id, 1_100, AttemptResult::Delivered).await;
+        let attempt = next_attempt(store, id, 1_100, AttemptResult::Delivered).await;
         let outcome = AttemptOutcome {
             id,
             attempt,
@@ -1877,8 +1874,8 @@ async fn an_outcome_is_committed(how: Recording) {
             now: 1_100,
             leased: None,
         };
-        record_all(&store, vec![outcome], how).await;
-        assert_eq!(stage(&store, id).await, Stage::Delivered);
+        record_all(store, vec![outcome], how).await;
+        assert_eq!(stage(store, id).await, Stage::Delivered);
 
         // Nothing here calls `commit`: the store asks for one itself, so that the outcome reaches the disk.
         tokio::time::timeout(
@@ -1897,17 +1894,17 @@ async fn an_outcome_is_committed(how: Recording) {
 #[tokio::test]
 async fn release_puts_a_leased_message_back_due_now_without_counting_an_attempt() {
     each_backend(async |store| {
-        let id = enqueue(&store, E, 1_000).await;
-        lease_exactly(&store, E, id, 1_000).await;
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
 
         store.release(id, 2_000).await.unwrap();
 
-        let r = record(&store, id).await;
+        let r = record(store, id).await;
         assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 2_000));
         assert_eq!((r.cycle_attempts, r.total_attempts), (0, 0));
         assert!(store.attempts(id).await.unwrap().is_empty());
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(1, 0, 0, 0))])
         );
         assert!(matches!(
@@ -1933,20 +1930,20 @@ async fn release_puts_a_leased_message_back_due_now_without_counting_an_attempt(
 #[tokio::test]
 async fn release_of_a_message_that_is_not_leased_changes_nothing() {
     each_backend(async |store| {
-        let done = delivered(&store, E, 1_000, 1_100).await;
-        let gone = dead_letter(&store, E, 2_000).await;
-        let queued = enqueue(&store, E, 3_000).await;
-        let before: Vec<MessageRecord> = records(&store, &[done, gone, queued]).await;
+        let done = delivered(store, E, 1_000, 1_100).await;
+        let gone = dead_letter(store, E, 2_000).await;
+        let queued = enqueue(store, E, 3_000).await;
+        let before: Vec<MessageRecord> = records(store, &[done, gone, queued]).await;
 
         for id in [done, gone, queued, MessageId::new()] {
             store.release(id, 9_000).await.unwrap();
         }
 
         for r in &before {
-            assert_eq!(&record(&store, r.id).await, r);
+            assert_eq!(&record(store, r.id).await, r);
         }
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(1, 0, 1, 1))])
         );
         assert_eq!(
@@ -1966,8 +1963,8 @@ async fn release_of_a_message_that_is_not_leased_changes_nothing() {
 async fn release_all_leases_requeues_every_leased_message_and_counts_them() {
     each_backend(async |store| {
         let e_leased = [
-            enqueue(&store, E, 1_000).await,
-            enqueue(&store, E, 1_000).await,
+            enqueue(store, E, 1_000).await,
+            enqueue(store, E, 1_000).await,
         ];
         assert_eq!(
             ids(&taken(
@@ -1978,26 +1975,26 @@ async fn release_all_leases_requeues_every_leased_message_and_counts_them() {
             )),
             e_leased
         );
-        let e2_leased = enqueue(&store, E2, 1_000).await;
-        lease_exactly(&store, E2, e2_leased, 1_000).await;
-        let e2_queued = enqueue(&store, E2, 5_000).await;
-        let e2_done = delivered(&store, E2, 1_600, 1_700).await;
+        let e2_leased = enqueue(store, E2, 1_000).await;
+        lease_exactly(store, E2, e2_leased, 1_000).await;
+        let e2_queued = enqueue(store, E2, 5_000).await;
+        let e2_done = delivered(store, E2, 1_600, 1_700).await;
 
         let released = store.release_all_leases(3_000).await.unwrap();
 
         assert_eq!(released, 3);
         for id in [e_leased[0], e_leased[1], e2_leased] {
-            let r = record(&store, id).await;
+            let r = record(store, id).await;
             assert_eq!(
                 (r.stage, r.next_attempt_at, r.total_attempts),
                 (Stage::Queued, 3_000, 0)
             );
             assert!(store.attempts(id).await.unwrap().is_empty());
         }
-        assert_eq!(record(&store, e2_queued).await.next_attempt_at, 5_000);
-        assert_eq!(stage(&store, e2_done).await, Stage::Delivered);
+        assert_eq!(record(store, e2_queued).await.next_attempt_at, 5_000);
+        assert_eq!(stage(store, e2_done).await, Stage::Delivered);
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[
                 (E, stage_counts(2, 0, 0, 0)),
                 (E2, stage_counts(2, 0, 1, 0))
@@ -2026,11 +2023,11 @@ async fn release_all_leases_requeues_every_leased_message_and_counts_them() {
 #[tokio::test]
 async fn list_dead_filters_by_endpoint_oldest_first() {
     each_backend(async |store| {
-        let e_first = dead_letter(&store, E, 1_000).await;
-        let e2_first = dead_letter(&store, E2, 1_000).await;
-        let e_second = dead_letter(&store, E, 2_000).await;
-        delivered(&store, E, 3_000, 3_100).await;
-        enqueue(&store, E, 4_000).await;
+        let e_first = dead_letter(store, E, 1_000).await;
+        let e2_first = dead_letter(store, E2, 1_000).await;
+        let e_second = dead_letter(store, E, 2_000).await;
+        delivered(store, E, 3_000, 3_100).await;
+        enqueue(store, E, 4_000).await;
 
         assert_eq!(
             ids(&store.list_dead(Some(E), None, 10).await.unwrap().items),
@@ -2064,17 +2061,17 @@ async fn list_dead_pages_cover_every_dead_letter_exactly_once() {
         let mut of_e = Vec::new();
         for i in 0..10 {
             let endpoint = if i % 3 == 1 { E2 } else { E };
-            let id = dead_letter(&store, endpoint, 1_000 * (i + 1)).await;
+            let id = dead_letter(store, endpoint, 1_000 * (i + 1)).await;
             all.push(id);
             if endpoint == E {
                 of_e.push(id);
             }
         }
         assert_eq!(of_e.len(), 7);
-        delivered(&store, E, 20_000, 20_100).await;
-        enqueue(&store, E, 21_000).await;
+        delivered(store, E, 20_000, 20_100).await;
+        enqueue(store, E, 21_000).await;
 
-        let pages = all_dead_pages(&store, Some(E), 3).await;
+        let pages = all_dead_pages(store, Some(E), 3).await;
         assert_eq!(
             pages.iter().map(|p| p.items.len()).collect::<Vec<_>>(),
             [3, 3, 1]
@@ -2082,7 +2079,7 @@ async fn list_dead_pages_cover_every_dead_letter_exactly_once() {
         let listed: Vec<MessageId> = pages.iter().flat_map(|p| ids(&p.items)).collect();
         assert_eq!(listed, of_e);
 
-        let pages = all_dead_pages(&store, None, 4).await;
+        let pages = all_dead_pages(store, None, 4).await;
         assert_eq!(
             pages.iter().map(|p| p.items.len()).collect::<Vec<_>>(),
             [4, 4, 2]
@@ -2099,20 +2096,20 @@ async fn list_dead_has_no_cursor_after_the_last_page() {
         let dead: Vec<MessageId> = {
             let mut all = Vec::new();
             for i in 1..=4 {
-                all.push(dead_letter(&store, E, i * 1_000).await);
+                all.push(dead_letter(store, E, i * 1_000).await);
             }
             all
         };
 
         // Exactly two full pages: the second has no cursor, as no third page exists.
-        let pages = all_dead_pages(&store, Some(E), 2).await;
+        let pages = all_dead_pages(store, Some(E), 2).await;
         assert_eq!(pages.len(), 2, "{pages:?}");
         assert_eq!(pages[0].next, Some(dead[1]));
         assert_eq!(pages[1].next, None);
 
         // A dead letter of another endpoint after the last one of `e` does not make a page.
-        dead_letter(&store, E2, 9_000).await;
-        let pages = all_dead_pages(&store, Some(E), 2).await;
+        dead_letter(store, E2, 9_000).await;
+        let pages = all_dead_pages(store, Some(E), 2).await;
         assert_eq!(pages.len(), 2, "{pages:?}");
 
         let one_page = store.list_dead(Some(E), None, 4).await.unwrap();
@@ -2126,11 +2123,11 @@ async fn list_dead_has_no_cursor_after_the_last_page() {
 #[tokio::test]
 async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_history() {
     each_backend(async |store| {
-        let id = enqueue(&store, E, 1_000).await;
-        lease_exactly(&store, E, id, 1_000).await;
-        let first = attempt(&store, id, &Decision::RetryAt(2_000), 1_100).await;
-        lease_exactly(&store, E, id, 2_000).await;
-        let second = attempt(&store, id, &dead("gave up"), 2_100).await;
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
+        let first = attempt(store, id, &Decision::RetryAt(2_000), 1_100).await;
+        lease_exactly(store, E, id, 2_000).await;
+        let second = attempt(store, id, &dead("gave up"), 2_100).await;
 
         let endpoints = store
             .replay(&Selection::Ids(vec![id]), 9_000)
@@ -2138,7 +2135,7 @@ async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_histor
             .unwrap();
 
         assert_eq!(endpoints, [E]);
-        let r = record(&store, id).await;
+        let r = record(store, id).await;
         assert_eq!(r.stage, Stage::Queued);
         assert_eq!(r.next_attempt_at, 9_000);
         assert_eq!(r.cycle_attempts, 0, "a replay starts a fresh cycle");
@@ -2162,7 +2159,7 @@ async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_histor
                 .is_empty()
         );
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(1, 0, 0, 0))])
         );
         assert!(matches!(
@@ -2174,10 +2171,10 @@ async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_histor
         ));
 
         // The next attempt continues the numbering and counts in the new cycle.
-        lease_exactly(&store, E, id, 9_000).await;
-        let third = attempt(&store, id, &Decision::Delivered, 9_100).await;
+        lease_exactly(store, E, id, 9_000).await;
+        let third = attempt(store, id, &Decision::Delivered, 9_100).await;
         assert_eq!(third.number, 3);
-        let r = record(&store, id).await;
+        let r = record(store, id).await;
         assert_eq!(
             (r.stage, r.cycle_attempts, r.total_attempts),
             (Stage::Delivered, 1, 3)
@@ -2190,12 +2187,12 @@ async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_histor
 #[tokio::test]
 async fn replay_skips_ids_that_are_not_dead() {
     each_backend(async |store| {
-        let done = delivered(&store, E, 1_000, 1_100).await;
-        let in_flight = enqueue(&store, E, 2_000).await;
-        lease_exactly(&store, E, in_flight, 2_000).await;
-        let queued = enqueue(&store, E, 3_000).await;
-        let gone = dead_letter(&store, E2, 3_000).await;
-        let before: Vec<MessageRecord> = records(&store, &[done, in_flight, queued]).await;
+        let done = delivered(store, E, 1_000, 1_100).await;
+        let in_flight = enqueue(store, E, 2_000).await;
+        lease_exactly(store, E, in_flight, 2_000).await;
+        let queued = enqueue(store, E, 3_000).await;
+        let gone = dead_letter(store, E2, 3_000).await;
+        let before: Vec<MessageRecord> = records(store, &[done, in_flight, queued]).await;
 
         let endpoints = store
             .replay(
@@ -2207,11 +2204,11 @@ async fn replay_skips_ids_that_are_not_dead() {
 
         assert_eq!(endpoints, [E2], "only the dead letter is replayed, once");
         for r in &before {
-            assert_eq!(&record(&store, r.id).await, r);
+            assert_eq!(&record(store, r.id).await, r);
         }
-        assert_eq!(stage(&store, gone).await, Stage::Queued);
+        assert_eq!(stage(store, gone).await, Stage::Queued);
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[
                 (E, stage_counts(1, 1, 1, 0)),
                 (E2, stage_counts(1, 0, 0, 0))
@@ -2225,10 +2222,10 @@ async fn replay_skips_ids_that_are_not_dead() {
 async fn replay_all_of_an_endpoint_leaves_other_endpoints_dead() {
     each_backend(async |store| {
         let e_dead = [
-            dead_letter(&store, E, 1_000).await,
-            dead_letter(&store, E, 2_000).await,
+            dead_letter(store, E, 1_000).await,
+            dead_letter(store, E, 2_000).await,
         ];
-        let e2_dead = dead_letter(&store, E2, 1_000).await;
+        let e2_dead = dead_letter(store, E2, 1_000).await;
 
         let endpoints = store
             .replay(
@@ -2242,7 +2239,7 @@ async fn replay_all_of_an_endpoint_leaves_other_endpoints_dead() {
 
         assert_eq!(endpoints, [E, E]);
         for id in e_dead {
-            let r = record(&store, id).await;
+            let r = record(store, id).await;
             assert_eq!(
                 (
                     r.stage,
@@ -2253,7 +2250,7 @@ async fn replay_all_of_an_endpoint_leaves_other_endpoints_dead() {
                 (Stage::Queued, 9_000, 0, 1)
             );
         }
-        assert_eq!(stage(&store, e2_dead).await, Stage::Dead);
+        assert_eq!(stage(store, e2_dead).await, Stage::Dead);
         assert_eq!(
             ids(&store.list_dead(None, None, 10).await.unwrap().items),
             [e2_dead]
@@ -2275,11 +2272,11 @@ async fn replay_all_of_an_endpoint_leaves_other_endpoints_dead() {
 async fn replay_all_without_endpoint_replays_every_dead_letter() {
     each_backend(async |store| {
         let gone = [
-            dead_letter(&store, E, 1_000).await,
-            dead_letter(&store, E2, 1_000).await,
-            dead_letter(&store, E, 2_000).await,
+            dead_letter(store, E, 1_000).await,
+            dead_letter(store, E2, 1_000).await,
+            dead_letter(store, E, 2_000).await,
         ];
-        let done = delivered(&store, E, 3_000, 3_100).await;
+        let done = delivered(store, E, 3_000, 3_100).await;
 
         let endpoints = store
             .replay(&Selection::All { endpoint: None }, 9_000)
@@ -2288,9 +2285,9 @@ async fn replay_all_without_endpoint_replays_every_dead_letter() {
 
         assert_eq!(endpoints, [E, E2, E]);
         for id in gone {
-            assert_eq!(stage(&store, id).await, Stage::Queued);
+            assert_eq!(stage(store, id).await, Stage::Queued);
         }
-        assert_eq!(stage(&store, done).await, Stage::Delivered);
+        assert_eq!(stage(store, done).await, Stage::Delivered);
         assert!(
             store
                 .list_dead(None, None, 10)
@@ -2300,7 +2297,7 @@ async fn replay_all_without_endpoint_replays_every_dead_letter() {
                 .is_empty()
         );
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[
                 (E, stage_counts(2, 0, 1, 0)),
                 (E2, stage_counts(1, 0, 0, 0))
@@ -2322,12 +2319,12 @@ async fn replay_all_without_endpoint_replays_every_dead_letter() {
 #[tokio::test]
 async fn purge_deletes_the_record_and_its_attempts() {
     each_backend(async |store| {
-        let id = enqueue(&store, E, 1_000).await;
-        lease_exactly(&store, E, id, 1_000).await;
-        attempt(&store, id, &Decision::RetryAt(2_000), 1_100).await;
-        lease_exactly(&store, E, id, 2_000).await;
-        attempt(&store, id, &dead("HTTP 400"), 2_100).await;
-        let kept = dead_letter(&store, E, 3_000).await;
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
+        attempt(store, id, &Decision::RetryAt(2_000), 1_100).await;
+        lease_exactly(store, E, id, 2_000).await;
+        attempt(store, id, &dead("HTTP 400"), 2_100).await;
+        let kept = dead_letter(store, E, 3_000).await;
 
         let purged = store.purge(&Selection::Ids(vec![id])).await.unwrap();
 
@@ -2344,7 +2341,7 @@ async fn purge_deletes_the_record_and_its_attempts() {
             "other messages' attempts stay"
         );
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(0, 0, 0, 1))])
         );
         assert!(
@@ -2366,8 +2363,8 @@ async fn purge_frees_the_idempotency_key() {
             .await
             .unwrap()
             .id;
-        lease_exactly(&store, E, first, 1_000).await;
-        attempt(&store, first, &dead("HTTP 400"), 1_100).await;
+        lease_exactly(store, E, first, 1_000).await;
+        attempt(store, first, &dead("HTTP 400"), 1_100).await;
         assert_eq!(store.purge(&Selection::Ids(vec![first])).await.unwrap(), 1);
 
         let again = store.enqueue(&message(E, Some("k")), 2_000).await.unwrap();
@@ -2377,7 +2374,7 @@ async fn purge_frees_the_idempotency_key() {
             "the key is free once its message is purged"
         );
         assert_ne!(again.id, first);
-        let r = record(&store, again.id).await;
+        let r = record(store, again.id).await;
         assert_eq!(
             (r.stage, r.created_at, r.total_attempts),
             (Stage::Queued, 2_000, 0)
@@ -2399,15 +2396,15 @@ async fn purge_frees_the_idempotency_key() {
 #[tokio::test]
 async fn purge_skips_messages_that_are_not_dead() {
     each_backend(async |store| {
-        let done = delivered(&store, E, 1_000, 1_100).await;
-        let in_flight = enqueue(&store, E, 2_000).await;
-        lease_exactly(&store, E, in_flight, 2_000).await;
+        let done = delivered(store, E, 1_000, 1_100).await;
+        let in_flight = enqueue(store, E, 2_000).await;
+        lease_exactly(store, E, in_flight, 2_000).await;
         let queued = store
             .enqueue(&message(E, Some("k")), 3_000)
             .await
             .unwrap()
             .id;
-        let before: Vec<MessageRecord> = records(&store, &[done, in_flight, queued]).await;
+        let before: Vec<MessageRecord> = records(store, &[done, in_flight, queued]).await;
 
         let purged = store
             .purge(&Selection::Ids(vec![
@@ -2421,7 +2418,7 @@ async fn purge_skips_messages_that_are_not_dead() {
 
         assert_eq!(purged, 0);
         for r in &before {
-            assert_eq!(&record(&store, r.id).await, r);
+            assert_eq!(&record(store, r.id).await, r);
         }
         assert_eq!(store.attempts(done).await.unwrap().len(), 1);
         assert!(
@@ -2433,7 +2430,7 @@ async fn purge_skips_messages_that_are_not_dead() {
             "the key is still held"
         );
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(1, 1, 1, 0))])
         );
     })
@@ -2444,10 +2441,10 @@ async fn purge_skips_messages_that_are_not_dead() {
 async fn purge_all_of_an_endpoint_leaves_other_endpoints_dead() {
     each_backend(async |store| {
         let e_dead = [
-            dead_letter(&store, E, 1_000).await,
-            dead_letter(&store, E, 2_000).await,
+            dead_letter(store, E, 1_000).await,
+            dead_letter(store, E, 2_000).await,
         ];
-        let e2_dead = dead_letter(&store, E2, 1_000).await;
+        let e2_dead = dead_letter(store, E2, 1_000).await;
 
         assert_eq!(
             store
@@ -2474,7 +2471,7 @@ async fn purge_all_of_an_endpoint_leaves_other_endpoints_dead() {
             1
         );
         assert_eq!(store.get(e2_dead).await.unwrap(), None);
-        assert_eq!(counted(&store).await, Counts::default());
+        assert_eq!(counted(store).await, Counts::default());
     })
     .await;
 }
@@ -2484,13 +2481,13 @@ async fn purge_all_of_an_endpoint_leaves_other_endpoints_dead() {
 #[tokio::test]
 async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
     each_backend(async |store| {
-        let old = delivered(&store, E, 100, 1_000).await;
-        let at_cutoff = delivered(&store, E2, 100, 2_000).await;
-        let recent = delivered(&store, E, 200, 3_000).await;
+        let old = delivered(store, E, 100, 1_000).await;
+        let at_cutoff = delivered(store, E2, 100, 2_000).await;
+        let recent = delivered(store, E, 200, 3_000).await;
         // Enqueued after `recent` (which was delivered late) and delivered early: pruned all the same.
-        let early = delivered(&store, E2, 250, 1_500).await;
-        let gone = dead_letter(&store, E, 300).await;
-        let queued = enqueue(&store, E, 400).await;
+        let early = delivered(store, E2, 250, 1_500).await;
+        let gone = dead_letter(store, E, 300).await;
+        let queued = enqueue(store, E, 400).await;
 
         let pruned = store.prune_delivered(2_000).await.unwrap();
 
@@ -2500,16 +2497,16 @@ async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
             assert!(store.attempts(id).await.unwrap().is_empty());
         }
         assert_eq!(
-            stage(&store, at_cutoff).await,
+            stage(store, at_cutoff).await,
             Stage::Delivered,
             "the cutoff itself is kept"
         );
-        assert_eq!(stage(&store, recent).await, Stage::Delivered);
+        assert_eq!(stage(store, recent).await, Stage::Delivered);
         assert_eq!(store.attempts(recent).await.unwrap().len(), 1);
-        assert_eq!(stage(&store, gone).await, Stage::Dead);
-        assert_eq!(stage(&store, queued).await, Stage::Queued);
+        assert_eq!(stage(store, gone).await, Stage::Dead);
+        assert_eq!(stage(store, queued).await, Stage::Queued);
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[
                 (E, stage_counts(1, 0, 1, 1)),
                 (E2, stage_counts(0, 0, 1, 0))
@@ -2522,7 +2519,7 @@ async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
         );
         assert_eq!(store.prune_delivered(u64::MAX).await.unwrap(), 2);
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[(E, stage_counts(1, 0, 0, 1))])
         );
     })
@@ -2534,26 +2531,26 @@ async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
 #[tokio::test]
 async fn counts_report_every_endpoint_by_stage() {
     each_backend(async |store| {
-        assert_eq!(counted(&store).await, Counts::default());
+        assert_eq!(counted(store).await, Counts::default());
 
-        delivered(&store, E, 100, 150).await;
-        delivered(&store, E, 200, 250).await;
-        dead_letter(&store, E, 300).await;
-        let in_flight = enqueue(&store, E, 400).await;
-        lease_exactly(&store, E, in_flight, 400).await;
-        let retried = enqueue(&store, E, 500).await;
-        lease_exactly(&store, E, retried, 500).await;
-        attempt(&store, retried, &Decision::RetryAt(10_000), 550).await;
-        enqueue(&store, E, 600).await;
-        enqueue(&store, E, 1_000_000).await;
-        dead_letter(&store, E2, 100).await;
-        dead_letter(&store, E2, 200).await;
-        let e2_in_flight = enqueue(&store, E2, 300).await;
-        lease_exactly(&store, E2, e2_in_flight, 300).await;
-        delivered(&store, "f", 100, 150).await;
+        delivered(store, E, 100, 150).await;
+        delivered(store, E, 200, 250).await;
+        dead_letter(store, E, 300).await;
+        let in_flight = enqueue(store, E, 400).await;
+        lease_exactly(store, E, in_flight, 400).await;
+        let retried = enqueue(store, E, 500).await;
+        lease_exactly(store, E, retried, 500).await;
+        attempt(store, retried, &Decision::RetryAt(10_000), 550).await;
+        enqueue(store, E, 600).await;
+        enqueue(store, E, 1_000_000).await;
+        dead_letter(store, E2, 100).await;
+        dead_letter(store, E2, 200).await;
+        let e2_in_flight = enqueue(store, E2, 300).await;
+        lease_exactly(store, E2, e2_in_flight, 300).await;
+        delivered(store, "f", 100, 150).await;
 
         assert_eq!(
-            counted(&store).await,
+            counted(store).await,
             counts_of(&[
                 (E, stage_counts(3, 1, 2, 1)),
                 (E2, stage_counts(0, 1, 0, 2)),
@@ -2594,18 +2591,18 @@ async fn a_contact_at_its_cap_is_refused_until_one_of_its_messages_is_settled() 
     store.enqueue(&for_contact(E, "bob", 2), 1_000).await.unwrap();
     store.enqueue(&for_contact(E2, "alice", 2), 1_000).await.unwrap();
     assert_eq!(
-        counts_queued(&store, E),
+        counts_queued(store, E),
         3,
         "the refused enqueue queued nothing"
     );
 
     // A retry keeps the message pending; delivery frees its place.
-    lease_exactly(&store, E, first, 1_000).await;
-    attempt(&store, first, &Decision::RetryAt(2_000), 1_000).await;
+    lease_exactly(store, E, first, 1_000).await;
+    attempt(store, first, &Decision::RetryAt(2_000), 1_000).await;
     assert!(store.enqueue(&for_contact(E, "alice", 2), 1_500).await.is_err());
     let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).await.unwrap());
     assert!(ids(&leased).contains(&first));
-    attempt(&store, first, &Decision::Delivered, 2_000).await;
+    attempt(store, first, &Decision::Delivered, 2_000).await;
     store.enqueue(&for_contact(E, "alice", 2), 2_000).await.unwrap();
     })
     .await;
@@ -2619,8 +2616,8 @@ async fn a_dead_letter_frees_its_contact_place_and_a_replay_takes_it_again() {
             .await
             .unwrap()
             .id;
-        lease_exactly(&store, E, id, 1_000).await;
-        attempt(&store, id, &dead("HTTP 400"), 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
+        attempt(store, id, &dead("HTTP 400"), 1_000).await;
         let second = store
             .enqueue(&for_contact(E, "carol", 1), 1_100)
             .await

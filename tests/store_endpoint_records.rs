@@ -126,9 +126,9 @@ async fn retiring_an_endpoint_dead_letters_or_purges_only_its_queued_messages() 
     each_backend(async |store| {
         let mut gone = Vec::new();
         for i in 0..300 {
-            gone.push(enqueue(&store, "gone", 1_000 + i).await);
+            gone.push(enqueue(store, "gone", 1_000 + i).await);
         }
-        let kept = enqueue(&store, "kept", 1_000).await;
+        let kept = enqueue(store, "kept", 1_000).await;
         let reason = Retire::DeadLetter {
             reason: "endpoint deleted".into(),
         };
@@ -149,7 +149,7 @@ async fn retiring_an_endpoint_dead_letters_or_purges_only_its_queued_messages() 
         let page = store.list_dead(Some("gone"), None, 1000).await.unwrap();
         assert_eq!(page.items.len(), 300);
 
-        let purged = enqueue(&store, "purged", 1_000).await;
+        let purged = enqueue(store, "purged", 1_000).await;
         assert_eq!(
             store
                 .retire_queued("purged", &Retire::Purge, 5_000)
