@@ -97,7 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     create_private_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir, config.sled_cache_bytes)?;
-    let released = store.release_all_leases(now_millis())?;
+    let released = store.release_all_leases(now_millis()).await?;
     if released > 0 {
         tracing::info!(
             released,
@@ -210,7 +210,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         remove_socket(&config.socket, socket_file);
         return Err(DaemonError::StoreFailed(reason));
     }
-    let released = store.release_all_leases(now_millis())?;
+    let released = store.release_all_leases(now_millis()).await?;
     if released > 0 {
         tracing::info!(
             released,
@@ -377,7 +377,7 @@ async fn sweep_leases(store: Store, lanes: crate::dispatch::Lanes, cancel: Cance
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match store.release_expired(now_millis()) {
+        match store.release_expired(now_millis()).await {
             Ok(endpoints) if endpoints.is_empty() => {}
             Ok(mut endpoints) => {
                 tracing::warn!(
@@ -403,14 +403,12 @@ async fn prune_delivered(store: Store, retention: Duration, cancel: Cancellation
             _ = ticker.tick() => {}
         }
         let before = now_millis().saturating_sub(retention.as_millis() as u64);
-        // A pass reads records until the first one enqueued after the cutoff, which can be many: on a
-        // blocking thread, so that no tokio worker (a lane's lease, an attempt) waits for it.
-        let pass = store.clone();
-        match tokio::task::spawn_blocking(move || pass.prune_delivered(before)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(pruned)) => tracing::info!(pruned, "pruned delivered messages past retention"),
-            Ok(Err(error)) => tracing::error!(%error, "pruning delivered messages failed"),
-            Err(error) => tracing::error!(%error, "the pruning pass panicked"),
+        // A pass can read many records: the store runs it where no tokio worker (a lane's lease, an
+        // attempt) waits for it (sled: on a blocking thread).
+        match store.prune_delivered(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "pruned delivered messages past retention"),
+            Err(error) => tracing::error!(%error, "pruning delivered messages failed"),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! Reading order:
 //! - [`model`]: the domain words (message, attempt, state).
 //! - [`config`]: the TOML file, validated into [`config::Config`].
-//! - [`store`]: the durable sled queue; the only module that names sled.
+//! - [`store`]: the durable queue, one `Store` over its backends; only `store/sled/` names sled.
 //! - [`formats`]: receiver protocols, pure render/classify functions.
 //! - [`retry`]: the pure retry decision.
 //! - [`guard`] and [`http_client`]: where requests may go, and the one HTTP client.

@@ -9,8 +9,11 @@
 //! `prune_delivered` and `counts`. Every test opens its own store in a fresh temporary directory and passes
 //! explicit millisecond times, so nothing depends on the wall clock or on sleeping.
 
+mod backends;
+
+use backends::{each_backend, in_own_runtime, open_sled};
+
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 
 use hookd::model::{AttemptRecord, AttemptResult, MessageId, MessageRecord, Millis, Stage};
@@ -20,7 +23,6 @@ use hookd::store::{
     Store, StoreError,
 };
 
-const CACHE_BYTES: u64 = 1 << 20;
 /// How long a lease lasts in these tests; no verb under test reads the deadline back.
 const LEASE_MS: Millis = 30_000;
 const E: &str = "e";
@@ -28,18 +30,14 @@ const E: &str = "e";
 const E2: &str = "e2";
 
 /// The store's live counts, after checking them against a fresh count from the indexes.
-fn counted(store: &Store) -> hookd::store::Counts {
+async fn counted(store: &Store) -> hookd::store::Counts {
     let live = store.counts().unwrap();
     assert_eq!(
         live,
-        store.recount().unwrap(),
+        store.recount().await.unwrap(),
         "the live tally drifted from the indexes"
     );
     live
-}
-
-fn open(dir: &Path) -> Store {
-    Store::open(dir, CACHE_BYTES).expect("open the store")
 }
 
 fn message(endpoint: &str, idempotency_key: Option<&str>) -> NewMessage {
@@ -53,8 +51,8 @@ fn message(endpoint: &str, idempotency_key: Option<&str>) -> NewMessage {
 }
 
 /// Enqueues a fresh message (no idempotency key), due at `now`.
-fn enqueue(store: &Store, endpoint: &str, now: Millis) -> MessageId {
-    let enqueued = store.enqueue(&message(endpoint, None), now).unwrap();
+async fn enqueue(store: &Store, endpoint: &str, now: Millis) -> MessageId {
+    let enqueued = store.enqueue(&message(endpoint, None), now).await.unwrap();
     assert!(
         !enqueued.duplicate,
         "a message without key is never a duplicate"
@@ -62,15 +60,24 @@ fn enqueue(store: &Store, endpoint: &str, now: Millis) -> MessageId {
     enqueued.id
 }
 
-fn record(store: &Store, id: MessageId) -> MessageRecord {
+async fn record(store: &Store, id: MessageId) -> MessageRecord {
     store
         .get(id)
+        .await
         .unwrap()
         .unwrap_or_else(|| panic!("no record for {id}"))
 }
 
-fn stage(store: &Store, id: MessageId) -> Stage {
-    record(store, id).stage
+async fn records(store: &Store, ids: &[MessageId]) -> Vec<MessageRecord> {
+    let mut records = Vec::new();
+    for id in ids {
+        records.push(record(store, *id).await);
+    }
+    records
+}
+
+async fn stage(store: &Store, id: MessageId) -> Stage {
+    record(store, id).await.stage
 }
 
 fn taken(lease: Lease) -> Vec<MessageRecord> {
@@ -85,19 +92,24 @@ fn ids(records: &[MessageRecord]) -> Vec<MessageId> {
 }
 
 /// Leases the one due message of `endpoint` and checks that it is `id`.
-fn lease_exactly(store: &Store, endpoint: &str, id: MessageId, now: Millis) {
-    let records = taken(store.lease_due(endpoint, now, 1, now + LEASE_MS).unwrap());
+async fn lease_exactly(store: &Store, endpoint: &str, id: MessageId, now: Millis) {
+    let records = taken(
+        store
+            .lease_due(endpoint, now, 1, now + LEASE_MS)
+            .await
+            .unwrap(),
+    );
     assert_eq!(ids(&records), [id], "leased the wrong message");
 }
 
 /// The attempt the dispatcher would record next for `id` (number = `total_attempts + 1`).
-fn next_attempt(
+async fn next_attempt(
     store: &Store,
     id: MessageId,
     started_at: Millis,
     result: AttemptResult,
 ) -> AttemptRecord {
-    let number = record(store, id).total_attempts + 1;
+    let number = record(store, id).await.total_attempts + 1;
     let (status, reason) = match result {
         AttemptResult::Delivered => (200, "HTTP 200"),
         AttemptResult::Retry => (503, "HTTP 503"),
@@ -118,14 +130,17 @@ fn next_attempt(
 }
 
 /// Records the next attempt on the leased message `id` with `decision`, and returns the attempt.
-fn attempt(store: &Store, id: MessageId, decision: &Decision, now: Millis) -> AttemptRecord {
+async fn attempt(store: &Store, id: MessageId, decision: &Decision, now: Millis) -> AttemptRecord {
     let result = match decision {
         Decision::Delivered => AttemptResult::Delivered,
         Decision::RetryAt(_) => AttemptResult::Retry,
         Decision::Dead { .. } => AttemptResult::Final,
     };
-    let attempt = next_attempt(store, id, now, result);
-    store.record_attempt(id, &attempt, decision, now).unwrap();
+    let attempt = next_attempt(store, id, now, result).await;
+    store
+        .record_attempt(id, &attempt, decision, now)
+        .await
+        .unwrap();
     attempt
 }
 
@@ -137,28 +152,28 @@ fn dead(reason: &str) -> Decision {
 
 /// Enqueues a message at `now`, leases it and records a final attempt: a dead letter (dead at `now + 1`).
 /// The endpoint must have nothing else due at `now`.
-fn dead_letter(store: &Store, endpoint: &str, now: Millis) -> MessageId {
-    let id = enqueue(store, endpoint, now);
-    lease_exactly(store, endpoint, id, now);
-    attempt(store, id, &dead("HTTP 400"), now + 1);
+async fn dead_letter(store: &Store, endpoint: &str, now: Millis) -> MessageId {
+    let id = enqueue(store, endpoint, now).await;
+    lease_exactly(store, endpoint, id, now).await;
+    attempt(store, id, &dead("HTTP 400"), now + 1).await;
     id
 }
 
 /// Enqueues a message at `now`, leases it and records a delivery at `delivered_at`.
 /// The endpoint must have nothing else due at `now`.
-fn delivered(store: &Store, endpoint: &str, now: Millis, delivered_at: Millis) -> MessageId {
-    let id = enqueue(store, endpoint, now);
-    lease_exactly(store, endpoint, id, now);
-    attempt(store, id, &Decision::Delivered, delivered_at);
+async fn delivered(store: &Store, endpoint: &str, now: Millis, delivered_at: Millis) -> MessageId {
+    let id = enqueue(store, endpoint, now).await;
+    lease_exactly(store, endpoint, id, now).await;
+    attempt(store, id, &Decision::Delivered, delivered_at).await;
     id
 }
 
 /// Reads every page of the dead-letter queue with `limit`, checking the cursor contract on the way.
-fn all_dead_pages(store: &Store, endpoint: Option<&str>, limit: usize) -> Vec<DeadPage> {
+async fn all_dead_pages(store: &Store, endpoint: Option<&str>, limit: usize) -> Vec<DeadPage> {
     let mut pages = Vec::new();
     let mut after = None;
     loop {
-        let page = store.list_dead(endpoint, after, limit).unwrap();
+        let page = store.list_dead(endpoint, after, limit).await.unwrap();
         assert!(
             page.items.len() <= limit,
             "a page holds at most `limit` items"
@@ -199,159 +214,182 @@ fn counts_of(entries: &[(&str, StageCounts)]) -> Counts {
     }
 }
 
-/// Runs `work` on a runtime of its own and drops that runtime before returning.
-///
-/// Dropping a `Store` does not release the data dir: its group-commit task holds a `sled::Db` clone (and with
-/// it sled's file lock) until the runtime polls the task again or drops it. Dropping the runtime drops the
-/// task, so the next open of the same dir is not refused as `Locked`.
-fn in_own_runtime<T>(work: impl Future<Output = T>) -> T {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let out = runtime.block_on(work);
-    drop(runtime);
-    out
-}
-
 // ---------------------------------------------------------------------------------------------- enqueue
 
 #[tokio::test]
 async fn enqueue_records_the_message_queued_and_due_now() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let new = message(E, Some("order-42"));
+    each_backend(async |store| {
+        let new = message(E, Some("order-42"));
 
-    let enqueued = store.enqueue(&new, 1_000).unwrap();
+        let enqueued = store.enqueue(&new, 1_000).await.unwrap();
 
-    assert!(!enqueued.duplicate);
-    let expected = MessageRecord {
-        id: enqueued.id,
-        endpoint: E.to_owned(),
-        kind: new.kind.clone(),
-        payload: new.payload.clone(),
-        idempotency_key: Some("order-42".to_owned()),
-        contact: None,
-        created_at: 1_000,
-        stage: Stage::Queued,
-        next_attempt_at: 1_000,
-        cycle_attempts: 0,
-        cycle_started_at: 1_000,
-        total_attempts: 0,
-        delivered_at: None,
-        dead_reason: None,
-        dead_at: None,
-        last_attempt: None,
-    };
-    assert_eq!(store.get(enqueued.id).unwrap(), Some(expected.clone()));
-    assert!(store.attempts(enqueued.id).unwrap().is_empty());
-    // Due at `now`, and not a millisecond earlier.
-    assert!(matches!(
-        store.lease_due(E, 999, 10, 999 + LEASE_MS).unwrap(),
-        Lease::NextDueAt(1_000)
-    ));
-    let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
-    assert_eq!(
-        leased,
-        [MessageRecord {
-            stage: Stage::InFlight,
-            ..expected
-        }]
-    );
+        assert!(!enqueued.duplicate);
+        let expected = MessageRecord {
+            id: enqueued.id,
+            endpoint: E.to_owned(),
+            kind: new.kind.clone(),
+            payload: new.payload.clone(),
+            idempotency_key: Some("order-42".to_owned()),
+            contact: None,
+            created_at: 1_000,
+            stage: Stage::Queued,
+            next_attempt_at: 1_000,
+            cycle_attempts: 0,
+            cycle_started_at: 1_000,
+            total_attempts: 0,
+            delivered_at: None,
+            dead_reason: None,
+            dead_at: None,
+            last_attempt: None,
+        };
+        assert_eq!(
+            store.get(enqueued.id).await.unwrap(),
+            Some(expected.clone())
+        );
+        assert!(store.attempts(enqueued.id).await.unwrap().is_empty());
+        // Due at `now`, and not a millisecond earlier.
+        assert!(matches!(
+            store.lease_due(E, 999, 10, 999 + LEASE_MS).await.unwrap(),
+            Lease::NextDueAt(1_000)
+        ));
+        let leased = taken(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            leased,
+            [MessageRecord {
+                stage: Stage::InFlight,
+                ..expected
+            }]
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn enqueue_gives_every_message_its_own_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    each_backend(async |store| {
+        let a = enqueue(store, E, 1_000).await;
+        let b = enqueue(store, E, 1_000).await;
 
-    let a = enqueue(&store, E, 1_000);
-    let b = enqueue(&store, E, 1_000);
-
-    assert_ne!(a, b);
-    assert_eq!(
-        ids(&taken(
-            store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap()
-        )),
-        [a, b]
-    );
+        assert_ne!(a, b);
+        assert_eq!(
+            ids(&taken(
+                store
+                    .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                    .await
+                    .unwrap()
+            )),
+            [a, b]
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn enqueue_with_a_known_idempotency_key_returns_the_first_id_and_queues_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let first = store.enqueue(&message(E, Some("k")), 1_000).unwrap();
-    let mut again = message(E, Some("k"));
-    again.payload = r#"{"order":43}"#.to_owned();
+    each_backend(async |store| {
+        let first = store.enqueue(&message(E, Some("k")), 1_000).await.unwrap();
+        let mut again = message(E, Some("k"));
+        again.payload = r#"{"order":43}"#.to_owned();
 
-    let second = store.enqueue(&again, 2_000).unwrap();
+        let second = store.enqueue(&again, 2_000).await.unwrap();
 
-    assert!(!first.duplicate);
-    assert!(second.duplicate);
-    assert_eq!(second.id, first.id);
-    let kept = record(&store, first.id);
-    assert_eq!(
-        kept.payload,
-        message(E, None).payload,
-        "the first message is kept as it was"
-    );
-    assert_eq!(kept.created_at, 1_000);
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
-    assert_eq!(
-        ids(&taken(
-            store.lease_due(E, 5_000, 10, 5_000 + LEASE_MS).unwrap()
-        )),
-        [first.id]
-    );
+        assert!(!first.duplicate);
+        assert!(second.duplicate);
+        assert_eq!(second.id, first.id);
+        let kept = record(store, first.id).await;
+        assert_eq!(
+            kept.payload,
+            message(E, None).payload,
+            "the first message is kept as it was"
+        );
+        assert_eq!(kept.created_at, 1_000);
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
+        );
+        assert_eq!(
+            ids(&taken(
+                store
+                    .lease_due(E, 5_000, 10, 5_000 + LEASE_MS)
+                    .await
+                    .unwrap()
+            )),
+            [first.id]
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn enqueue_with_a_known_idempotency_key_is_a_duplicate_even_after_delivery() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let first = store.enqueue(&message(E, Some("k")), 1_000).unwrap().id;
-    lease_exactly(&store, E, first, 1_000);
-    attempt(&store, first, &Decision::Delivered, 1_100);
+    each_backend(async |store| {
+        let first = store
+            .enqueue(&message(E, Some("k")), 1_000)
+            .await
+            .unwrap()
+            .id;
+        lease_exactly(store, E, first, 1_000).await;
+        attempt(store, first, &Decision::Delivered, 1_100).await;
 
-    let again = store.enqueue(&message(E, Some("k")), 2_000).unwrap();
+        let again = store.enqueue(&message(E, Some("k")), 2_000).await.unwrap();
 
-    assert!(again.duplicate);
-    assert_eq!(again.id, first);
-    assert!(matches!(
-        store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap(),
-        Lease::Idle
-    ));
+        assert!(again.duplicate);
+        assert_eq!(again.id, first);
+        assert!(matches!(
+            store
+                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::Idle
+        ));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn idempotency_keys_are_scoped_to_their_endpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    each_backend(async |store| {
+        let on_e = store.enqueue(&message(E, Some("k")), 1_000).await.unwrap();
+        let on_e2 = store.enqueue(&message(E2, Some("k")), 1_000).await.unwrap();
 
-    let on_e = store.enqueue(&message(E, Some("k")), 1_000).unwrap();
-    let on_e2 = store.enqueue(&message(E2, Some("k")), 1_000).unwrap();
-
-    assert!(!on_e.duplicate);
-    assert!(
-        !on_e2.duplicate,
-        "the same key on another endpoint is another message"
-    );
-    assert_ne!(on_e.id, on_e2.id);
-    assert_eq!(record(&store, on_e2.id).endpoint, E2);
-    assert_eq!(
-        counted(&store),
-        counts_of(&[
-            (E, stage_counts(1, 0, 0, 0)),
-            (E2, stage_counts(1, 0, 0, 0))
-        ])
-    );
-    // And each endpoint still deduplicates its own key.
-    assert_eq!(
-        store.enqueue(&message(E, Some("k")), 2_000).unwrap().id,
-        on_e.id
-    );
-    assert_eq!(
-        store.enqueue(&message(E2, Some("k")), 2_000).unwrap().id,
-        on_e2.id
-    );
+        assert!(!on_e.duplicate);
+        assert!(
+            !on_e2.duplicate,
+            "the same key on another endpoint is another message"
+        );
+        assert_ne!(on_e.id, on_e2.id);
+        assert_eq!(record(store, on_e2.id).await.endpoint, E2);
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[
+                (E, stage_counts(1, 0, 0, 0)),
+                (E2, stage_counts(1, 0, 0, 0))
+            ])
+        );
+        // And each endpoint still deduplicates its own key.
+        assert_eq!(
+            store
+                .enqueue(&message(E, Some("k")), 2_000)
+                .await
+                .unwrap()
+                .id,
+            on_e.id
+        );
+        assert_eq!(
+            store
+                .enqueue(&message(E2, Some("k")), 2_000)
+                .await
+                .unwrap()
+                .id,
+            on_e2.id
+        );
+    })
+    .await;
 }
 
 // ----------------------------------------------------------------------------------- commit and reopen
@@ -359,143 +397,159 @@ async fn idempotency_keys_are_scoped_to_their_endpoint() {
 /// Concurrent enqueues share the combiner's batches, where a message whose record is all it writes is
 /// inserted on its own and the others (an idempotency key, a contact, a large payload, several messages in one
 /// call) share a transaction. Whatever the mix, each is answered for itself and queued exactly once.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_enqueues_of_every_kind_are_each_answered_and_queued_once() {
-    const EACH: usize = 50;
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let barrier = std::sync::Barrier::new(7);
-    let kinds: [fn(usize) -> Vec<NewMessage>; 7] = [
-        |_| vec![message(E, None)],
-        |_| vec![message(E, None)],
-        |i| vec![message(E, Some(&format!("k{i}")))],
-        // The same keys again: for each key, one of the two calls queues and the other is its duplicate.
-        |i| vec![message(E, Some(&format!("k{i}")))],
-        |_| vec![for_contact(E, "alice", 1_000)],
-        |_| {
-            vec![NewMessage {
-                payload: large_payload(),
-                ..message(E, None)
-            }]
-        },
-        |_| vec![message(E, None), message(E, None), message(E, None)],
-    ];
-    let answers: Vec<Vec<Vec<hookd::store::Enqueued>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = kinds
+    each_backend(async |store| {
+        const EACH: usize = 50;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(7));
+        let kinds: [fn(usize) -> Vec<NewMessage>; 7] = [
+            |_| vec![message(E, None)],
+            |_| vec![message(E, None)],
+            |i| vec![message(E, Some(&format!("k{i}")))],
+            // The same keys again: for each key, one of the two calls queues and the other is its duplicate.
+            |i| vec![message(E, Some(&format!("k{i}")))],
+            |_| vec![for_contact(E, "alice", 1_000)],
+            |_| {
+                vec![NewMessage {
+                    payload: large_payload(),
+                    ..message(E, None)
+                }]
+            },
+            |_| vec![message(E, None), message(E, None), message(E, None)],
+        ];
+        let tasks: Vec<_> = kinds
             .iter()
             .map(|kind| {
-                let (store, barrier) = (&store, &barrier);
-                scope.spawn(move || {
-                    barrier.wait();
-                    (0..EACH)
-                        .map(|i| {
-                            store
-                                .enqueue_many(kind(i), 1_000)
-                                .unwrap()
-                                .into_iter()
-                                .map(Result::unwrap)
-                                .collect()
-                        })
-                        .collect()
+                let (store, barrier, kind) =
+                    (store.clone(), std::sync::Arc::clone(&barrier), *kind);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let mut answers = Vec::new();
+                    for i in 0..EACH {
+                        let answer: Vec<hookd::store::Enqueued> = store
+                            .enqueue_many(kind(i), 1_000)
+                            .await
+                            .unwrap()
+                            .into_iter()
+                            .map(Result::unwrap)
+                            .collect();
+                        answers.push(answer);
+                    }
+                    answers
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+        let mut answers: Vec<Vec<Vec<hookd::store::Enqueued>>> = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
 
-    for (i, (first, second)) in answers[2].iter().zip(&answers[3]).enumerate() {
-        let (first, second) = (&first[0], &second[0]);
-        assert_eq!(first.id, second.id, "key k{i} names one message");
-        assert!(
-            first.duplicate != second.duplicate,
-            "key k{i}: exactly one of the two calls queued it"
+        for (i, (first, second)) in answers[2].iter().zip(&answers[3]).enumerate() {
+            let (first, second) = (&first[0], &second[0]);
+            assert_eq!(first.id, second.id, "key k{i} names one message");
+            assert!(
+                first.duplicate != second.duplicate,
+                "key k{i}: exactly one of the two calls queued it"
+            );
+        }
+        let queued: std::collections::BTreeSet<MessageId> = answers
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|enqueued| !enqueued.duplicate)
+            .map(|enqueued| enqueued.id)
+            .collect();
+        let expected = EACH * (2 + 1 + 1 + 1 + 3);
+        assert_eq!(queued.len(), expected);
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(expected as u64, 0, 0, 0))])
         );
-    }
-    let queued: std::collections::BTreeSet<MessageId> = answers
-        .iter()
-        .flatten()
-        .flatten()
-        .filter(|enqueued| !enqueued.duplicate)
-        .map(|enqueued| enqueued.id)
+        let leased: std::collections::BTreeSet<MessageId> = ids(&taken(
+            store
+                .lease_due(E, 1_000, 10_000, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        ))
+        .into_iter()
         .collect();
-    let expected = EACH * (2 + 1 + 1 + 1 + 3);
-    assert_eq!(queued.len(), expected);
-    assert_eq!(
-        counted(&store),
-        counts_of(&[(E, stage_counts(expected as u64, 0, 0, 0))])
-    );
-    let leased: std::collections::BTreeSet<MessageId> = ids(&taken(
-        store.lease_due(E, 1_000, 10_000, 1_000 + LEASE_MS).unwrap(),
-    ))
-    .into_iter()
-    .collect();
-    assert_eq!(leased, queued, "every queued message is due, once");
-    for enqueued in &answers[5] {
-        assert_eq!(record(&store, enqueued[0].id).payload, large_payload());
-    }
+        assert_eq!(leased, queued, "every queued message is due, once");
+        for enqueued in &answers[5] {
+            assert_eq!(record(store, enqueued[0].id).await.payload, large_payload());
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn commit_succeeds_after_writes_and_when_there_is_nothing_to_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-
-    store.commit().await.unwrap();
-    enqueue(&store, E, 1_000);
-    store.commit().await.unwrap();
-    let clone = store.clone();
-    let (a, b) = tokio::join!(store.commit(), clone.commit());
-    a.unwrap();
-    b.unwrap();
+    each_backend(async |store| {
+        store.commit().await.unwrap();
+        enqueue(store, E, 1_000).await;
+        store.commit().await.unwrap();
+        let clone = store.clone();
+        let (a, b) = tokio::join!(store.commit(), clone.commit());
+        a.unwrap();
+        b.unwrap();
+    })
+    .await;
 }
 
 #[test]
 fn committed_state_survives_closing_and_reopening_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let before = in_own_runtime(async {
-        let store = open(dir.path());
-        let with_key = store.enqueue(&message(E, Some("k")), 1_000).unwrap().id;
+        let store = open_sled(dir.path());
+        let with_key = store
+            .enqueue(&message(E, Some("k")), 1_000)
+            .await
+            .unwrap()
+            .id;
         let mut attempts = vec![];
-        lease_exactly(&store, E, with_key, 1_000);
-        attempts.push(attempt(&store, with_key, &Decision::RetryAt(5_000), 1_100));
-        let gone_dead = dead_letter(&store, E2, 2_000);
-        let done = delivered(&store, E2, 3_000, 3_100);
-        let queued = enqueue(&store, E2, 4_000);
+        lease_exactly(&store, E, with_key, 1_000).await;
+        attempts.push(attempt(&store, with_key, &Decision::RetryAt(5_000), 1_100).await);
+        let gone_dead = dead_letter(&store, E2, 2_000).await;
+        let done = delivered(&store, E2, 3_000, 3_100).await;
+        let queued = enqueue(&store, E2, 4_000).await;
         store.commit().await.unwrap();
-        let records: Vec<MessageRecord> = [with_key, gone_dead, done, queued]
-            .iter()
-            .map(|id| record(&store, *id))
-            .collect();
-        (records, attempts, counted(&store))
+        let records: Vec<MessageRecord> =
+            records(&store, &[with_key, gone_dead, done, queued]).await;
+        (records, attempts, counted(&store).await)
     });
     let (records, attempts, counts) = before;
 
     in_own_runtime(async {
-        let store = open(dir.path());
+        let store = open_sled(dir.path());
         for r in &records {
             assert_eq!(
-                store.get(r.id).unwrap().as_ref(),
+                store.get(r.id).await.unwrap().as_ref(),
                 Some(r),
                 "record survives reopen"
             );
         }
-        assert_eq!(store.attempts(records[0].id).unwrap(), attempts);
-        assert_eq!(counted(&store), counts);
+        assert_eq!(store.attempts(records[0].id).await.unwrap(), attempts);
+        assert_eq!(counted(&store).await, counts);
         assert_eq!(
-            ids(&store.list_dead(None, None, 10).unwrap().items),
+            ids(&store.list_dead(None, None, 10).await.unwrap().items),
             [records[1].id]
         );
         // The indexes survive too: the idempotency key still dedups, the retry is due at its time.
-        let again = store.enqueue(&message(E, Some("k")), 9_000).unwrap();
+        let again = store.enqueue(&message(E, Some("k")), 9_000).await.unwrap();
         assert!(again.duplicate);
         assert_eq!(again.id, records[0].id);
         assert!(matches!(
-            store.lease_due(E, 4_999, 10, 4_999 + LEASE_MS).unwrap(),
+            store
+                .lease_due(E, 4_999, 10, 4_999 + LEASE_MS)
+                .await
+                .unwrap(),
             Lease::NextDueAt(5_000)
         ));
         assert_eq!(
             ids(&taken(
-                store.lease_due(E2, 9_000, 10, 9_000 + LEASE_MS).unwrap()
+                store
+                    .lease_due(E2, 9_000, 10, 9_000 + LEASE_MS)
+                    .await
+                    .unwrap()
             )),
             [records[3].id]
         );
@@ -506,18 +560,18 @@ fn committed_state_survives_closing_and_reopening_the_data_dir() {
 fn a_message_in_flight_at_a_restart_is_due_again_with_no_attempt_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (leased, waiting) = in_own_runtime(async {
-        let store = open(dir.path());
-        let leased = enqueue(&store, E, 1_000);
-        lease_exactly(&store, E, leased, 1_000);
-        let waiting = enqueue(&store, E, 2_000);
+        let store = open_sled(dir.path());
+        let leased = enqueue(&store, E, 1_000).await;
+        lease_exactly(&store, E, leased, 1_000).await;
+        let waiting = enqueue(&store, E, 2_000).await;
         store.commit().await.unwrap();
         (leased, waiting)
     });
 
     in_own_runtime(async {
-        let store = open(dir.path());
+        let store = open_sled(dir.path());
         // Leases are not persisted: the message is queued again at the time it was due, nothing counted.
-        let r = record(&store, leased);
+        let r = record(&store, leased).await;
         assert_eq!(
             (
                 r.stage,
@@ -527,15 +581,21 @@ fn a_message_in_flight_at_a_restart_is_due_again_with_no_attempt_counted() {
             ),
             (Stage::Queued, 1_000, 0, 0)
         );
-        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(2, 0, 0, 0))]));
         assert_eq!(
-            store.release_all_leases(5_000).unwrap(),
+            counted(&store).await,
+            counts_of(&[(E, stage_counts(2, 0, 0, 0))])
+        );
+        assert_eq!(
+            store.release_all_leases(5_000).await.unwrap(),
             0,
             "nothing of the previous run is left leased"
         );
         assert_eq!(
             ids(&taken(
-                store.lease_due(E, 5_000, 10, 5_000 + LEASE_MS).unwrap()
+                store
+                    .lease_due(E, 5_000, 10, 5_000 + LEASE_MS)
+                    .await
+                    .unwrap()
             )),
             [leased, waiting]
         );
@@ -544,37 +604,38 @@ fn a_message_in_flight_at_a_restart_is_due_again_with_no_attempt_counted() {
 
 #[tokio::test]
 async fn release_all_leases_puts_every_message_this_process_leased_back_due_now() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = enqueue(&store, E, 1_000);
-    let b = enqueue(&store, E2, 1_000);
-    lease_exactly(&store, E, a, 1_000);
-    lease_exactly(&store, E2, b, 1_000);
-    assert_eq!(
-        counted(&store),
-        counts_of(&[
-            (E, stage_counts(0, 1, 0, 0)),
-            (E2, stage_counts(0, 1, 0, 0))
-        ])
-    );
-
-    assert_eq!(store.release_all_leases(3_000).unwrap(), 2);
-
-    for id in [a, b] {
-        let r = record(&store, id);
+    each_backend(async |store| {
+        let a = enqueue(store, E, 1_000).await;
+        let b = enqueue(store, E2, 1_000).await;
+        lease_exactly(store, E, a, 1_000).await;
+        lease_exactly(store, E2, b, 1_000).await;
         assert_eq!(
-            (r.stage, r.next_attempt_at, r.cycle_attempts),
-            (Stage::Queued, 3_000, 0)
+            counted(store).await,
+            counts_of(&[
+                (E, stage_counts(0, 1, 0, 0)),
+                (E2, stage_counts(0, 1, 0, 0))
+            ])
         );
-    }
-    assert_eq!(
-        counted(&store),
-        counts_of(&[
-            (E, stage_counts(1, 0, 0, 0)),
-            (E2, stage_counts(1, 0, 0, 0))
-        ])
-    );
-    assert_eq!(store.release_all_leases(3_000).unwrap(), 0);
+
+        assert_eq!(store.release_all_leases(3_000).await.unwrap(), 2);
+
+        for id in [a, b] {
+            let r = record(store, id).await;
+            assert_eq!(
+                (r.stage, r.next_attempt_at, r.cycle_attempts),
+                (Stage::Queued, 3_000, 0)
+            );
+        }
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[
+                (E, stage_counts(1, 0, 0, 0)),
+                (E2, stage_counts(1, 0, 0, 0))
+            ])
+        );
+        assert_eq!(store.release_all_leases(3_000).await.unwrap(), 0);
+    })
+    .await;
 }
 
 /// A data dir written by the first store format: records with their payload inline, leases persisted in the
@@ -699,7 +760,7 @@ fn apart_payload(format: u8, id: MessageId) -> String {
 /// longer, and sled gives no event to wait for; so this asks again every 10 ms, up to 10 s.
 fn open_once_released(dir: &Path) -> Store {
     once_released(
-        || Store::open(dir, CACHE_BYTES),
+        || Store::open(dir, backends::CACHE_BYTES),
         |e| matches!(e, StoreError::Locked(_)),
     )
 }
@@ -733,36 +794,54 @@ async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_
         "hookd data dir, format 5\n",
         "an older hookd must not open the dir once new records may be in it"
     );
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 1, 0, 1))]));
+    assert_eq!(
+        counted(&store).await,
+        counts_of(&[(E, stage_counts(1, 1, 0, 1))])
+    );
     for id in [queued, in_flight, dead] {
-        assert_eq!(record(&store, id).payload, payload_of(id));
+        assert_eq!(record(&store, id).await.payload, payload_of(id));
     }
 
     // The lease the old format persisted is released like any other.
-    assert_eq!(store.release_all_leases(2_000).unwrap(), 1);
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(2, 0, 0, 1))]));
+    assert_eq!(store.release_all_leases(2_000).await.unwrap(), 1);
+    assert_eq!(
+        counted(&store).await,
+        counts_of(&[(E, stage_counts(2, 0, 0, 1))])
+    );
 
     // Leased, attempted, replayed: each rewrite keeps the payload (now in its own tree).
-    let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+    let leased = taken(
+        store
+            .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
+            .await
+            .unwrap(),
+    );
     assert_eq!(ids(&leased), [queued, in_flight]);
     assert_eq!(leased[0].payload, payload_of(queued));
     for id in [queued, in_flight] {
-        let attempt = next_attempt(&store, id, 2_100, AttemptResult::Delivered);
+        let attempt = next_attempt(&store, id, 2_100, AttemptResult::Delivered).await;
         store
             .record_attempt(id, &attempt, &Decision::Delivered, 2_100)
+            .await
             .unwrap();
-        let r = record(&store, id);
+        let r = record(&store, id).await;
         assert_eq!(
             (r.stage, r.total_attempts, r.payload),
             (Stage::Delivered, 2, payload_of(id))
         );
     }
     assert_eq!(
-        store.replay(&Selection::Ids(vec![dead]), 3_000).unwrap(),
+        store
+            .replay(&Selection::Ids(vec![dead]), 3_000)
+            .await
+            .unwrap(),
         [E]
     );
-    assert_eq!(record(&store, dead).payload, payload_of(dead));
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 2, 0))]));
+    assert_eq!(record(&store, dead).await.payload, payload_of(dead));
+    assert_eq!(
+        counted(&store).await,
+        counts_of(&[(E, stage_counts(1, 0, 2, 0))])
+    );
     store.commit().await.unwrap();
 }
 
@@ -778,23 +857,37 @@ fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due
             "hookd data dir, format 5\n",
             "an older hookd would look for the due index on disk"
         );
-        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 0))]));
+        assert_eq!(
+            counted(&store).await,
+            counts_of(&[(E, stage_counts(1, 0, 1, 0))])
+        );
         // The queued message is due although the old `due` tree did not list it; the delivered one is not,
         // although it did.
-        let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+        let leased = taken(
+            store
+                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
         assert_eq!(ids(&leased), [queued]);
         assert_eq!(leased[0].payload, apart_payload(2, queued));
-        assert_eq!(record(&store, delivered).stage, Stage::Delivered);
+        assert_eq!(record(&store, delivered).await.stage, Stage::Delivered);
         store.commit().await.unwrap();
     });
 
     // Reopened (the lease died with the process): the same again.
     in_own_runtime(async {
-        let store = open(dir.path());
-        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 0))]));
+        let store = open_sled(dir.path());
+        assert_eq!(
+            counted(&store).await,
+            counts_of(&[(E, stage_counts(1, 0, 1, 0))])
+        );
         assert_eq!(
             ids(&taken(
-                store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap()
+                store
+                    .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
+                    .await
+                    .unwrap()
             )),
             [queued]
         );
@@ -814,18 +907,32 @@ fn a_third_format_data_dir_keeps_its_payloads_apart_and_is_pruned_from_its_recor
             "hookd data dir, format 5\n",
             "an older hookd cannot read the records this one writes"
         );
-        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 0))]));
-        let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+        assert_eq!(
+            counted(&store).await,
+            counts_of(&[(E, stage_counts(1, 0, 1, 0))])
+        );
+        let leased = taken(
+            store
+                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
         assert_eq!(ids(&leased), [queued]);
         assert_eq!(leased[0].payload, payload_of(queued));
         // A rewrite of the record leaves the payload where it is, and it still reads back.
-        attempt(&store, queued, &Decision::RetryAt(2_500), 2_100);
-        assert_eq!(record(&store, queued).payload, payload_of(queued));
-        assert_eq!(record(&store, delivered).payload, payload_of(delivered));
+        attempt(&store, queued, &Decision::RetryAt(2_500), 2_100).await;
+        assert_eq!(record(&store, queued).await.payload, payload_of(queued));
+        assert_eq!(
+            record(&store, delivered).await.payload,
+            payload_of(delivered)
+        );
         // Pruned by its record's delivery time: nothing reads the old `done` tree.
-        assert_eq!(store.prune_delivered(2_000).unwrap(), 1);
-        assert_eq!(store.get(delivered).unwrap(), None);
-        assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
+        assert_eq!(store.prune_delivered(2_000).await.unwrap(), 1);
+        assert_eq!(store.get(delivered).await.unwrap(), None);
+        assert_eq!(
+            counted(&store).await,
+            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
+        );
         store.commit().await.unwrap();
     });
 
@@ -861,8 +968,8 @@ fn a_small_payload_lives_in_its_record_and_a_large_one_apart_through_every_verb(
     let dir = tempfile::tempdir().unwrap();
     let large = large_payload();
     let (small_id, large_id, pruned_large) = in_own_runtime(async {
-        let store = open(dir.path());
-        let small_id = enqueue(&store, E, 1_000);
+        let store = open_sled(dir.path());
+        let small_id = enqueue(&store, E, 1_000).await;
         let large_id = store
             .enqueue(
                 &NewMessage {
@@ -871,6 +978,7 @@ fn a_small_payload_lives_in_its_record_and_a_large_one_apart_through_every_verb(
                 },
                 1_000,
             )
+            .await
             .unwrap()
             .id;
         let pruned_large = store
@@ -881,28 +989,44 @@ fn a_small_payload_lives_in_its_record_and_a_large_one_apart_through_every_verb(
                 },
                 1_000,
             )
+            .await
             .unwrap()
             .id;
-        let payloads = |store: &Store| [small_id, large_id].map(|id| record(store, id).payload);
+        let payloads = async |store: &Store| {
+            [
+                record(store, small_id).await.payload,
+                record(store, large_id).await.payload,
+            ]
+        };
         let expected = [message(E, None).payload, large.clone()];
-        assert_eq!(payloads(&store), expected);
+        assert_eq!(payloads(&store).await, expected);
 
         // Leased, retried, leased again, dead, replayed: every rewrite keeps the payload.
-        let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+        let leased = taken(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
         assert_eq!(ids(&leased), [small_id, large_id]);
         assert_eq!(
             leased.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
             expected
         );
         for id in [small_id, large_id] {
-            attempt(&store, id, &Decision::RetryAt(1_500), 1_100);
+            attempt(&store, id, &Decision::RetryAt(1_500), 1_100).await;
         }
-        assert_eq!(payloads(&store), expected);
-        taken(store.lease_due(E, 1_500, 10, 1_500 + LEASE_MS).unwrap());
+        assert_eq!(payloads(&store).await, expected);
+        taken(
+            store
+                .lease_due(E, 1_500, 10, 1_500 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
         for id in [small_id, large_id] {
-            attempt(&store, id, &dead("HTTP 400"), 1_600);
+            attempt(&store, id, &dead("HTTP 400"), 1_600).await;
         }
-        assert_eq!(payloads(&store), expected);
+        assert_eq!(payloads(&store).await, expected);
         store
             .replay(
                 &Selection::All {
@@ -910,12 +1034,13 @@ fn a_small_payload_lives_in_its_record_and_a_large_one_apart_through_every_verb(
                 },
                 2_000,
             )
+            .await
             .unwrap();
-        assert_eq!(payloads(&store), expected);
+        assert_eq!(payloads(&store).await, expected);
 
-        lease_exactly(&store, E2, pruned_large, 2_000);
-        attempt(&store, pruned_large, &Decision::Delivered, 2_100);
-        assert_eq!(store.prune_delivered(3_000).unwrap(), 1);
+        lease_exactly(&store, E2, pruned_large, 2_000).await;
+        attempt(&store, pruned_large, &Decision::Delivered, 2_100).await;
+        assert_eq!(store.prune_delivered(3_000).await.unwrap(), 1);
         store.commit().await.unwrap();
         (small_id, large_id, pruned_large)
     });
@@ -936,11 +1061,17 @@ fn a_small_payload_lives_in_its_record_and_a_large_one_apart_through_every_verb(
 
     // And everything reads back after the reopen.
     in_own_runtime(async {
-        let store = open(dir.path());
-        assert_eq!(record(&store, small_id).payload, message(E, None).payload);
-        assert_eq!(record(&store, large_id).payload, large);
+        let store = open_sled(dir.path());
         assert_eq!(
-            store.purge(&Selection::All { endpoint: None }).unwrap(),
+            record(&store, small_id).await.payload,
+            message(E, None).payload
+        );
+        assert_eq!(record(&store, large_id).await.payload, large);
+        assert_eq!(
+            store
+                .purge(&Selection::All { endpoint: None })
+                .await
+                .unwrap(),
             0,
             "nothing is dead"
         );
@@ -961,44 +1092,63 @@ fn attempts_in_tree(db: &sled::Db, id: MessageId) -> Vec<u32> {
 fn the_latest_attempt_lives_in_its_record_and_earlier_ones_in_the_attempt_tree() {
     let dir = tempfile::tempdir().unwrap();
     let (first_time, retried, purged, made) = in_own_runtime(async {
-        let store = open(dir.path());
-        let first_time = enqueue(&store, E, 1_000);
-        let retried = enqueue(&store, E, 1_000);
-        let purged = enqueue(&store, E, 1_000);
+        let store = open_sled(dir.path());
+        let first_time = enqueue(&store, E, 1_000).await;
+        let retried = enqueue(&store, E, 1_000).await;
+        let purged = enqueue(&store, E, 1_000).await;
         let mut made: BTreeMap<MessageId, Vec<AttemptRecord>> = BTreeMap::new();
-        let record_one =
-            |made: &mut BTreeMap<MessageId, Vec<AttemptRecord>>, id, decision: &Decision, now| {
-                made.entry(id)
-                    .or_default()
-                    .push(attempt(&store, id, decision, now));
-            };
+        let record_one = async |made: &mut BTreeMap<MessageId, Vec<AttemptRecord>>,
+                                id: MessageId,
+                                decision: &Decision,
+                                now: Millis| {
+            made.entry(id)
+                .or_default()
+                .push(attempt(&store, id, decision, now).await);
+        };
 
-        let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+        let leased = taken(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
         assert_eq!(ids(&leased), [first_time, retried, purged]);
-        record_one(&mut made, first_time, &Decision::Delivered, 1_100);
+        record_one(&mut made, first_time, &Decision::Delivered, 1_100).await;
         for id in [retried, purged] {
-            record_one(&mut made, id, &Decision::RetryAt(1_500), 1_100);
+            record_one(&mut made, id, &Decision::RetryAt(1_500), 1_100).await;
         }
-        taken(store.lease_due(E, 1_500, 10, 1_500 + LEASE_MS).unwrap());
+        taken(
+            store
+                .lease_due(E, 1_500, 10, 1_500 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
         for id in [retried, purged] {
-            record_one(&mut made, id, &dead("HTTP 400"), 1_600);
+            record_one(&mut made, id, &dead("HTTP 400"), 1_600).await;
         }
         // What the dead-letter list shows as a dead letter's last status.
         for id in [retried, purged] {
             assert_eq!(
-                store.last_attempt(&record(&store, id)).unwrap().as_ref(),
+                store
+                    .last_attempt(&record(&store, id).await)
+                    .await
+                    .unwrap()
+                    .as_ref(),
                 made[&id].last()
             );
         }
-        store.replay(&Selection::Ids(vec![retried]), 2_000).unwrap();
-        lease_exactly(&store, E, retried, 2_000);
-        record_one(&mut made, retried, &Decision::Delivered, 2_100);
-        assert_eq!(store.purge(&Selection::Ids(vec![purged])).unwrap(), 1);
+        store
+            .replay(&Selection::Ids(vec![retried]), 2_000)
+            .await
+            .unwrap();
+        lease_exactly(&store, E, retried, 2_000).await;
+        record_one(&mut made, retried, &Decision::Delivered, 2_100).await;
+        assert_eq!(store.purge(&Selection::Ids(vec![purged])).await.unwrap(), 1);
 
         for id in [first_time, retried] {
-            assert_eq!(store.attempts(id).unwrap(), made[&id]);
+            assert_eq!(store.attempts(id).await.unwrap(), made[&id]);
         }
-        assert!(store.attempts(purged).unwrap().is_empty());
+        assert!(store.attempts(purged).await.unwrap().is_empty());
         store.commit().await.unwrap();
         (first_time, retried, purged, made)
     });
@@ -1021,8 +1171,11 @@ fn the_latest_attempt_lives_in_its_record_and_earlier_ones_in_the_attempt_tree()
     in_own_runtime(async {
         let store = open_once_released(dir.path());
         for id in [first_time, retried] {
-            assert_eq!(store.attempts(id).unwrap(), made[&id]);
-            assert_eq!(record(&store, id).last_attempt.as_ref(), made[&id].last());
+            assert_eq!(store.attempts(id).await.unwrap(), made[&id]);
+            assert_eq!(
+                record(&store, id).await.last_attempt.as_ref(),
+                made[&id].last()
+            );
         }
     });
 }
@@ -1095,7 +1248,7 @@ fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
             std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
             "hookd data dir, format 5\n"
         );
-        let dead_letter = record(&store, id);
+        let dead_letter = record(&store, id).await;
         assert_eq!(
             (
                 dead_letter.payload.as_str(),
@@ -1103,19 +1256,22 @@ fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
             ),
             (payload, None)
         );
-        assert_eq!(store.attempts(id).unwrap(), old);
+        assert_eq!(store.attempts(id).await.unwrap(), old);
         assert_eq!(
-            store.last_attempt(&dead_letter).unwrap().as_ref(),
+            store.last_attempt(&dead_letter).await.unwrap().as_ref(),
             old.last()
         );
 
-        store.replay(&Selection::Ids(vec![id]), 2_000).unwrap();
-        lease_exactly(&store, E, id, 2_000);
-        let delivered = attempt(&store, id, &Decision::Delivered, 2_100);
+        store
+            .replay(&Selection::Ids(vec![id]), 2_000)
+            .await
+            .unwrap();
+        lease_exactly(&store, E, id, 2_000).await;
+        let delivered = attempt(&store, id, &Decision::Delivered, 2_100).await;
         assert_eq!(delivered.number, 3);
         let mut history = old.to_vec();
         history.push(delivered.clone());
-        assert_eq!(store.attempts(id).unwrap(), history);
+        assert_eq!(store.attempts(id).await.unwrap(), history);
         store.commit().await.unwrap();
         delivered
     });
@@ -1129,7 +1285,7 @@ fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
     in_own_runtime(async {
         let store = open_once_released(dir.path());
         assert_eq!(
-            store.attempts(id).unwrap(),
+            store.attempts(id).await.unwrap(),
             [old[0].clone(), old[1].clone(), delivered]
         );
     });
@@ -1138,17 +1294,17 @@ fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
 #[tokio::test]
 async fn opening_a_data_dir_that_is_open_fails_with_locked() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
+    let store = open_sled(dir.path());
+    let id = enqueue(&store, E, 1_000).await;
 
-    let second = Store::open(dir.path(), CACHE_BYTES);
+    let second = Store::open(dir.path(), backends::CACHE_BYTES);
 
     match second {
         Err(StoreError::Locked(path)) => assert_eq!(path, dir.path()),
         other => panic!("expected StoreError::Locked, got {other:?}"),
     }
     // The first store is unaffected.
-    assert_eq!(stage(&store, id), Stage::Queued);
+    assert_eq!(stage(&store, id).await, Stage::Queued);
     store.commit().await.unwrap();
 }
 
@@ -1156,1003 +1312,1253 @@ async fn opening_a_data_dir_that_is_open_fails_with_locked() {
 
 #[tokio::test]
 async fn lease_due_on_an_endpoint_with_nothing_queued_is_idle() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert!(matches!(
-        store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap(),
-        Lease::Idle
-    ));
+    each_backend(async |store| {
+        assert!(matches!(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::Idle
+        ));
 
-    // Only other endpoints' messages, or only in-flight, delivered or dead ones: still idle.
-    enqueue(&store, E2, 1_000);
-    let in_flight = enqueue(&store, E, 1_000);
-    lease_exactly(&store, E, in_flight, 1_000);
-    assert!(matches!(
-        store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap(),
-        Lease::Idle
-    ));
-    attempt(&store, in_flight, &Decision::Delivered, 1_100);
-    dead_letter(&store, E, 2_000);
-    assert!(matches!(
-        store.lease_due(E, 3_000, 10, 3_000 + LEASE_MS).unwrap(),
-        Lease::Idle
-    ));
+        // Only other endpoints' messages, or only in-flight, delivered or dead ones: still idle.
+        enqueue(store, E2, 1_000).await;
+        let in_flight = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, in_flight, 1_000).await;
+        assert!(matches!(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::Idle
+        ));
+        attempt(store, in_flight, &Decision::Delivered, 1_100).await;
+        dead_letter(store, E, 2_000).await;
+        assert!(matches!(
+            store
+                .lease_due(E, 3_000, 10, 3_000 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::Idle
+        ));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn lease_due_reports_the_earliest_due_time_when_nothing_is_due_yet() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let late = enqueue(&store, E, 3_000);
-    let early = enqueue(&store, E, 2_000);
-    enqueue(&store, E2, 500);
+    each_backend(async |store| {
+        let late = enqueue(store, E, 3_000).await;
+        let early = enqueue(store, E, 2_000).await;
+        enqueue(store, E2, 500).await;
 
-    let lease = store.lease_due(E, 1_999, 10, 1_999 + LEASE_MS).unwrap();
+        let lease = store
+            .lease_due(E, 1_999, 10, 1_999 + LEASE_MS)
+            .await
+            .unwrap();
 
-    assert!(matches!(lease, Lease::NextDueAt(2_000)), "{lease:?}");
-    assert_eq!(stage(&store, early), Stage::Queued, "nothing was leased");
-    assert_eq!(stage(&store, late), Stage::Queued);
+        assert!(matches!(lease, Lease::NextDueAt(2_000)), "{lease:?}");
+        assert_eq!(
+            stage(store, early).await,
+            Stage::Queued,
+            "nothing was leased"
+        );
+        assert_eq!(stage(store, late).await, Stage::Queued);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn lease_due_takes_only_what_is_due_and_leaves_later_messages_queued() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let due = enqueue(&store, E, 1_000);
-    let exactly_due = enqueue(&store, E, 2_000);
-    let later = enqueue(&store, E, 2_001);
+    each_backend(async |store| {
+        let due = enqueue(store, E, 1_000).await;
+        let exactly_due = enqueue(store, E, 2_000).await;
+        let later = enqueue(store, E, 2_001).await;
 
-    let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+        let leased = taken(
+            store
+                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
 
-    assert_eq!(ids(&leased), [due, exactly_due]);
-    assert_eq!(stage(&store, later), Stage::Queued);
-    assert!(matches!(
-        store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap(),
-        Lease::NextDueAt(2_001)
-    ));
+        assert_eq!(ids(&leased), [due, exactly_due]);
+        assert_eq!(stage(store, later).await, Stage::Queued);
+        assert!(matches!(
+            store
+                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::NextDueAt(2_001)
+        ));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn lease_due_takes_at_most_max_earliest_due_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    // Enqueued out of due order: the lease follows due time, not insertion.
-    let d3 = enqueue(&store, E, 103);
-    let d1 = enqueue(&store, E, 101);
-    let d5 = enqueue(&store, E, 105);
-    let d2 = enqueue(&store, E, 102);
-    let d4 = enqueue(&store, E, 104);
+    each_backend(async |store| {
+        // Enqueued out of due order: the lease follows due time, not insertion.
+        let d3 = enqueue(store, E, 103).await;
+        let d1 = enqueue(store, E, 101).await;
+        let d5 = enqueue(store, E, 105).await;
+        let d2 = enqueue(store, E, 102).await;
+        let d4 = enqueue(store, E, 104).await;
 
-    let first = taken(store.lease_due(E, 1_000, 3, 1_000 + LEASE_MS).unwrap());
-    let second = taken(store.lease_due(E, 1_000, 3, 1_000 + LEASE_MS).unwrap());
-    let third = store.lease_due(E, 1_000, 3, 1_000 + LEASE_MS).unwrap();
+        let first = taken(
+            store
+                .lease_due(E, 1_000, 3, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
+        let second = taken(
+            store
+                .lease_due(E, 1_000, 3, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
+        let third = store
+            .lease_due(E, 1_000, 3, 1_000 + LEASE_MS)
+            .await
+            .unwrap();
 
-    assert_eq!(ids(&first), [d1, d2, d3]);
-    assert_eq!(ids(&second), [d4, d5]);
-    assert!(matches!(third, Lease::Idle), "{third:?}");
+        assert_eq!(ids(&first), [d1, d2, d3]);
+        assert_eq!(ids(&second), [d4, d5]);
+        assert!(matches!(third, Lease::Idle), "{third:?}");
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn lease_due_with_max_zero_leases_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
+    each_backend(async |store| {
+        let id = enqueue(store, E, 1_000).await;
 
-    let lease = store.lease_due(E, 1_000, 0, 1_000 + LEASE_MS).unwrap();
+        let lease = store
+            .lease_due(E, 1_000, 0, 1_000 + LEASE_MS)
+            .await
+            .unwrap();
 
-    assert!(
-        !matches!(&lease, Lease::Taken(r) if !r.is_empty()),
-        "{lease:?}"
-    );
-    assert_eq!(stage(&store, id), Stage::Queued);
+        assert!(
+            !matches!(&lease, Lease::Taken(r) if !r.is_empty()),
+            "{lease:?}"
+        );
+        assert_eq!(stage(store, id).await, Stage::Queued);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn lease_takes_only_due_messages_of_its_endpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let e2_early = enqueue(&store, E2, 100);
-    let e_msg = enqueue(&store, E, 200);
-    let e2_late = enqueue(&store, E2, 300);
-    let other = enqueue(&store, "f", 50);
+    each_backend(async |store| {
+        let e2_early = enqueue(store, E2, 100).await;
+        let e_msg = enqueue(store, E, 200).await;
+        let e2_late = enqueue(store, E2, 300).await;
+        let other = enqueue(store, "f", 50).await;
 
-    let for_e = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
-    assert_eq!(
-        ids(&for_e),
-        [e_msg],
-        "`e` must not see `e2`'s or `f`'s messages"
-    );
-    assert!(matches!(
-        store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap(),
-        Lease::Idle
-    ));
-    assert_eq!(stage(&store, e2_early), Stage::Queued);
-    assert_eq!(stage(&store, e2_late), Stage::Queued);
-    assert_eq!(stage(&store, other), Stage::Queued);
+        let for_e = taken(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            ids(&for_e),
+            [e_msg],
+            "`e` must not see `e2`'s or `f`'s messages"
+        );
+        assert!(matches!(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::Idle
+        ));
+        assert_eq!(stage(store, e2_early).await, Stage::Queued);
+        assert_eq!(stage(store, e2_late).await, Stage::Queued);
+        assert_eq!(stage(store, other).await, Stage::Queued);
 
-    let for_e2 = taken(store.lease_due(E2, 1_000, 10, 1_000 + LEASE_MS).unwrap());
-    assert_eq!(ids(&for_e2), [e2_early, e2_late]);
-    assert_eq!(stage(&store, other), Stage::Queued);
+        let for_e2 = taken(
+            store
+                .lease_due(E2, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(ids(&for_e2), [e2_early, e2_late]);
+        assert_eq!(stage(store, other).await, Stage::Queued);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn lease_due_marks_taken_messages_in_flight_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = enqueue(&store, E, 1_000);
-    let b = enqueue(&store, E, 1_000);
+    each_backend(async |store| {
+        let a = enqueue(store, E, 1_000).await;
+        let b = enqueue(store, E, 1_000).await;
 
-    let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
+        let leased = taken(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
 
-    assert!(
-        leased.iter().all(|r| r.stage == Stage::InFlight),
-        "{leased:?}"
-    );
-    assert_eq!(stage(&store, a), Stage::InFlight);
-    assert_eq!(stage(&store, b), Stage::InFlight);
-    let r = record(&store, a);
-    assert_eq!(
-        (r.cycle_attempts, r.total_attempts),
-        (0, 0),
-        "a lease is not an attempt"
-    );
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(0, 2, 0, 0))]));
-    assert!(
-        matches!(
-            store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap(),
-            Lease::Idle
-        ),
-        "never leased twice"
-    );
+        assert!(
+            leased.iter().all(|r| r.stage == Stage::InFlight),
+            "{leased:?}"
+        );
+        assert_eq!(stage(store, a).await, Stage::InFlight);
+        assert_eq!(stage(store, b).await, Stage::InFlight);
+        let r = record(store, a).await;
+        assert_eq!(
+            (r.cycle_attempts, r.total_attempts),
+            (0, 0),
+            "a lease is not an attempt"
+        );
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(0, 2, 0, 0))])
+        );
+        assert!(
+            matches!(
+                store
+                    .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
+                    .await
+                    .unwrap(),
+                Lease::Idle
+            ),
+            "never leased twice"
+        );
+    })
+    .await;
 }
 
 // -------------------------------------------------------------------------------------- record_attempt
 
 #[tokio::test]
 async fn delivered_attempt_marks_the_message_delivered_and_keeps_the_attempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
-    lease_exactly(&store, E, id, 1_000);
+    each_backend(async |store| {
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
 
-    let made = attempt(&store, id, &Decision::Delivered, 1_250);
+        let made = attempt(store, id, &Decision::Delivered, 1_250).await;
 
-    let r = record(&store, id);
-    assert_eq!(r.stage, Stage::Delivered);
-    assert_eq!(r.delivered_at, Some(1_250));
-    assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
-    assert_eq!((r.dead_reason, r.dead_at), (None, None));
-    assert_eq!(store.attempts(id).unwrap(), [made]);
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(0, 0, 1, 0))]));
-    assert!(matches!(
-        store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap(),
-        Lease::Idle
-    ));
+        let r = record(store, id).await;
+        assert_eq!(r.stage, Stage::Delivered);
+        assert_eq!(r.delivered_at, Some(1_250));
+        assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
+        assert_eq!((r.dead_reason, r.dead_at), (None, None));
+        assert_eq!(store.attempts(id).await.unwrap(), [made]);
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(0, 0, 1, 0))])
+        );
+        assert!(matches!(
+            store
+                .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::Idle
+        ));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn retry_attempt_makes_the_message_due_again_at_the_retry_time_and_not_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
-    lease_exactly(&store, E, id, 1_000);
+    each_backend(async |store| {
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
 
-    let made = attempt(&store, id, &Decision::RetryAt(5_000), 1_100);
+        let made = attempt(store, id, &Decision::RetryAt(5_000), 1_100).await;
 
-    let r = record(&store, id);
-    assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 5_000));
-    assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
-    assert_eq!(
-        (r.delivered_at, r.dead_reason.as_deref(), r.dead_at),
-        (None, None, None)
-    );
-    assert_eq!(store.attempts(id).unwrap(), [made]);
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
-    assert!(matches!(
-        store.lease_due(E, 4_999, 10, 4_999 + LEASE_MS).unwrap(),
-        Lease::NextDueAt(5_000)
-    ));
-    assert_eq!(
-        ids(&taken(
-            store.lease_due(E, 5_000, 10, 5_000 + LEASE_MS).unwrap()
-        )),
-        [id]
-    );
+        let r = record(store, id).await;
+        assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 5_000));
+        assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
+        assert_eq!(
+            (r.delivered_at, r.dead_reason.as_deref(), r.dead_at),
+            (None, None, None)
+        );
+        assert_eq!(store.attempts(id).await.unwrap(), [made]);
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
+        );
+        assert!(matches!(
+            store
+                .lease_due(E, 4_999, 10, 4_999 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::NextDueAt(5_000)
+        ));
+        assert_eq!(
+            ids(&taken(
+                store
+                    .lease_due(E, 5_000, 10, 5_000 + LEASE_MS)
+                    .await
+                    .unwrap()
+            )),
+            [id]
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn dead_attempt_parks_the_message_with_its_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
-    lease_exactly(&store, E, id, 1_000);
+    each_backend(async |store| {
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
 
-    let made = attempt(&store, id, &dead("HTTP 410 gone"), 1_300);
+        let made = attempt(store, id, &dead("HTTP 410 gone"), 1_300).await;
 
-    let r = record(&store, id);
-    assert_eq!(r.stage, Stage::Dead);
-    assert_eq!(r.dead_reason.as_deref(), Some("HTTP 410 gone"));
-    assert_eq!(r.dead_at, Some(1_300));
-    assert_eq!(r.delivered_at, None);
-    assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
-    assert_eq!(store.attempts(id).unwrap(), [made]);
-    assert_eq!(ids(&store.list_dead(None, None, 10).unwrap().items), [id]);
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(0, 0, 0, 1))]));
-    assert!(matches!(
-        store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap(),
-        Lease::Idle
-    ));
+        let r = record(store, id).await;
+        assert_eq!(r.stage, Stage::Dead);
+        assert_eq!(r.dead_reason.as_deref(), Some("HTTP 410 gone"));
+        assert_eq!(r.dead_at, Some(1_300));
+        assert_eq!(r.delivered_at, None);
+        assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
+        assert_eq!(store.attempts(id).await.unwrap(), [made]);
+        assert_eq!(
+            ids(&store.list_dead(None, None, 10).await.unwrap().items),
+            [id]
+        );
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(0, 0, 0, 1))])
+        );
+        assert!(matches!(
+            store
+                .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::Idle
+        ));
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn attempts_accumulate_oldest_first_and_count_every_try() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
-    let mut made = Vec::new();
-    let mut now = 1_000;
-    // Enough attempts that a text-ordered attempt number (1, 10, 11, 2, ...) would show.
-    for _ in 0..11 {
-        lease_exactly(&store, E, id, now);
-        made.push(attempt(&store, id, &Decision::RetryAt(now + 100), now + 10));
-        now += 100;
-    }
-    lease_exactly(&store, E, id, now);
-    made.push(attempt(&store, id, &Decision::Delivered, now + 10));
+    each_backend(async |store| {
+        let id = enqueue(store, E, 1_000).await;
+        let mut made = Vec::new();
+        let mut now = 1_000;
+        // Enough attempts that a text-ordered attempt number (1, 10, 11, 2, ...) would show.
+        for _ in 0..11 {
+            lease_exactly(store, E, id, now).await;
+            made.push(attempt(store, id, &Decision::RetryAt(now + 100), now + 10).await);
+            now += 100;
+        }
+        lease_exactly(store, E, id, now).await;
+        made.push(attempt(store, id, &Decision::Delivered, now + 10).await);
 
-    let history = store.attempts(id).unwrap();
+        let history = store.attempts(id).await.unwrap();
 
-    assert_eq!(history, made);
-    assert_eq!(
-        history.iter().map(|a| a.number).collect::<Vec<_>>(),
-        (1..=12).collect::<Vec<_>>()
-    );
-    let r = record(&store, id);
-    assert_eq!(
-        (r.stage, r.cycle_attempts, r.total_attempts),
-        (Stage::Delivered, 12, 12)
-    );
+        assert_eq!(history, made);
+        assert_eq!(
+            history.iter().map(|a| a.number).collect::<Vec<_>>(),
+            (1..=12).collect::<Vec<_>>()
+        );
+        let r = record(store, id).await;
+        assert_eq!(
+            (r.stage, r.cycle_attempts, r.total_attempts),
+            (Stage::Delivered, 12, 12)
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn attempt_histories_of_messages_do_not_mix() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let a = enqueue(&store, E, 1_000);
-    let b = enqueue(&store, E, 1_000);
-    let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
-    assert_eq!(ids(&leased), [a, b]);
+    each_backend(async |store| {
+        let a = enqueue(store, E, 1_000).await;
+        let b = enqueue(store, E, 1_000).await;
+        let leased = taken(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(ids(&leased), [a, b]);
 
-    let on_a = attempt(&store, a, &Decision::Delivered, 1_100);
-    let on_b = attempt(&store, b, &dead("HTTP 400"), 1_200);
+        let on_a = attempt(store, a, &Decision::Delivered, 1_100).await;
+        let on_b = attempt(store, b, &dead("HTTP 400"), 1_200).await;
 
-    assert_eq!(store.attempts(a).unwrap(), [on_a]);
-    assert_eq!(store.attempts(b).unwrap(), [on_b]);
-    assert!(store.attempts(MessageId::new()).unwrap().is_empty());
+        assert_eq!(store.attempts(a).await.unwrap(), [on_a]);
+        assert_eq!(store.attempts(b).await.unwrap(), [on_b]);
+        assert!(store.attempts(MessageId::new()).await.unwrap().is_empty());
+    })
+    .await;
 }
 
-/// How a test hands outcomes to the store: the blocking call, or the async one the dispatcher uses (which
-/// swaps an outcome that changes only its record itself and hands the rest to the combiner).
+/// How a test hands outcomes to the store: one at a time ([`Store::record_attempt`]; the sled backend's
+/// blocking path), or as one batch ([`Store::record_attempts`], as the dispatcher does; the sled backend swaps an
+/// outcome that changes only its record itself and hands the rest to the combiner).
 #[derive(Clone, Copy, PartialEq)]
 enum Recording {
-    Blocking,
-    Async,
-    /// Async, each outcome handing back its record as the lease gave it (as the dispatcher does).
-    AsyncLeased,
+    OneByOne,
+    Batch,
+    /// A batch, each outcome handing back its record as the lease gave it (as the dispatcher does).
+    BatchLeased,
 }
 
 async fn record_all(store: &Store, outcomes: Vec<AttemptOutcome>, how: Recording) {
     match how {
-        Recording::Blocking => store.record_attempts(outcomes).unwrap(),
-        Recording::Async | Recording::AsyncLeased => {
-            store.record_attempts_async(outcomes).await.unwrap()
+        Recording::OneByOne => {
+            for outcome in outcomes {
+                let AttemptOutcome {
+                    id,
+                    attempt,
+                    decision,
+                    now,
+                    ..
+                } = outcome;
+                store
+                    .record_attempt(id, &attempt, &decision, now)
+                    .await
+                    .unwrap();
+            }
         }
+        Recording::Batch | Recording::BatchLeased => store.record_attempts(outcomes).await.unwrap(),
     }
 }
 
 /// The record of `id` among `leased` when `how` hands leased records back.
 fn handed_back(how: Recording, leased: &[MessageRecord], id: MessageId) -> Option<MessageRecord> {
-    (how == Recording::AsyncLeased)
+    (how == Recording::BatchLeased)
         .then(|| leased.iter().find(|record| record.id == id).cloned())
         .flatten()
 }
 
 #[tokio::test]
 async fn one_batch_of_outcomes_applies_each_whether_it_changes_only_its_record_or_more() {
-    one_batch_of_outcomes(Recording::Blocking).await;
+    one_batch_of_outcomes(Recording::OneByOne).await;
 }
 
 #[tokio::test]
 async fn one_async_batch_of_outcomes_applies_each_whether_it_changes_only_its_record_or_more() {
-    one_batch_of_outcomes(Recording::Async).await;
+    one_batch_of_outcomes(Recording::Batch).await;
 }
 
 #[tokio::test]
 async fn one_async_batch_of_outcomes_with_their_leased_records_applies_each_the_same() {
-    one_batch_of_outcomes(Recording::AsyncLeased).await;
+    one_batch_of_outcomes(Recording::BatchLeased).await;
 }
 
 async fn one_batch_of_outcomes(how: Recording) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    // More than the record: a message attempted before, a dead letter, a message with a contact.
-    let second_try = enqueue(&store, E, 500);
-    lease_exactly(&store, E, second_try, 500);
-    let first_of_second = attempt(&store, second_try, &Decision::RetryAt(1_000), 600);
-    let dead_now = enqueue(&store, E, 1_000);
-    let capped = store
-        .enqueue(&for_contact(E, "alice", 1), 1_000)
-        .unwrap()
-        .id;
-    // Only the record changes: a first attempt delivered, a first attempt retried.
-    let delivered = enqueue(&store, E, 1_000);
-    let retried = enqueue(&store, E, 1_000);
-    let leased = taken(store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap());
-    assert_eq!(leased.len(), 5);
-
-    let made = [
-        (delivered, Decision::Delivered, AttemptResult::Delivered),
-        (retried, Decision::RetryAt(5_000), AttemptResult::Retry),
-        (dead_now, dead("HTTP 400"), AttemptResult::Final),
-        (second_try, Decision::Delivered, AttemptResult::Delivered),
-        (capped, Decision::Delivered, AttemptResult::Delivered),
-    ]
-    .map(|(id, decision, result)| (id, decision, next_attempt(&store, id, 1_100, result)));
-    let outcomes = made
-        .iter()
-        .map(|(id, decision, attempt)| AttemptOutcome {
-            id: *id,
-            attempt: attempt.clone(),
-            decision: decision.clone(),
-            now: 1_100,
-            leased: handed_back(how, &leased, *id),
-        })
-        .collect();
-    record_all(&store, outcomes, how).await;
-
-    let stages = made.each_ref().map(|(id, _, _)| stage(&store, *id));
-    assert_eq!(
-        stages,
-        [
-            Stage::Delivered,
-            Stage::Queued,
-            Stage::Dead,
-            Stage::Delivered,
-            Stage::Delivered
-        ]
-    );
-    // The swapped records keep what the outcome does not change, whichever record the swap started from.
-    for id in [delivered, retried] {
-        let kept = record(&store, id);
-        let sent = message(E, None);
-        assert_eq!(
-            (kept.endpoint, kept.kind, kept.payload, kept.created_at),
-            (sent.endpoint, sent.kind, sent.payload, 1_000)
+    each_backend(async |store| {
+        // More than the record: a message attempted before, a dead letter, a message with a contact.
+        let second_try = enqueue(store, E, 500).await;
+        lease_exactly(store, E, second_try, 500).await;
+        let first_of_second = attempt(store, second_try, &Decision::RetryAt(1_000), 600).await;
+        let dead_now = enqueue(store, E, 1_000).await;
+        let capped = store
+            .enqueue(&for_contact(E, "alice", 1), 1_000)
+            .await
+            .unwrap()
+            .id;
+        // Only the record changes: a first attempt delivered, a first attempt retried.
+        let delivered = enqueue(store, E, 1_000).await;
+        let retried = enqueue(store, E, 1_000).await;
+        let leased = taken(
+            store
+                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                .await
+                .unwrap(),
         );
-    }
-    assert_eq!(record(&store, retried).next_attempt_at, 5_000);
-    for (id, _, attempt) in &made {
-        let mut expected = if *id == second_try {
-            vec![first_of_second.clone()]
-        } else {
-            Vec::new()
-        };
-        expected.push(attempt.clone());
-        assert_eq!(store.attempts(*id).unwrap(), expected);
-    }
-    // The due index, the dead-letter index, the contact's place and the counts agree with the records.
-    assert!(matches!(
-        store.lease_due(E, 4_999, 10, 4_999 + LEASE_MS).unwrap(),
-        Lease::NextDueAt(5_000)
-    ));
-    assert_eq!(
-        ids(&store.list_dead(None, None, 10).unwrap().items),
-        [dead_now]
-    );
-    store.enqueue(&for_contact(E, "alice", 1), 1_200).unwrap();
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(2, 0, 3, 1))]));
+        assert_eq!(leased.len(), 5);
+
+        let mut made = Vec::new();
+        for (id, decision, result) in [
+            (delivered, Decision::Delivered, AttemptResult::Delivered),
+            (retried, Decision::RetryAt(5_000), AttemptResult::Retry),
+            (dead_now, dead("HTTP 400"), AttemptResult::Final),
+            (second_try, Decision::Delivered, AttemptResult::Delivered),
+            (capped, Decision::Delivered, AttemptResult::Delivered),
+        ] {
+            made.push((id, decision, next_attempt(store, id, 1_100, result).await));
+        }
+        let outcomes = made
+            .iter()
+            .map(|(id, decision, attempt)| AttemptOutcome {
+                id: *id,
+                attempt: attempt.clone(),
+                decision: decision.clone(),
+                now: 1_100,
+                leased: handed_back(how, &leased, *id),
+            })
+            .collect();
+        record_all(store, outcomes, how).await;
+
+        let mut stages = Vec::new();
+        for (id, _, _) in &made {
+            stages.push(stage(store, *id).await);
+        }
+        assert_eq!(
+            stages,
+            [
+                Stage::Delivered,
+                Stage::Queued,
+                Stage::Dead,
+                Stage::Delivered,
+                Stage::Delivered
+            ]
+        );
+        // The swapped records keep what the outcome does not change, whichever record the swap started from.
+        for id in [delivered, retried] {
+            let kept = record(store, id).await;
+            let sent = message(E, None);
+            assert_eq!(
+                (kept.endpoint, kept.kind, kept.payload, kept.created_at),
+                (sent.endpoint, sent.kind, sent.payload, 1_000)
+            );
+        }
+        assert_eq!(record(store, retried).await.next_attempt_at, 5_000);
+        for (id, _, attempt) in &made {
+            let mut expected = if *id == second_try {
+                vec![first_of_second.clone()]
+            } else {
+                Vec::new()
+            };
+            expected.push(attempt.clone());
+            assert_eq!(store.attempts(*id).await.unwrap(), expected);
+        }
+        // The due index, the dead-letter index, the contact's place and the counts agree with the records.
+        assert!(matches!(
+            store
+                .lease_due(E, 4_999, 10, 4_999 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::NextDueAt(5_000)
+        ));
+        assert_eq!(
+            ids(&store.list_dead(None, None, 10).await.unwrap().items),
+            [dead_now]
+        );
+        store
+            .enqueue(&for_contact(E, "alice", 1), 1_200)
+            .await
+            .unwrap();
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(2, 0, 3, 1))])
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn an_outcome_is_committed_without_anyone_waiting_for_it() {
-    an_outcome_is_committed(Recording::Blocking).await;
+    an_outcome_is_committed(Recording::OneByOne).await;
 }
 
 #[tokio::test]
 async fn an_async_outcome_is_committed_without_anyone_waiting_for_it() {
-    an_outcome_is_committed(Recording::Async).await;
+    an_outcome_is_committed(Recording::Batch).await;
 }
 
 async fn an_outcome_is_committed(how: Recording) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
-    store.commit().await.unwrap();
-    lease_exactly(&store, E, id, 1_000);
-    let mut commits = store.commits();
-    let before = *commits.borrow_and_update();
+    each_backend(async |store| {
+        let id = enqueue(store, E, 1_000).await;
+        store.commit().await.unwrap();
+        lease_exactly(store, E, id, 1_000).await;
+        let mut commits = store.commits();
+        let before = *commits.borrow_and_update();
 
-    let attempt = next_attempt(&store, id, 1_100, AttemptResult::Delivered);
-    let outcome = AttemptOutcome {
-        id,
-        attempt,
-        decision: Decision::Delivered,
-        now: 1_100,
-        leased: None,
-    };
-    record_all(&store, vec![outcome], how).await;
-    assert_eq!(stage(&store, id), Stage::Delivered);
+        let attempt = next_attempt(store, id, 1_100, AttemptResult::Delivered).await;
+        let outcome = AttemptOutcome {
+            id,
+            attempt,
+            decision: Decision::Delivered,
+            now: 1_100,
+            leased: None,
+        };
+        record_all(store, vec![outcome], how).await;
+        assert_eq!(stage(store, id).await, Stage::Delivered);
 
-    // Nothing here calls `commit`: the store asks for one itself, so that the outcome reaches the disk.
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        commits.wait_for(|count| *count > before),
-    )
-    .await
-    .expect("a commit after the outcome, within 10 s")
-    .unwrap();
+        // Nothing here calls `commit`: the store asks for one itself, so that the outcome reaches the disk.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            commits.wait_for(|count| *count > before),
+        )
+        .await
+        .expect("a commit after the outcome, within 10 s")
+        .unwrap();
+    })
+    .await;
 }
 
 // ------------------------------------------------------------------------------------------- release
 
 #[tokio::test]
 async fn release_puts_a_leased_message_back_due_now_without_counting_an_attempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
-    lease_exactly(&store, E, id, 1_000);
+    each_backend(async |store| {
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
 
-    store.release(id, 2_000).unwrap();
+        store.release(id, 2_000).await.unwrap();
 
-    let r = record(&store, id);
-    assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 2_000));
-    assert_eq!((r.cycle_attempts, r.total_attempts), (0, 0));
-    assert!(store.attempts(id).unwrap().is_empty());
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
-    assert!(matches!(
-        store.lease_due(E, 1_999, 10, 1_999 + LEASE_MS).unwrap(),
-        Lease::NextDueAt(2_000)
-    ));
-    assert_eq!(
-        ids(&taken(
-            store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap()
-        )),
-        [id]
-    );
+        let r = record(store, id).await;
+        assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 2_000));
+        assert_eq!((r.cycle_attempts, r.total_attempts), (0, 0));
+        assert!(store.attempts(id).await.unwrap().is_empty());
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
+        );
+        assert!(matches!(
+            store
+                .lease_due(E, 1_999, 10, 1_999 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::NextDueAt(2_000)
+        ));
+        assert_eq!(
+            ids(&taken(
+                store
+                    .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
+                    .await
+                    .unwrap()
+            )),
+            [id]
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn release_of_a_message_that_is_not_leased_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let done = delivered(&store, E, 1_000, 1_100);
-    let gone = dead_letter(&store, E, 2_000);
-    let queued = enqueue(&store, E, 3_000);
-    let before: Vec<MessageRecord> = [done, gone, queued]
-        .iter()
-        .map(|id| record(&store, *id))
-        .collect();
+    each_backend(async |store| {
+        let done = delivered(store, E, 1_000, 1_100).await;
+        let gone = dead_letter(store, E, 2_000).await;
+        let queued = enqueue(store, E, 3_000).await;
+        let before: Vec<MessageRecord> = records(store, &[done, gone, queued]).await;
 
-    for id in [done, gone, queued, MessageId::new()] {
-        store.release(id, 9_000).unwrap();
-    }
+        for id in [done, gone, queued, MessageId::new()] {
+            store.release(id, 9_000).await.unwrap();
+        }
 
-    for r in &before {
-        assert_eq!(&record(&store, r.id), r);
-    }
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 1, 1))]));
-    assert_eq!(
-        ids(&taken(
-            store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap()
-        )),
-        [queued]
-    );
+        for r in &before {
+            assert_eq!(&record(store, r.id).await, r);
+        }
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(1, 0, 1, 1))])
+        );
+        assert_eq!(
+            ids(&taken(
+                store
+                    .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
+                    .await
+                    .unwrap()
+            )),
+            [queued]
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn release_all_leases_requeues_every_leased_message_and_counts_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let e_leased = [enqueue(&store, E, 1_000), enqueue(&store, E, 1_000)];
-    assert_eq!(
-        ids(&taken(
-            store.lease_due(E, 1_000, 10, 1_000 + LEASE_MS).unwrap()
-        )),
-        e_leased
-    );
-    let e2_leased = enqueue(&store, E2, 1_000);
-    lease_exactly(&store, E2, e2_leased, 1_000);
-    let e2_queued = enqueue(&store, E2, 5_000);
-    let e2_done = delivered(&store, E2, 1_600, 1_700);
-
-    let released = store.release_all_leases(3_000).unwrap();
-
-    assert_eq!(released, 3);
-    for id in [e_leased[0], e_leased[1], e2_leased] {
-        let r = record(&store, id);
+    each_backend(async |store| {
+        let e_leased = [
+            enqueue(store, E, 1_000).await,
+            enqueue(store, E, 1_000).await,
+        ];
         assert_eq!(
-            (r.stage, r.next_attempt_at, r.total_attempts),
-            (Stage::Queued, 3_000, 0)
+            ids(&taken(
+                store
+                    .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
+                    .await
+                    .unwrap()
+            )),
+            e_leased
         );
-        assert!(store.attempts(id).unwrap().is_empty());
-    }
-    assert_eq!(record(&store, e2_queued).next_attempt_at, 5_000);
-    assert_eq!(stage(&store, e2_done), Stage::Delivered);
-    assert_eq!(
-        counted(&store),
-        counts_of(&[
-            (E, stage_counts(2, 0, 0, 0)),
-            (E2, stage_counts(2, 0, 1, 0))
-        ])
-    );
-    assert_eq!(
-        store.release_all_leases(4_000).unwrap(),
-        0,
-        "nothing is leased any more"
-    );
-    assert_eq!(
-        ids(&taken(
-            store.lease_due(E, 3_000, 10, 3_000 + LEASE_MS).unwrap()
-        )),
-        e_leased
-    );
+        let e2_leased = enqueue(store, E2, 1_000).await;
+        lease_exactly(store, E2, e2_leased, 1_000).await;
+        let e2_queued = enqueue(store, E2, 5_000).await;
+        let e2_done = delivered(store, E2, 1_600, 1_700).await;
+
+        let released = store.release_all_leases(3_000).await.unwrap();
+
+        assert_eq!(released, 3);
+        for id in [e_leased[0], e_leased[1], e2_leased] {
+            let r = record(store, id).await;
+            assert_eq!(
+                (r.stage, r.next_attempt_at, r.total_attempts),
+                (Stage::Queued, 3_000, 0)
+            );
+            assert!(store.attempts(id).await.unwrap().is_empty());
+        }
+        assert_eq!(record(store, e2_queued).await.next_attempt_at, 5_000);
+        assert_eq!(stage(store, e2_done).await, Stage::Delivered);
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[
+                (E, stage_counts(2, 0, 0, 0)),
+                (E2, stage_counts(2, 0, 1, 0))
+            ])
+        );
+        assert_eq!(
+            store.release_all_leases(4_000).await.unwrap(),
+            0,
+            "nothing is leased any more"
+        );
+        assert_eq!(
+            ids(&taken(
+                store
+                    .lease_due(E, 3_000, 10, 3_000 + LEASE_MS)
+                    .await
+                    .unwrap()
+            )),
+            e_leased
+        );
+    })
+    .await;
 }
 
 // ----------------------------------------------------------------------------------------- list_dead
 
 #[tokio::test]
 async fn list_dead_filters_by_endpoint_oldest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let e_first = dead_letter(&store, E, 1_000);
-    let e2_first = dead_letter(&store, E2, 1_000);
-    let e_second = dead_letter(&store, E, 2_000);
-    delivered(&store, E, 3_000, 3_100);
-    enqueue(&store, E, 4_000);
+    each_backend(async |store| {
+        let e_first = dead_letter(store, E, 1_000).await;
+        let e2_first = dead_letter(store, E2, 1_000).await;
+        let e_second = dead_letter(store, E, 2_000).await;
+        delivered(store, E, 3_000, 3_100).await;
+        enqueue(store, E, 4_000).await;
 
-    assert_eq!(
-        ids(&store.list_dead(Some(E), None, 10).unwrap().items),
-        [e_first, e_second]
-    );
-    assert_eq!(
-        ids(&store.list_dead(Some(E2), None, 10).unwrap().items),
-        [e2_first]
-    );
-    assert_eq!(
-        ids(&store.list_dead(None, None, 10).unwrap().items),
-        [e_first, e2_first, e_second]
-    );
-    let none = store.list_dead(Some("unknown"), None, 10).unwrap();
-    assert!(none.items.is_empty() && none.next.is_none(), "{none:?}");
-    let page = store.list_dead(Some(E), None, 10).unwrap();
-    assert!(
-        page.items
-            .iter()
-            .all(|r| r.stage == Stage::Dead && r.endpoint == E)
-    );
-    assert_eq!(page.next, None);
+        assert_eq!(
+            ids(&store.list_dead(Some(E), None, 10).await.unwrap().items),
+            [e_first, e_second]
+        );
+        assert_eq!(
+            ids(&store.list_dead(Some(E2), None, 10).await.unwrap().items),
+            [e2_first]
+        );
+        assert_eq!(
+            ids(&store.list_dead(None, None, 10).await.unwrap().items),
+            [e_first, e2_first, e_second]
+        );
+        let none = store.list_dead(Some("unknown"), None, 10).await.unwrap();
+        assert!(none.items.is_empty() && none.next.is_none(), "{none:?}");
+        let page = store.list_dead(Some(E), None, 10).await.unwrap();
+        assert!(
+            page.items
+                .iter()
+                .all(|r| r.stage == Stage::Dead && r.endpoint == E)
+        );
+        assert_eq!(page.next, None);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn list_dead_pages_cover_every_dead_letter_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let mut all = Vec::new();
-    let mut of_e = Vec::new();
-    for i in 0..10 {
-        let endpoint = if i % 3 == 1 { E2 } else { E };
-        let id = dead_letter(&store, endpoint, 1_000 * (i + 1));
-        all.push(id);
-        if endpoint == E {
-            of_e.push(id);
+    each_backend(async |store| {
+        let mut all = Vec::new();
+        let mut of_e = Vec::new();
+        for i in 0..10 {
+            let endpoint = if i % 3 == 1 { E2 } else { E };
+            let id = dead_letter(store, endpoint, 1_000 * (i + 1)).await;
+            all.push(id);
+            if endpoint == E {
+                of_e.push(id);
+            }
         }
-    }
-    assert_eq!(of_e.len(), 7);
-    delivered(&store, E, 20_000, 20_100);
-    enqueue(&store, E, 21_000);
+        assert_eq!(of_e.len(), 7);
+        delivered(store, E, 20_000, 20_100).await;
+        enqueue(store, E, 21_000).await;
 
-    let pages = all_dead_pages(&store, Some(E), 3);
-    assert_eq!(
-        pages.iter().map(|p| p.items.len()).collect::<Vec<_>>(),
-        [3, 3, 1]
-    );
-    let listed: Vec<MessageId> = pages.iter().flat_map(|p| ids(&p.items)).collect();
-    assert_eq!(listed, of_e);
+        let pages = all_dead_pages(store, Some(E), 3).await;
+        assert_eq!(
+            pages.iter().map(|p| p.items.len()).collect::<Vec<_>>(),
+            [3, 3, 1]
+        );
+        let listed: Vec<MessageId> = pages.iter().flat_map(|p| ids(&p.items)).collect();
+        assert_eq!(listed, of_e);
 
-    let pages = all_dead_pages(&store, None, 4);
-    assert_eq!(
-        pages.iter().map(|p| p.items.len()).collect::<Vec<_>>(),
-        [4, 4, 2]
-    );
-    let listed: Vec<MessageId> = pages.iter().flat_map(|p| ids(&p.items)).collect();
-    assert_eq!(listed, all);
+        let pages = all_dead_pages(store, None, 4).await;
+        assert_eq!(
+            pages.iter().map(|p| p.items.len()).collect::<Vec<_>>(),
+            [4, 4, 2]
+        );
+        let listed: Vec<MessageId> = pages.iter().flat_map(|p| ids(&p.items)).collect();
+        assert_eq!(listed, all);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn list_dead_has_no_cursor_after_the_last_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let dead: Vec<MessageId> = (1..=4).map(|i| dead_letter(&store, E, i * 1_000)).collect();
+    each_backend(async |store| {
+        let dead: Vec<MessageId> = {
+            let mut all = Vec::new();
+            for i in 1..=4 {
+                all.push(dead_letter(store, E, i * 1_000).await);
+            }
+            all
+        };
 
-    // Exactly two full pages: the second has no cursor, as no third page exists.
-    let pages = all_dead_pages(&store, Some(E), 2);
-    assert_eq!(pages.len(), 2, "{pages:?}");
-    assert_eq!(pages[0].next, Some(dead[1]));
-    assert_eq!(pages[1].next, None);
+        // Exactly two full pages: the second has no cursor, as no third page exists.
+        let pages = all_dead_pages(store, Some(E), 2).await;
+        assert_eq!(pages.len(), 2, "{pages:?}");
+        assert_eq!(pages[0].next, Some(dead[1]));
+        assert_eq!(pages[1].next, None);
 
-    // A dead letter of another endpoint after the last one of `e` does not make a page.
-    dead_letter(&store, E2, 9_000);
-    let pages = all_dead_pages(&store, Some(E), 2);
-    assert_eq!(pages.len(), 2, "{pages:?}");
+        // A dead letter of another endpoint after the last one of `e` does not make a page.
+        dead_letter(store, E2, 9_000).await;
+        let pages = all_dead_pages(store, Some(E), 2).await;
+        assert_eq!(pages.len(), 2, "{pages:?}");
 
-    let one_page = store.list_dead(Some(E), None, 4).unwrap();
-    assert_eq!((ids(&one_page.items), one_page.next), (dead, None));
+        let one_page = store.list_dead(Some(E), None, 4).await.unwrap();
+        assert_eq!((ids(&one_page.items), one_page.next), (dead, None));
+    })
+    .await;
 }
 
 // --------------------------------------------------------------------------------------------- replay
 
 #[tokio::test]
 async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
-    lease_exactly(&store, E, id, 1_000);
-    let first = attempt(&store, id, &Decision::RetryAt(2_000), 1_100);
-    lease_exactly(&store, E, id, 2_000);
-    let second = attempt(&store, id, &dead("gave up"), 2_100);
+    each_backend(async |store| {
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
+        let first = attempt(store, id, &Decision::RetryAt(2_000), 1_100).await;
+        lease_exactly(store, E, id, 2_000).await;
+        let second = attempt(store, id, &dead("gave up"), 2_100).await;
 
-    let endpoints = store.replay(&Selection::Ids(vec![id]), 9_000).unwrap();
+        let endpoints = store
+            .replay(&Selection::Ids(vec![id]), 9_000)
+            .await
+            .unwrap();
 
-    assert_eq!(endpoints, [E]);
-    let r = record(&store, id);
-    assert_eq!(r.stage, Stage::Queued);
-    assert_eq!(r.next_attempt_at, 9_000);
-    assert_eq!(r.cycle_attempts, 0, "a replay starts a fresh cycle");
-    assert_eq!(r.cycle_started_at, 9_000);
-    assert_eq!(
-        r.total_attempts, 2,
-        "the attempt count across replays is kept"
-    );
-    assert_eq!((r.dead_reason, r.dead_at), (None, None));
-    assert_eq!(r.created_at, 1_000);
-    assert_eq!(store.attempts(id).unwrap(), [first.clone(), second.clone()]);
-    assert!(store.list_dead(None, None, 10).unwrap().items.is_empty());
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 0))]));
-    assert!(matches!(
-        store.lease_due(E, 8_999, 10, 8_999 + LEASE_MS).unwrap(),
-        Lease::NextDueAt(9_000)
-    ));
+        assert_eq!(endpoints, [E]);
+        let r = record(store, id).await;
+        assert_eq!(r.stage, Stage::Queued);
+        assert_eq!(r.next_attempt_at, 9_000);
+        assert_eq!(r.cycle_attempts, 0, "a replay starts a fresh cycle");
+        assert_eq!(r.cycle_started_at, 9_000);
+        assert_eq!(
+            r.total_attempts, 2,
+            "the attempt count across replays is kept"
+        );
+        assert_eq!((r.dead_reason, r.dead_at), (None, None));
+        assert_eq!(r.created_at, 1_000);
+        assert_eq!(
+            store.attempts(id).await.unwrap(),
+            [first.clone(), second.clone()]
+        );
+        assert!(
+            store
+                .list_dead(None, None, 10)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
+        );
+        assert!(matches!(
+            store
+                .lease_due(E, 8_999, 10, 8_999 + LEASE_MS)
+                .await
+                .unwrap(),
+            Lease::NextDueAt(9_000)
+        ));
 
-    // The next attempt continues the numbering and counts in the new cycle.
-    lease_exactly(&store, E, id, 9_000);
-    let third = attempt(&store, id, &Decision::Delivered, 9_100);
-    assert_eq!(third.number, 3);
-    let r = record(&store, id);
-    assert_eq!(
-        (r.stage, r.cycle_attempts, r.total_attempts),
-        (Stage::Delivered, 1, 3)
-    );
-    assert_eq!(store.attempts(id).unwrap(), [first, second, third]);
+        // The next attempt continues the numbering and counts in the new cycle.
+        lease_exactly(store, E, id, 9_000).await;
+        let third = attempt(store, id, &Decision::Delivered, 9_100).await;
+        assert_eq!(third.number, 3);
+        let r = record(store, id).await;
+        assert_eq!(
+            (r.stage, r.cycle_attempts, r.total_attempts),
+            (Stage::Delivered, 1, 3)
+        );
+        assert_eq!(store.attempts(id).await.unwrap(), [first, second, third]);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn replay_skips_ids_that_are_not_dead() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let done = delivered(&store, E, 1_000, 1_100);
-    let in_flight = enqueue(&store, E, 2_000);
-    lease_exactly(&store, E, in_flight, 2_000);
-    let queued = enqueue(&store, E, 3_000);
-    let gone = dead_letter(&store, E2, 3_000);
-    let before: Vec<MessageRecord> = [done, in_flight, queued]
-        .iter()
-        .map(|id| record(&store, *id))
-        .collect();
+    each_backend(async |store| {
+        let done = delivered(store, E, 1_000, 1_100).await;
+        let in_flight = enqueue(store, E, 2_000).await;
+        lease_exactly(store, E, in_flight, 2_000).await;
+        let queued = enqueue(store, E, 3_000).await;
+        let gone = dead_letter(store, E2, 3_000).await;
+        let before: Vec<MessageRecord> = records(store, &[done, in_flight, queued]).await;
 
-    let endpoints = store
-        .replay(
-            &Selection::Ids(vec![done, in_flight, queued, MessageId::new(), gone, gone]),
-            9_000,
-        )
-        .unwrap();
+        let endpoints = store
+            .replay(
+                &Selection::Ids(vec![done, in_flight, queued, MessageId::new(), gone, gone]),
+                9_000,
+            )
+            .await
+            .unwrap();
 
-    assert_eq!(endpoints, [E2], "only the dead letter is replayed, once");
-    for r in &before {
-        assert_eq!(&record(&store, r.id), r);
-    }
-    assert_eq!(stage(&store, gone), Stage::Queued);
-    assert_eq!(
-        counted(&store),
-        counts_of(&[
-            (E, stage_counts(1, 1, 1, 0)),
-            (E2, stage_counts(1, 0, 0, 0))
-        ])
-    );
+        assert_eq!(endpoints, [E2], "only the dead letter is replayed, once");
+        for r in &before {
+            assert_eq!(&record(store, r.id).await, r);
+        }
+        assert_eq!(stage(store, gone).await, Stage::Queued);
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[
+                (E, stage_counts(1, 1, 1, 0)),
+                (E2, stage_counts(1, 0, 0, 0))
+            ])
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn replay_all_of_an_endpoint_leaves_other_endpoints_dead() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let e_dead = [dead_letter(&store, E, 1_000), dead_letter(&store, E, 2_000)];
-    let e2_dead = dead_letter(&store, E2, 1_000);
+    each_backend(async |store| {
+        let e_dead = [
+            dead_letter(store, E, 1_000).await,
+            dead_letter(store, E, 2_000).await,
+        ];
+        let e2_dead = dead_letter(store, E2, 1_000).await;
 
-    let endpoints = store
-        .replay(
-            &Selection::All {
-                endpoint: Some(E.to_owned()),
-            },
-            9_000,
-        )
-        .unwrap();
+        let endpoints = store
+            .replay(
+                &Selection::All {
+                    endpoint: Some(E.to_owned()),
+                },
+                9_000,
+            )
+            .await
+            .unwrap();
 
-    assert_eq!(endpoints, [E, E]);
-    for id in e_dead {
-        let r = record(&store, id);
+        assert_eq!(endpoints, [E, E]);
+        for id in e_dead {
+            let r = record(store, id).await;
+            assert_eq!(
+                (
+                    r.stage,
+                    r.next_attempt_at,
+                    r.cycle_attempts,
+                    r.total_attempts
+                ),
+                (Stage::Queued, 9_000, 0, 1)
+            );
+        }
+        assert_eq!(stage(store, e2_dead).await, Stage::Dead);
         assert_eq!(
-            (
-                r.stage,
-                r.next_attempt_at,
-                r.cycle_attempts,
-                r.total_attempts
-            ),
-            (Stage::Queued, 9_000, 0, 1)
+            ids(&store.list_dead(None, None, 10).await.unwrap().items),
+            [e2_dead]
         );
-    }
-    assert_eq!(stage(&store, e2_dead), Stage::Dead);
-    assert_eq!(
-        ids(&store.list_dead(None, None, 10).unwrap().items),
-        [e2_dead]
-    );
-    assert_eq!(
-        ids(&taken(
-            store.lease_due(E, 9_000, 10, 9_000 + LEASE_MS).unwrap()
-        )),
-        e_dead
-    );
+        assert_eq!(
+            ids(&taken(
+                store
+                    .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
+                    .await
+                    .unwrap()
+            )),
+            e_dead
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn replay_all_without_endpoint_replays_every_dead_letter() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let gone = [
-        dead_letter(&store, E, 1_000),
-        dead_letter(&store, E2, 1_000),
-        dead_letter(&store, E, 2_000),
-    ];
-    let done = delivered(&store, E, 3_000, 3_100);
+    each_backend(async |store| {
+        let gone = [
+            dead_letter(store, E, 1_000).await,
+            dead_letter(store, E2, 1_000).await,
+            dead_letter(store, E, 2_000).await,
+        ];
+        let done = delivered(store, E, 3_000, 3_100).await;
 
-    let endpoints = store
-        .replay(&Selection::All { endpoint: None }, 9_000)
-        .unwrap();
+        let endpoints = store
+            .replay(&Selection::All { endpoint: None }, 9_000)
+            .await
+            .unwrap();
 
-    assert_eq!(endpoints, [E, E2, E]);
-    for id in gone {
-        assert_eq!(stage(&store, id), Stage::Queued);
-    }
-    assert_eq!(stage(&store, done), Stage::Delivered);
-    assert!(store.list_dead(None, None, 10).unwrap().items.is_empty());
-    assert_eq!(
-        counted(&store),
-        counts_of(&[
-            (E, stage_counts(2, 0, 1, 0)),
-            (E2, stage_counts(1, 0, 0, 0))
-        ])
-    );
-    assert!(
-        store
-            .replay(&Selection::All { endpoint: None }, 9_500)
-            .unwrap()
-            .is_empty()
-    );
+        assert_eq!(endpoints, [E, E2, E]);
+        for id in gone {
+            assert_eq!(stage(store, id).await, Stage::Queued);
+        }
+        assert_eq!(stage(store, done).await, Stage::Delivered);
+        assert!(
+            store
+                .list_dead(None, None, 10)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[
+                (E, stage_counts(2, 0, 1, 0)),
+                (E2, stage_counts(1, 0, 0, 0))
+            ])
+        );
+        assert!(
+            store
+                .replay(&Selection::All { endpoint: None }, 9_500)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------- purge
 
 #[tokio::test]
 async fn purge_deletes_the_record_and_its_attempts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = enqueue(&store, E, 1_000);
-    lease_exactly(&store, E, id, 1_000);
-    attempt(&store, id, &Decision::RetryAt(2_000), 1_100);
-    lease_exactly(&store, E, id, 2_000);
-    attempt(&store, id, &dead("HTTP 400"), 2_100);
-    let kept = dead_letter(&store, E, 3_000);
+    each_backend(async |store| {
+        let id = enqueue(store, E, 1_000).await;
+        lease_exactly(store, E, id, 1_000).await;
+        attempt(store, id, &Decision::RetryAt(2_000), 1_100).await;
+        lease_exactly(store, E, id, 2_000).await;
+        attempt(store, id, &dead("HTTP 400"), 2_100).await;
+        let kept = dead_letter(store, E, 3_000).await;
 
-    let purged = store.purge(&Selection::Ids(vec![id])).unwrap();
+        let purged = store.purge(&Selection::Ids(vec![id])).await.unwrap();
 
-    assert_eq!(purged, 1);
-    assert_eq!(store.get(id).unwrap(), None);
-    assert!(store.attempts(id).unwrap().is_empty());
-    assert_eq!(ids(&store.list_dead(None, None, 10).unwrap().items), [kept]);
-    assert_eq!(
-        store.attempts(kept).unwrap().len(),
-        1,
-        "other messages' attempts stay"
-    );
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(0, 0, 0, 1))]));
-    assert!(
-        store
-            .replay(&Selection::Ids(vec![id]), 9_000)
-            .unwrap()
-            .is_empty()
-    );
+        assert_eq!(purged, 1);
+        assert_eq!(store.get(id).await.unwrap(), None);
+        assert!(store.attempts(id).await.unwrap().is_empty());
+        assert_eq!(
+            ids(&store.list_dead(None, None, 10).await.unwrap().items),
+            [kept]
+        );
+        assert_eq!(
+            store.attempts(kept).await.unwrap().len(),
+            1,
+            "other messages' attempts stay"
+        );
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(0, 0, 0, 1))])
+        );
+        assert!(
+            store
+                .replay(&Selection::Ids(vec![id]), 9_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn purge_frees_the_idempotency_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let first = store.enqueue(&message(E, Some("k")), 1_000).unwrap().id;
-    lease_exactly(&store, E, first, 1_000);
-    attempt(&store, first, &dead("HTTP 400"), 1_100);
-    assert_eq!(store.purge(&Selection::Ids(vec![first])).unwrap(), 1);
+    each_backend(async |store| {
+        let first = store
+            .enqueue(&message(E, Some("k")), 1_000)
+            .await
+            .unwrap()
+            .id;
+        lease_exactly(store, E, first, 1_000).await;
+        attempt(store, first, &dead("HTTP 400"), 1_100).await;
+        assert_eq!(store.purge(&Selection::Ids(vec![first])).await.unwrap(), 1);
 
-    let again = store.enqueue(&message(E, Some("k")), 2_000).unwrap();
+        let again = store.enqueue(&message(E, Some("k")), 2_000).await.unwrap();
 
-    assert!(
-        !again.duplicate,
-        "the key is free once its message is purged"
-    );
-    assert_ne!(again.id, first);
-    let r = record(&store, again.id);
-    assert_eq!(
-        (r.stage, r.created_at, r.total_attempts),
-        (Stage::Queued, 2_000, 0)
-    );
-    assert!(store.attempts(again.id).unwrap().is_empty());
-    // The new message now owns the key.
-    assert_eq!(
-        store.enqueue(&message(E, Some("k")), 3_000).unwrap().id,
-        again.id
-    );
+        assert!(
+            !again.duplicate,
+            "the key is free once its message is purged"
+        );
+        assert_ne!(again.id, first);
+        let r = record(store, again.id).await;
+        assert_eq!(
+            (r.stage, r.created_at, r.total_attempts),
+            (Stage::Queued, 2_000, 0)
+        );
+        assert!(store.attempts(again.id).await.unwrap().is_empty());
+        // The new message now owns the key.
+        assert_eq!(
+            store
+                .enqueue(&message(E, Some("k")), 3_000)
+                .await
+                .unwrap()
+                .id,
+            again.id
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn purge_skips_messages_that_are_not_dead() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let done = delivered(&store, E, 1_000, 1_100);
-    let in_flight = enqueue(&store, E, 2_000);
-    lease_exactly(&store, E, in_flight, 2_000);
-    let queued = store.enqueue(&message(E, Some("k")), 3_000).unwrap().id;
-    let before: Vec<MessageRecord> = [done, in_flight, queued]
-        .iter()
-        .map(|id| record(&store, *id))
-        .collect();
-
-    let purged = store
-        .purge(&Selection::Ids(vec![
-            done,
-            in_flight,
-            queued,
-            MessageId::new(),
-        ]))
-        .unwrap();
-
-    assert_eq!(purged, 0);
-    for r in &before {
-        assert_eq!(&record(&store, r.id), r);
-    }
-    assert_eq!(store.attempts(done).unwrap().len(), 1);
-    assert!(
-        store
-            .enqueue(&message(E, Some("k")), 4_000)
+    each_backend(async |store| {
+        let done = delivered(store, E, 1_000, 1_100).await;
+        let in_flight = enqueue(store, E, 2_000).await;
+        lease_exactly(store, E, in_flight, 2_000).await;
+        let queued = store
+            .enqueue(&message(E, Some("k")), 3_000)
+            .await
             .unwrap()
-            .duplicate,
-        "the key is still held"
-    );
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 1, 1, 0))]));
+            .id;
+        let before: Vec<MessageRecord> = records(store, &[done, in_flight, queued]).await;
+
+        let purged = store
+            .purge(&Selection::Ids(vec![
+                done,
+                in_flight,
+                queued,
+                MessageId::new(),
+            ]))
+            .await
+            .unwrap();
+
+        assert_eq!(purged, 0);
+        for r in &before {
+            assert_eq!(&record(store, r.id).await, r);
+        }
+        assert_eq!(store.attempts(done).await.unwrap().len(), 1);
+        assert!(
+            store
+                .enqueue(&message(E, Some("k")), 4_000)
+                .await
+                .unwrap()
+                .duplicate,
+            "the key is still held"
+        );
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(1, 1, 1, 0))])
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn purge_all_of_an_endpoint_leaves_other_endpoints_dead() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let e_dead = [dead_letter(&store, E, 1_000), dead_letter(&store, E, 2_000)];
-    let e2_dead = dead_letter(&store, E2, 1_000);
+    each_backend(async |store| {
+        let e_dead = [
+            dead_letter(store, E, 1_000).await,
+            dead_letter(store, E, 2_000).await,
+        ];
+        let e2_dead = dead_letter(store, E2, 1_000).await;
 
-    assert_eq!(
-        store
-            .purge(&Selection::All {
-                endpoint: Some(E.to_owned())
-            })
-            .unwrap(),
-        2
-    );
+        assert_eq!(
+            store
+                .purge(&Selection::All {
+                    endpoint: Some(E.to_owned())
+                })
+                .await
+                .unwrap(),
+            2
+        );
 
-    for id in e_dead {
-        assert_eq!(store.get(id).unwrap(), None);
-    }
-    assert_eq!(
-        ids(&store.list_dead(None, None, 10).unwrap().items),
-        [e2_dead]
-    );
-    assert_eq!(store.purge(&Selection::All { endpoint: None }).unwrap(), 1);
-    assert_eq!(store.get(e2_dead).unwrap(), None);
-    assert_eq!(counted(&store), Counts::default());
+        for id in e_dead {
+            assert_eq!(store.get(id).await.unwrap(), None);
+        }
+        assert_eq!(
+            ids(&store.list_dead(None, None, 10).await.unwrap().items),
+            [e2_dead]
+        );
+        assert_eq!(
+            store
+                .purge(&Selection::All { endpoint: None })
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.get(e2_dead).await.unwrap(), None);
+        assert_eq!(counted(store).await, Counts::default());
+    })
+    .await;
 }
 
 // ------------------------------------------------------------------------------------ prune_delivered
 
 #[tokio::test]
 async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let old = delivered(&store, E, 100, 1_000);
-    let at_cutoff = delivered(&store, E2, 100, 2_000);
-    let recent = delivered(&store, E, 200, 3_000);
-    // Enqueued after `recent` (which was delivered late) and delivered early: pruned all the same.
-    let early = delivered(&store, E2, 250, 1_500);
-    let gone = dead_letter(&store, E, 300);
-    let queued = enqueue(&store, E, 400);
+    each_backend(async |store| {
+        let old = delivered(store, E, 100, 1_000).await;
+        let at_cutoff = delivered(store, E2, 100, 2_000).await;
+        let recent = delivered(store, E, 200, 3_000).await;
+        // Enqueued after `recent` (which was delivered late) and delivered early: pruned all the same.
+        let early = delivered(store, E2, 250, 1_500).await;
+        let gone = dead_letter(store, E, 300).await;
+        let queued = enqueue(store, E, 400).await;
 
-    let pruned = store.prune_delivered(2_000).unwrap();
+        let pruned = store.prune_delivered(2_000).await.unwrap();
 
-    assert_eq!(pruned, 2);
-    for id in [old, early] {
-        assert_eq!(store.get(id).unwrap(), None);
-        assert!(store.attempts(id).unwrap().is_empty());
-    }
-    assert_eq!(
-        stage(&store, at_cutoff),
-        Stage::Delivered,
-        "the cutoff itself is kept"
-    );
-    assert_eq!(stage(&store, recent), Stage::Delivered);
-    assert_eq!(store.attempts(recent).unwrap().len(), 1);
-    assert_eq!(stage(&store, gone), Stage::Dead);
-    assert_eq!(stage(&store, queued), Stage::Queued);
-    assert_eq!(
-        counted(&store),
-        counts_of(&[
-            (E, stage_counts(1, 0, 1, 1)),
-            (E2, stage_counts(0, 0, 1, 0))
-        ])
-    );
-    assert_eq!(
-        store.prune_delivered(2_000).unwrap(),
-        0,
-        "pruning again finds nothing"
-    );
-    assert_eq!(store.prune_delivered(u64::MAX).unwrap(), 2);
-    assert_eq!(counted(&store), counts_of(&[(E, stage_counts(1, 0, 0, 1))]));
+        assert_eq!(pruned, 2);
+        for id in [old, early] {
+            assert_eq!(store.get(id).await.unwrap(), None);
+            assert!(store.attempts(id).await.unwrap().is_empty());
+        }
+        assert_eq!(
+            stage(store, at_cutoff).await,
+            Stage::Delivered,
+            "the cutoff itself is kept"
+        );
+        assert_eq!(stage(store, recent).await, Stage::Delivered);
+        assert_eq!(store.attempts(recent).await.unwrap().len(), 1);
+        assert_eq!(stage(store, gone).await, Stage::Dead);
+        assert_eq!(stage(store, queued).await, Stage::Queued);
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[
+                (E, stage_counts(1, 0, 1, 1)),
+                (E2, stage_counts(0, 0, 1, 0))
+            ])
+        );
+        assert_eq!(
+            store.prune_delivered(2_000).await.unwrap(),
+            0,
+            "pruning again finds nothing"
+        );
+        assert_eq!(store.prune_delivered(u64::MAX).await.unwrap(), 2);
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(1, 0, 0, 1))])
+        );
+    })
+    .await;
 }
 
 // --------------------------------------------------------------------------------------------- counts
 
 #[tokio::test]
 async fn counts_report_every_endpoint_by_stage() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    assert_eq!(counted(&store), Counts::default());
+    each_backend(async |store| {
+        assert_eq!(counted(store).await, Counts::default());
 
-    delivered(&store, E, 100, 150);
-    delivered(&store, E, 200, 250);
-    dead_letter(&store, E, 300);
-    let in_flight = enqueue(&store, E, 400);
-    lease_exactly(&store, E, in_flight, 400);
-    let retried = enqueue(&store, E, 500);
-    lease_exactly(&store, E, retried, 500);
-    attempt(&store, retried, &Decision::RetryAt(10_000), 550);
-    enqueue(&store, E, 600);
-    enqueue(&store, E, 1_000_000);
-    dead_letter(&store, E2, 100);
-    dead_letter(&store, E2, 200);
-    let e2_in_flight = enqueue(&store, E2, 300);
-    lease_exactly(&store, E2, e2_in_flight, 300);
-    delivered(&store, "f", 100, 150);
+        delivered(store, E, 100, 150).await;
+        delivered(store, E, 200, 250).await;
+        dead_letter(store, E, 300).await;
+        let in_flight = enqueue(store, E, 400).await;
+        lease_exactly(store, E, in_flight, 400).await;
+        let retried = enqueue(store, E, 500).await;
+        lease_exactly(store, E, retried, 500).await;
+        attempt(store, retried, &Decision::RetryAt(10_000), 550).await;
+        enqueue(store, E, 600).await;
+        enqueue(store, E, 1_000_000).await;
+        dead_letter(store, E2, 100).await;
+        dead_letter(store, E2, 200).await;
+        let e2_in_flight = enqueue(store, E2, 300).await;
+        lease_exactly(store, E2, e2_in_flight, 300).await;
+        delivered(store, "f", 100, 150).await;
 
-    assert_eq!(
-        counted(&store),
-        counts_of(&[
-            (E, stage_counts(3, 1, 2, 1)),
-            (E2, stage_counts(0, 1, 0, 2)),
-            ("f", stage_counts(0, 0, 1, 0)),
-        ])
-    );
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[
+                (E, stage_counts(3, 1, 2, 1)),
+                (E2, stage_counts(0, 1, 0, 2)),
+                ("f", stage_counts(0, 0, 1, 0)),
+            ])
+        );
+    })
+    .await;
 }
 
 fn for_contact(endpoint: &str, contact: &str, max_pending: usize) -> NewMessage {
@@ -2167,61 +2573,68 @@ fn for_contact(endpoint: &str, contact: &str, max_pending: usize) -> NewMessage 
 
 #[tokio::test]
 async fn a_contact_at_its_cap_is_refused_until_one_of_its_messages_is_settled() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    each_backend(async |store| {
     let first = store
-        .enqueue(&for_contact(E, "alice", 2), 1_000)
+        .enqueue(&for_contact(E, "alice", 2), 1_000).await
         .unwrap()
         .id;
-    store.enqueue(&for_contact(E, "alice", 2), 1_000).unwrap();
+    store.enqueue(&for_contact(E, "alice", 2), 1_000).await.unwrap();
 
     let refused = store
-        .enqueue(&for_contact(E, "alice", 2), 1_000)
+        .enqueue(&for_contact(E, "alice", 2), 1_000).await
         .unwrap_err();
     assert!(
         matches!(&refused, StoreError::ContactFull { contact, max: 2, .. } if contact == "alice"),
         "{refused:?}"
     );
     // Other contacts, and the same contact on another endpoint, have their own count.
-    store.enqueue(&for_contact(E, "bob", 2), 1_000).unwrap();
-    store.enqueue(&for_contact(E2, "alice", 2), 1_000).unwrap();
+    store.enqueue(&for_contact(E, "bob", 2), 1_000).await.unwrap();
+    store.enqueue(&for_contact(E2, "alice", 2), 1_000).await.unwrap();
     assert_eq!(
-        counts_queued(&store, E),
+        counts_queued(store, E),
         3,
         "the refused enqueue queued nothing"
     );
 
     // A retry keeps the message pending; delivery frees its place.
-    lease_exactly(&store, E, first, 1_000);
-    attempt(&store, first, &Decision::RetryAt(2_000), 1_000);
-    assert!(store.enqueue(&for_contact(E, "alice", 2), 1_500).is_err());
-    let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).unwrap());
+    lease_exactly(store, E, first, 1_000).await;
+    attempt(store, first, &Decision::RetryAt(2_000), 1_000).await;
+    assert!(store.enqueue(&for_contact(E, "alice", 2), 1_500).await.is_err());
+    let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).await.unwrap());
     assert!(ids(&leased).contains(&first));
-    attempt(&store, first, &Decision::Delivered, 2_000);
-    store.enqueue(&for_contact(E, "alice", 2), 2_000).unwrap();
+    attempt(store, first, &Decision::Delivered, 2_000).await;
+    store.enqueue(&for_contact(E, "alice", 2), 2_000).await.unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_dead_letter_frees_its_contact_place_and_a_replay_takes_it_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = store
-        .enqueue(&for_contact(E, "carol", 1), 1_000)
-        .unwrap()
-        .id;
-    lease_exactly(&store, E, id, 1_000);
-    attempt(&store, id, &dead("HTTP 400"), 1_000);
-    let second = store
-        .enqueue(&for_contact(E, "carol", 1), 1_100)
-        .unwrap()
-        .id;
-    assert_ne!(second, id);
-    store.replay(&Selection::Ids(vec![id]), 1_200).unwrap();
-    let refused = store.enqueue(&for_contact(E, "carol", 1), 1_300);
-    assert!(
-        matches!(refused, Err(StoreError::ContactFull { .. })),
-        "{refused:?}"
-    );
+    each_backend(async |store| {
+        let id = store
+            .enqueue(&for_contact(E, "carol", 1), 1_000)
+            .await
+            .unwrap()
+            .id;
+        lease_exactly(store, E, id, 1_000).await;
+        attempt(store, id, &dead("HTTP 400"), 1_000).await;
+        let second = store
+            .enqueue(&for_contact(E, "carol", 1), 1_100)
+            .await
+            .unwrap()
+            .id;
+        assert_ne!(second, id);
+        store
+            .replay(&Selection::Ids(vec![id]), 1_200)
+            .await
+            .unwrap();
+        let refused = store.enqueue(&for_contact(E, "carol", 1), 1_300).await;
+        assert!(
+            matches!(refused, Err(StoreError::ContactFull { .. })),
+            "{refused:?}"
+        );
+    })
+    .await;
 }
 
 fn counts_queued(store: &Store, endpoint: &str) -> u64 {

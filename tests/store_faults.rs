@@ -1,24 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The store under bad data: a record that cannot be read never stalls its endpoint.
 
-use std::path::Path;
+mod backends;
+
+use backends::{each_backend, in_own_runtime, open_sled};
 
 use hookd::model::{MessageId, Stage};
-use hookd::store::{CORRUPT_KIND, Lease, NewMessage, Store};
-
-const CACHE_BYTES: u64 = 1 << 20;
-
-fn open(dir: &Path) -> Store {
-    Store::open(dir, CACHE_BYTES).expect("open the store")
-}
-
-/// Runs `work` on a runtime of its own and drops it, so the store's group-commit task lets go of the data dir.
-fn in_own_runtime<T>(work: impl std::future::Future<Output = T>) -> T {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let out = runtime.block_on(work);
-    drop(runtime);
-    out
-}
+use hookd::store::{CORRUPT_KIND, Lease, NewMessage};
 
 fn new_message(endpoint: &str) -> NewMessage {
     NewMessage {
@@ -34,10 +22,17 @@ fn new_message(endpoint: &str) -> NewMessage {
 fn an_unreadable_queued_record_is_quarantined_and_the_rest_of_the_scan_leased() {
     let dir = tempfile::tempdir().unwrap();
     let ids: Vec<MessageId> = in_own_runtime(async {
-        let store = open(dir.path());
-        let ids = (0..3)
-            .map(|i| store.enqueue(&new_message("e"), 1_000 + i).unwrap().id)
-            .collect();
+        let store = open_sled(dir.path());
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(
+                store
+                    .enqueue(&new_message("e"), 1_000 + i)
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
         store.commit().await.unwrap();
         ids
     });
@@ -52,13 +47,13 @@ fn an_unreadable_queued_record_is_quarantined_and_the_rest_of_the_scan_leased() 
         db.flush().unwrap();
     }
     in_own_runtime(async {
-        let store = open(dir.path());
-        let Lease::Taken(taken) = store.lease_due("e", 5_000, 10, 60_000).unwrap() else {
+        let store = open_sled(dir.path());
+        let Lease::Taken(taken) = store.lease_due("e", 5_000, 10, 60_000).await.unwrap() else {
             panic!("the readable messages are leased");
         };
         let taken: Vec<MessageId> = taken.iter().map(|r| r.id).collect();
         assert_eq!(taken, [ids[0], ids[2]]);
-        let dead = store.get(bad).unwrap().unwrap();
+        let dead = store.get(bad).await.unwrap().unwrap();
         assert_eq!(dead.stage, Stage::Dead);
         assert_eq!(dead.kind, CORRUPT_KIND);
         assert!(
@@ -73,32 +68,44 @@ fn an_unreadable_queued_record_is_quarantined_and_the_rest_of_the_scan_leased() 
             kept["corrupt_record_base64"].as_str().unwrap().len() > 20,
             "{kept}"
         );
-        assert_eq!(store.list_dead(Some("e"), None, 10).unwrap().items.len(), 1);
-        assert_eq!(store.counts().unwrap(), store.recount().unwrap());
+        assert_eq!(
+            store
+                .list_dead(Some("e"), None, 10)
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+        assert_eq!(store.counts().unwrap(), store.recount().await.unwrap());
     });
 }
 
 #[tokio::test]
 async fn an_expired_lease_is_given_back_due_with_no_attempt_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = store.enqueue(&new_message("e"), 1_000).unwrap().id;
-    let other = store.enqueue(&new_message("f"), 1_000).unwrap().id;
-    let Lease::Taken(_) = store.lease_due("e", 1_000, 1, 5_000).unwrap() else {
-        panic!("leased");
-    };
-    let Lease::Taken(_) = store.lease_due("f", 1_000, 1, 9_000).unwrap() else {
-        panic!("leased");
-    };
-    assert!(
-        store.release_expired(5_000).unwrap().is_empty(),
-        "not yet expired"
-    );
-    assert_eq!(store.release_expired(5_001).unwrap(), ["e"]);
-    let record = store.get(id).unwrap().unwrap();
-    assert_eq!(record.stage, Stage::Queued);
-    assert_eq!(record.next_attempt_at, 5_001);
-    assert_eq!(record.total_attempts, 0);
-    assert_eq!(store.get(other).unwrap().unwrap().stage, Stage::InFlight);
-    assert_eq!(store.counts().unwrap(), store.recount().unwrap());
+    each_backend(async |store| {
+        let id = store.enqueue(&new_message("e"), 1_000).await.unwrap().id;
+        let other = store.enqueue(&new_message("f"), 1_000).await.unwrap().id;
+        let Lease::Taken(_) = store.lease_due("e", 1_000, 1, 5_000).await.unwrap() else {
+            panic!("leased");
+        };
+        let Lease::Taken(_) = store.lease_due("f", 1_000, 1, 9_000).await.unwrap() else {
+            panic!("leased");
+        };
+        assert!(
+            store.release_expired(5_000).await.unwrap().is_empty(),
+            "not yet expired"
+        );
+        assert_eq!(store.release_expired(5_001).await.unwrap(), ["e"]);
+        let record = store.get(id).await.unwrap().unwrap();
+        assert_eq!(record.stage, Stage::Queued);
+        assert_eq!(record.next_attempt_at, 5_001);
+        assert_eq!(record.total_attempts, 0);
+        assert_eq!(
+            store.get(other).await.unwrap().unwrap().stage,
+            Stage::InFlight
+        );
+        assert_eq!(store.counts().unwrap(), store.recount().await.unwrap());
+    })
+    .await;
 }

@@ -90,7 +90,7 @@ type Found = (MessageRecord, Option<u16>);
 /// Up to `limit` dead letters of `endpoint` after `after` that pass `filter`, in enqueue order, and the cursor
 /// of the next page when another one passes. The last attempt's status is read for the filter, and for the
 /// dead letters found when `with_status`.
-fn scan(
+async fn scan(
     state: &AppState,
     endpoint: Option<&str>,
     after: Option<MessageId>,
@@ -106,10 +106,10 @@ fn scan(
     let mut found: Vec<Found> = Vec::new();
     let mut cursor = after;
     loop {
-        let page = state.store.list_dead(endpoint, cursor, chunk)?;
+        let page = state.store.list_dead(endpoint, cursor, chunk).await?;
         for record in page.items {
             let read = match filter.status.is_some() || with_status {
-                true => last_status(state, &record)?,
+                true => last_status(state, &record).await?,
                 false => None,
             };
             if !filter.matches(&record, read) {
@@ -128,8 +128,12 @@ fn scan(
     }
 }
 
-fn last_status(state: &AppState, record: &MessageRecord) -> Result<Option<u16>, ApiError> {
-    Ok(state.store.last_attempt(record)?.and_then(|a| a.status))
+async fn last_status(state: &AppState, record: &MessageRecord) -> Result<Option<u16>, ApiError> {
+    Ok(state
+        .store
+        .last_attempt(record)
+        .await?
+        .and_then(|a| a.status))
 }
 
 pub(super) async fn list(
@@ -175,7 +179,8 @@ pub(super) async fn list(
         limit,
         &filter,
         true,
-    )?;
+    )
+    .await?;
     let items = found
         .into_iter()
         .map(|(record, last_status)| DeadItem {
@@ -200,10 +205,10 @@ pub(super) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<MessageView>, ApiError> {
     let id = parse_id(&id)?;
-    match state.store.get(id)? {
+    match state.store.get(id).await? {
         Some(record) if record.stage == Stage::Dead => {
             super::tokens::Scope::allows(scope.as_deref(), &record.endpoint)?;
-            Ok(Json(view(&state, record)?))
+            Ok(Json(view(&state, record).await?))
         }
         _ => Err(ApiError::not_found(format!(
             "{id} is not in the dead-letter queue"
@@ -220,7 +225,7 @@ struct Resolved {
 
 impl Resolved {
     /// The ids the selection covers now (for a dry run).
-    fn ids(&self, state: &AppState) -> Result<Vec<String>, ApiError> {
+    async fn ids(&self, state: &AppState) -> Result<Vec<String>, ApiError> {
         let ids = match &self.selection {
             Selection::Ids(ids) => ids.clone(),
             Selection::All { endpoint } => {
@@ -232,7 +237,8 @@ impl Resolved {
                     usize::MAX,
                     &everything,
                     false,
-                )?
+                )
+                .await?
                 .0
                 .into_iter()
                 .map(|(record, _)| record.id)
@@ -245,7 +251,7 @@ impl Resolved {
 
 /// Turns the wire selection into the store's, and lists requested ids that are not dead letters.
 /// Filters (`since`, `reason`, `status`) are resolved here into the ids they select.
-fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError> {
+async fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError> {
     if !body.all {
         for (given, field) in [
             (body.endpoint.is_some(), "endpoint"),
@@ -264,7 +270,8 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError>
         && state.lanes.endpoint(endpoint).is_none()
         && state
             .store
-            .list_dead(Some(endpoint), None, 1)?
+            .list_dead(Some(endpoint), None, 1)
+            .await?
             .items
             .is_empty()
     {
@@ -281,7 +288,8 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError>
                 usize::MAX,
                 &filter,
                 false,
-            )?;
+            )
+            .await?;
             Ok(Resolved {
                 selection: Selection::Ids(found.into_iter().map(|(r, _)| r.id).collect()),
                 not_dead: Vec::new(),
@@ -304,7 +312,7 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError>
             let mut dead = Vec::new();
             let mut not_dead = Vec::new();
             for id in ids {
-                match state.store.get(id)? {
+                match state.store.get(id).await? {
                     Some(record) if record.stage == Stage::Dead => dead.push(id),
                     _ => not_dead.push(id.to_string()),
                 }
@@ -327,23 +335,6 @@ fn selection(state: &AppState, body: DlqSelection) -> Result<Resolved, ApiError>
 /// How many dead letters one step of a replay or purge reads and changes: each step runs on a blocking
 /// thread, so the runtime's workers (lanes, other requests) go on between and beside the steps.
 const BULK_CHUNK: usize = 500;
-
-/// Runs `work` on a blocking thread (store reads and writes that may take long).
-async fn blocking<T: Send + 'static>(
-    state: &AppState,
-    work: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || work(&state))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("the request's work stopped: {e}"),
-            )
-        })?
-}
 
 /// What a bulk step does to the dead letters it selected.
 #[derive(Clone, Copy)]
@@ -379,28 +370,27 @@ async fn in_chunks(
             break;
         }
         let endpoint = all_of.clone().flatten();
-        let (count, touched, next) = blocking(state, move |state| {
-            // Every dead letter: the next page after the last one seen (those changed left the queue).
-            let (chunk, next) = match chunk {
-                Some(chunk) => (chunk, None),
-                None => {
-                    let page = state
-                        .store
-                        .list_dead(endpoint.as_deref(), cursor, BULK_CHUNK)?;
-                    let next = page.next;
-                    (page.items.into_iter().map(|r| r.id).collect(), next)
-                }
-            };
-            let selected = Selection::Ids(chunk);
-            Ok(match bulk {
-                Bulk::Replay(now) => {
-                    let replayed = state.store.replay(&selected, now)?;
-                    (replayed.len(), replayed, next)
-                }
-                Bulk::Purge => (state.store.purge(&selected)?, Vec::new(), next),
-            })
-        })
-        .await?;
+        // Every dead letter: the next page after the last one seen (those changed left the queue).
+        let (chunk, next) = match chunk {
+            Some(chunk) => (chunk, None),
+            None => {
+                let page = state
+                    .store
+                    .list_dead(endpoint.as_deref(), cursor, BULK_CHUNK)
+                    .await?;
+                let next = page.next;
+                (page.items.into_iter().map(|r| r.id).collect(), next)
+            }
+        };
+        // Each step runs on a blocking thread (the store's long verbs do), so other work goes on between.
+        let selected = Selection::Ids(chunk);
+        let (count, touched) = match bulk {
+            Bulk::Replay(now) => {
+                let replayed = state.store.replay(&selected, now).await?;
+                (replayed.len(), replayed)
+            }
+            Bulk::Purge => (state.store.purge(&selected).await?, Vec::new()),
+        };
         changed += count;
         endpoints.extend(touched);
         if all_of.is_some() {
@@ -433,26 +423,19 @@ pub(super) async fn replay(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReplayResponse>, ApiError> {
     let body: DlqSelection = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
-    let resolved = blocking(&state, move |state| selection(state, body)).await?;
+    let resolved = selection(&state, body).await?;
     if resolved.dry_run {
-        let not_dead = resolved.not_dead.clone();
         return Ok(Json(ReplayResponse {
             replayed: 0,
-            selected: Some(blocking(&state, move |state| resolved.ids(state)).await?),
-            not_dead,
+            selected: Some(resolved.ids(&state).await?),
+            not_dead: resolved.not_dead,
             dry_run: true,
         }));
     }
     // Replays are admitted like enqueues: to endpoints that exist, within their bounds and the daemon's.
     let per_endpoint = match &resolved.selection {
         Selection::All { endpoint } => dead_counts(&state, endpoint.as_deref())?,
-        Selection::Ids(ids) => {
-            let ids = Selection::Ids(ids.clone());
-            blocking(&state, move |state| {
-                Ok(state.store.dead_by_endpoint(&ids)?)
-            })
-            .await?
-        }
+        selection => state.store.dead_by_endpoint(selection).await?,
     };
     let total: u64 = per_endpoint.values().sum();
     super::admission::admit(&state, total, 0)?;
@@ -486,13 +469,12 @@ pub(super) async fn purge(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PurgeResponse>, ApiError> {
     let body: DlqSelection = parse_json(&read_body(body, state.config.max_batch_bytes)?)?;
-    let resolved = blocking(&state, move |state| selection(state, body)).await?;
+    let resolved = selection(&state, body).await?;
     if resolved.dry_run {
-        let not_dead = resolved.not_dead.clone();
         return Ok(Json(PurgeResponse {
             purged: 0,
-            selected: Some(blocking(&state, move |state| resolved.ids(state)).await?),
-            not_dead,
+            selected: Some(resolved.ids(&state).await?),
+            not_dead: resolved.not_dead,
             dry_run: true,
         }));
     }

@@ -326,6 +326,6 @@ pub(super) async fn stats(AxumState(state): AxumState<AppState>) -> Result<Json<
         totals,
         by_endpoint: counts.by_endpoint,
         held_endpoints,
-        size_on_disk: state.store.size_on_disk()?,
+        size_on_disk: state.store.size_on_disk().await?,
     }))
 }

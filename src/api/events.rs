@@ -83,7 +83,8 @@ pub(super) async fn stream(
     let message_endpoint = match &message {
         Some(id) => state
             .store
-            .get(parse_id(id)?)?
+            .get(parse_id(id)?)
+            .await?
             .map(|record| record.endpoint),
         None => None,
     };

@@ -142,14 +142,8 @@ pub(super) async fn list(
         after,
         limit,
     };
-    let store = state.store.clone();
-    let page = tokio::task::spawn_blocking(move || store.list_messages(&store_query))
-        .await
-        .map_err(|e| {
-            ApiError::from(crate::store::StoreError::Corrupt(format!(
-                "the listing did not finish: {e}"
-            )))
-        })??;
+    // The store runs the listing's scan on a blocking thread.
+    let page = state.store.list_messages(&store_query).await?;
     let items = page
         .items
         .into_iter()
@@ -204,10 +198,10 @@ async fn nudge(state: AppState, id: &str, nudge: Nudge) -> Result<Json<NudgedVie
     let id: MessageId = parse_id(id)?;
     let now = now_millis();
     let done = match nudge {
-        Nudge::Retry => state.store.retry_now(id, now)?,
+        Nudge::Retry => state.store.retry_now(id, now).await?,
         Nudge::Resend => {
             // A resend queues a message again: admitted like an enqueue, to an endpoint that exists.
-            if let Some(record) = state.store.get(id)?
+            if let Some(record) = state.store.get(id).await?
                 && record.stage == Stage::Delivered
             {
                 let endpoint = state.lanes.endpoint(&record.endpoint).ok_or_else(|| {
@@ -223,7 +217,7 @@ async fn nudge(state: AppState, id: &str, nudge: Nudge) -> Result<Json<NudgedVie
                 super::admission::admit(&state, 1, 0)?;
                 super::admission::admit_to(&state, &endpoint, 1)?;
             }
-            state.store.resend(id, now)?
+            state.store.resend(id, now).await?
         }
     };
     let endpoint = match done {

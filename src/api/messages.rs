@@ -55,7 +55,7 @@ pub(super) async fn enqueue(
     let enqueued = first_answer(
         state
             .store
-            .enqueue_many_async(vec![message], now_millis())
+            .enqueue_many(vec![message], now_millis())
             .await?,
     )?;
     drop(gate);
@@ -66,7 +66,7 @@ pub(super) async fn enqueue(
     state.lanes.wake(&endpoint);
     Ok((
         StatusCode::ACCEPTED,
-        Json(answer(&state, &endpoint, enqueued)?),
+        Json(answer(&state, &endpoint, enqueued).await?),
     ))
 }
 
@@ -153,11 +153,7 @@ pub(super) async fn enqueue_batch(
             Err(error) => endpoints.push(Err(error)),
         }
     }
-    let mut stored = state
-        .store
-        .enqueue_many_async(valid, now)
-        .await?
-        .into_iter();
+    let mut stored = state.store.enqueue_many(valid, now).await?.into_iter();
     drop(gate);
     let mut outcomes = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
@@ -180,7 +176,7 @@ pub(super) async fn enqueue_batch(
                     state.telemetry.enqueued(&endpoint);
                 }
                 state.lanes.wake(&endpoint);
-                BatchResult::Queued(answer(&state, &endpoint, enqueued)?)
+                BatchResult::Queued(answer(&state, &endpoint, enqueued).await?)
             }
             Err(error) => BatchResult::Error {
                 error: ErrorDetail::from(&error),
@@ -248,13 +244,13 @@ fn validate(state: &AppState, request: EnqueueRequest) -> Result<NewMessage, Api
 
 /// The enqueue answer. A new message is queued, or held when its endpoint's lane is not sending; only a
 /// duplicate needs its record read (it may have moved on since).
-fn answer(
+async fn answer(
     state: &AppState,
     endpoint: &str,
     enqueued: Enqueued,
 ) -> Result<EnqueueResponse, ApiError> {
     let status = if enqueued.duplicate {
-        match state.store.get(enqueued.id)? {
+        match state.store.get(enqueued.id).await? {
             Some(record) => state.state_of(&record),
             None => State::Queued,
         }
@@ -283,15 +279,16 @@ pub(super) async fn show(
     let id = parse_id(&id)?;
     let record = state
         .store
-        .get(id)?
+        .get(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no message {id}")))?;
     super::tokens::Scope::allows(scope.as_deref(), &record.endpoint)?;
-    Ok(Json(view(&state, record)?))
+    Ok(Json(view(&state, record).await?))
 }
 
 /// The full view of a message: record, state word and every attempt.
-pub(super) fn view(state: &AppState, record: MessageRecord) -> Result<MessageView, ApiError> {
-    let attempts = state.store.attempts_of(&record)?;
+pub(super) async fn view(state: &AppState, record: MessageRecord) -> Result<MessageView, ApiError> {
+    let attempts = state.store.attempts_of(&record).await?;
     let view_state = state.state_of(&record);
     let payload = RawValue::from_string(record.payload).map_err(|e| {
         ApiError::from(crate::store::StoreError::Corrupt(format!(

@@ -44,7 +44,7 @@ pub fn tcp_router(state: AppState) -> Router {
 /// `GET /metrics`.
 pub(super) async fn metrics(AxumState(state): AxumState<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.counts()?.by_endpoint;
-    let size_on_disk = state.store.size_on_disk()?;
+    let size_on_disk = state.store.size_on_disk().await?;
     let text = render(&state, &counts, size_on_disk);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }
@@ -66,7 +66,7 @@ pub(super) async fn stats(
         let (queued, held) = split_held(&state, &name, counts.queued);
         let oldest_queued_at = match counts.queued {
             0 => None,
-            _ => state.store.oldest_queued(&name)?,
+            _ => state.store.oldest_queued(&name).await?,
         };
         last_minute.add(&counters.last_minute);
         report.insert(

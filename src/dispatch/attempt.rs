@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 
 use super::health::Health;
@@ -154,11 +155,11 @@ pub(super) async fn run_attempt(
             attempt: record,
             decision,
             now,
-            // Handed back, so that the store need not read the record again (store/leases.rs).
+            // Handed back, so that the store need not read the record again (the sled backend: store/sled/leases.rs).
             leased: Some(message),
         });
     }
-    // One request's outcomes are recorded together (and with other attempts' outcomes: store/combine.rs).
+    // One request's outcomes are recorded together (and with other attempts' outcomes: store/sled/combine.rs).
     record(&context, &endpoint.name, outcomes).await;
     drop(guard);
     if retry_scheduled {
@@ -180,7 +181,7 @@ async fn record(context: &DispatchContext, endpoint: &str, outcomes: Vec<Attempt
             "injected fault: outcome write (HOOKD_FAULTS)".into(),
         ))
     } else {
-        context.store.record_attempts_async(outcomes).await
+        context.store.record_attempts(outcomes).await
     };
     for wait in OUTCOME_RETRIES {
         let Err(error) = &result else { return };
@@ -202,7 +203,7 @@ async fn record(context: &DispatchContext, endpoint: &str, outcomes: Vec<Attempt
                 "injected fault: outcome write (HOOKD_FAULTS)".into(),
             ))
         } else {
-            context.store.record_attempts_async(unwritten).await
+            context.store.record_attempts(unwritten).await
         };
     }
     if let Err(error) = result {
@@ -228,24 +229,54 @@ impl Drop for LeaseGuard {
         if !self.health_noted {
             self.lane.probe_lost(now);
         }
-        let mut given_back = 0;
-        for id in &self.ids {
-            if !self.context.store.is_leased(*id) {
-                continue;
-            }
-            match self.context.store.release(*id, now) {
-                Ok(()) => given_back += 1,
-                Err(error) => {
-                    tracing::error!(message_id = %id, endpoint = %self.endpoint, %error,
-                        "cannot give back a leased message; the lease sweep will")
-                }
+        let ids: Vec<MessageId> = (self.ids.iter().copied())
+            .filter(|id| self.context.store.is_leased(*id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let mut give_back = Box::pin(give_back(
+            Arc::clone(&self.context),
+            self.endpoint.clone(),
+            ids,
+            Arc::clone(&self.wake),
+            now,
+        ));
+        // The sled backend gives back without waiting, so this is done before the guard is gone; what a
+        // backend has to wait for goes on with a task of its own.
+        if (&mut give_back).now_or_never().is_none() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(give_back)),
+                Err(_) => tracing::error!(endpoint = %self.endpoint,
+                    "cannot give back leased messages without a runtime; they are due again at the next start"),
             }
         }
-        if given_back > 0 {
-            tracing::warn!(endpoint = %self.endpoint, given_back,
-                "an attempt ended without its outcome: its messages are due again, no attempt counted");
-            self.wake.notify_one();
+    }
+}
+
+/// Gives back `ids`, leased by an attempt that ended without their outcome: due at `now`, no attempt counted,
+/// and wakes their lane.
+async fn give_back(
+    context: Arc<DispatchContext>,
+    endpoint: String,
+    ids: Vec<MessageId>,
+    wake: Arc<Notify>,
+    now: Millis,
+) {
+    let mut given_back = 0;
+    for id in ids {
+        match context.store.release(id, now).await {
+            Ok(()) => given_back += 1,
+            Err(error) => {
+                tracing::error!(message_id = %id, %endpoint, %error,
+                    "cannot give back a leased message; the lease sweep will")
+            }
         }
+    }
+    if given_back > 0 {
+        tracing::warn!(%endpoint, given_back,
+            "an attempt ended without its outcome: its messages are due again, no attempt counted");
+        wake.notify_one();
     }
 }
 

@@ -132,12 +132,12 @@ impl Lane {
             };
             let now = now_millis();
             let lease_until = now + endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
-            let sleep_for = match self.context.store.lease_due(
-                &self.name,
-                now,
-                batch_max * (1 + spare.len()),
-                lease_until,
-            ) {
+            let sleep_for = match self
+                .context
+                .store
+                .lease_due(&self.name, now, batch_max * (1 + spare.len()), lease_until)
+                .await
+            {
                 Ok(Lease::Taken(mut messages)) if spare.is_empty() => {
                     if let Some(limiter) = &mut rate_limit {
                         limiter.take(clock.elapsed().as_micros() as u64);
@@ -373,6 +373,7 @@ impl Lane {
                 .context
                 .store
                 .lease_due(&self.name, now, room, lease_until)
+                .await
             {
                 Ok(Lease::Taken(more)) => messages.extend(more),
                 Ok(_) => {}

@@ -704,9 +704,9 @@ impl Lanes {
         drop(self.inner.gate.write().await);
         self.stop_lane(name).await;
         let now = now_millis();
-        store.release_leases_of(name, now)?;
+        store.release_leases_of(name, now).await?;
         let retired = match &retire {
-            Some(how) => store.retire_queued(name, how, now)?,
+            Some(how) => store.retire_queued(name, how, now).await?,
             None if store.has_queued(name) => {
                 // Something was enqueued since the count: the endpoint stays.
                 self.refresh(name)?;

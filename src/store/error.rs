@@ -1,14 +1,19 @@
 //! [`StoreError`], the store's one error type, and what its variants mean.
 //!
-//! No variant names the backend: a sled failure is kept whole (its message and its chain of causes) as a
-//! boxed error, so nothing outside `store/` sees a sled type and a second backend could give the same
-//! variants. Inside the store `?` still turns a `sled::Error` into [`StoreError::Backend`] (the `From` impl
-//! below).
+//! No variant names a backend: a backend's failure is kept whole (its message and its chain of causes) as a
+//! boxed error, so nothing outside a backend sees its types and every backend gives the same variants.
+//! Inside the sled backend `?` still turns a `sled::Error` into [`StoreError::Backend`] (its `From` impl is
+//! in `store/sled/`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::MARKER_FILE;
-use super::commit::CommitError;
+
+/// Why a commit failed (the store is then not trusted for new acknowledgements).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CommitError(pub(crate) Arc<str>);
 
 /// Store failures. A receiver's answer is never one of these: only the disk or the data can fail here.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +52,4 @@ pub enum StoreError {
         contact: String,
         max: usize,
     },
-}
-
-/// A failed sled call inside the store (`?`): kept whole as the source of [`StoreError::Backend`].
-impl From<sled::Error> for StoreError {
-    fn from(error: sled::Error) -> StoreError {
-        StoreError::Backend(Box::new(error))
-    }
 }

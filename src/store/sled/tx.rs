@@ -7,18 +7,18 @@
 //! `leases.rs`; the due index is in memory: `due.rs`).
 //! So each verb names the trees it needs ([`Set`]), and [`Tx`] hands out only those. A verb that learns inside
 //! the transaction that it needs another tree (a message with a contact needs `contact`) asks for it all the
-//! same: the accessor aborts the run, nothing of it is written, and `Store::transaction` runs it again with
+//! same: the accessor aborts the run, nothing of it is written, and `SledStore::transaction` runs it again with
 //! that tree added. A committed transaction therefore spans every tree it wrote, and a record and its index
 //! entries still change together or not at all.
 //!
-//! Here too are that runner, [`Store::transaction`], and the record reads and writes a verb makes inside a
+//! Here too are that runner, [`SledStore::transaction`], and the record reads and writes a verb makes inside a
 //! transaction ([`Tx::get_record`], [`Tx::put_record`], [`Tx::queue`]).
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::record::{self, PayloadAt};
-use super::{Store, StoreError, keys};
+use super::{SledStore, StoreError, keys};
 use crate::model::{MessageId, MessageRecord, Millis, Stage};
 
 /// One of the seven message trees (the `endpoint` and `token` trees are never in a transaction).
@@ -136,7 +136,7 @@ impl<'a> Tx<'a> {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Runs `f` in one sled transaction over the message trees in `set` (and `msg`, which every message
     /// transaction reads). When `f` asks for a tree outside the set, the run is aborted (nothing written) and
     /// `f` runs again with that tree added.

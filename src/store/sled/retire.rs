@@ -7,19 +7,10 @@
 
 use super::keys;
 use super::tx::{Name, Set};
-use super::{CHUNK, Selection, Store, StoreError};
+use super::{CHUNK, Retire, Selection, SledStore, StoreError};
 use crate::model::{MessageId, Millis, Stage};
 
-/// What becomes of a deleted endpoint's queued messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Retire {
-    /// Dead letters with this reason.
-    DeadLetter { reason: String },
-    /// Deleted with everything about them.
-    Purge,
-}
-
-impl Store {
+impl SledStore {
     /// Whether `endpoint` has anything queued or in flight (read from memory).
     pub fn has_queued(&self, endpoint: &str) -> bool {
         self.due.holds(endpoint)

@@ -1,6 +1,6 @@
 //! Opening a data dir: the `hookd-data` marker that claims a directory and names its format, the upgrades
 //! from older formats, and the pass over every record that rebuilds the in-memory state at open (the due
-//! index and the live tally; [`Store::recount`] makes the same pass to check them).
+//! index and the live tally; [`SledStore::recount`] makes the same pass to check them).
 //!
 //! The marker is checked before sled writes anything into the directory, so a directory holding someone
 //! else's files, or a format this build does not know, is refused untouched.
@@ -15,11 +15,9 @@ use super::leases::Leases;
 use super::ops::{AttemptOp, EnqueueOp};
 use super::record::{self, RecordFacts};
 use super::tally::Tally;
-use super::{Counts, Store, StoreError, Trees};
+use super::{Counts, MARKER_FILE, SledStore, StoreError, Trees};
 use crate::model::{MessageId, Millis, Stage};
 
-/// The file that marks a directory as a hookd data dir, and the on-disk format it holds.
-pub const MARKER_FILE: &str = "hookd-data";
 /// Format 5: a message's latest attempt in its record, earlier ones in the `attempt` tree; small payloads in
 /// their records, large ones in their own tree; no index of delivery times; neither leases nor the due index
 /// on disk.
@@ -116,8 +114,8 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-impl Store {
-    /// Whether a running process holds the store in `dir` (the lock [`Store::open`] would fail on), found
+impl SledStore {
+    /// Whether a running process holds the store in `dir` (the lock [`SledStore::open`] would fail on), found
     /// without opening it: a non-blocking try of that lock, released at once. `false` when `dir` holds no
     /// store.
     pub fn is_held(dir: &Path) -> bool {
@@ -134,7 +132,7 @@ impl Store {
 
     /// Opens (or creates) the store in `dir` and starts its group-commit task; must run inside tokio.
     /// A second process on the same dir gets [`StoreError::Locked`].
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
             path: dir.to_owned(),
             // As sled's error, as it always was: its message reads `IO error: ...`.
@@ -176,7 +174,7 @@ impl Store {
             token: tree("token")?,
         };
         let committer = GroupCommit::start(db.clone(), dir.to_owned());
-        let mut store = Store {
+        let mut store = SledStore {
             db,
             trees,
             committer,

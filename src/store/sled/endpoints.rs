@@ -2,49 +2,9 @@
 //! trees, written on their own (never inside a message transaction) and each made durable before its verb
 //! answers.
 
-use super::{Store, StoreError, decode, encode};
-use crate::model::Millis;
+use super::{EndpointState, SledStore, StoreError, TokenRecord, decode, encode};
 
-/// Per-endpoint facts kept across runs.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EndpointState {
-    /// The fingerprint of the (url, validation key) that last passed the verification handshake.
-    #[serde(default)]
-    pub verified_fingerprint: Option<u64>,
-    #[serde(default)]
-    pub verified_at: Option<Millis>,
-    /// Why the last handshake failed, while it has.
-    #[serde(default)]
-    pub verification_error: Option<String>,
-    /// For an endpoint declared in the config file: the keys changed at run time, laid over the file's
-    /// table (config-file names and shapes). A first-format record's four settings read as such keys.
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub settings: serde_json::Map<String, serde_json::Value>,
-    /// For an endpoint created through the API: its whole table (config-file names and shapes, without
-    /// `name`). `None` for an endpoint the config file declares.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub definition: Option<serde_json::Map<String, serde_json::Value>>,
-    /// An operator paused the endpoint.
-    #[serde(default)]
-    pub paused: bool,
-    /// Why the endpoint is disabled (a 410 Gone), while it is.
-    #[serde(default)]
-    pub disabled: Option<String>,
-}
-
-/// An API access token as stored: never the token itself, only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TokenRecord {
-    pub name: String,
-    /// Hex SHA-256 of the token.
-    pub sha256: String,
-    pub created_at: Millis,
-    /// The one endpoint a scoped token may read and change; `None`: an admin token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-}
-
-impl Store {
+impl SledStore {
     /// What the store remembers about an endpoint (a default record when nothing yet).
     pub fn endpoint_state(&self, name: &str) -> Result<EndpointState, StoreError> {
         match self.trees.endpoint.get(name.as_bytes())? {

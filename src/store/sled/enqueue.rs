@@ -1,7 +1,7 @@
 //! Enqueues: a new message recorded as queued and due now, unless its idempotency key is known (or its contact
 //! is at its cap). Concurrent enqueues are batched (`combine.rs`); a batch's messages that need nothing but
 //! their record are compare-and-swapped in from nothing, the others share one transaction. The write is not
-//! durable until [`Store::commit`].
+//! durable until [`SledStore::commit`].
 
 use std::collections::HashMap;
 
@@ -9,20 +9,20 @@ use super::combine::BatchResult;
 use super::ops::{EnqueueOp, PlannedEnqueue};
 use super::record::PayloadAt;
 use super::tx::{Name, Set};
-use super::{Enqueued, NewMessage, Store, StoreError};
+use super::{Enqueued, NewMessage, SledStore, StoreError, first_answer};
 use crate::model::{MessageId, Millis, Stage};
 
 /// One enqueue operation's answer: each of its messages' own answer, or the failure of the whole operation.
 type OpAnswer = Result<Vec<Result<Enqueued, StoreError>>, StoreError>;
 
-impl Store {
+impl SledStore {
     /// Records a new message as queued and due now, unless its idempotency key is known on that endpoint.
-    /// The write is not yet durable: acknowledge only after [`Store::commit`].
+    /// The write is not yet durable: acknowledge only after [`SledStore::commit`].
     pub fn enqueue(&self, new: &NewMessage, now: Millis) -> Result<Enqueued, StoreError> {
         first_answer(self.enqueue_many(vec![new.clone()], now)?)
     }
 
-    /// Enqueues several messages, each as [`Store::enqueue`] would, all or none of them, batched with other
+    /// Enqueues several messages, each as [`SledStore::enqueue`] would, all or none of them, batched with other
     /// callers' enqueues (`combine.rs`). Answers each message in order: a message over its contact's cap gets
     /// [`StoreError::ContactFull`] and the others are queued; the outer error is a failure of the whole write.
     pub fn enqueue_many(
@@ -34,7 +34,7 @@ impl Store {
             .run(EnqueueOp { messages, now }, |ops| self.apply_enqueues(ops))
     }
 
-    /// [`Store::enqueue_many`] for async callers: the caller awaits its answer while a leader writes
+    /// [`SledStore::enqueue_many`] for async callers: the caller awaits its answer while a leader writes
     /// (`combine.rs`), so the enqueues of concurrent requests share transactions.
     pub async fn enqueue_many_async(
         &self,
@@ -178,13 +178,4 @@ impl Store {
             Ok(answers)
         })
     }
-}
-
-/// The one answer of a one-message enqueue.
-pub fn first_answer(
-    mut answers: Vec<Result<Enqueued, StoreError>>,
-) -> Result<Enqueued, StoreError> {
-    answers
-        .pop()
-        .unwrap_or_else(|| Err(StoreError::Corrupt("an enqueue gave no answer".into())))
 }

@@ -3,10 +3,10 @@
 //! and the size on disk. None of them writes.
 
 use super::record::{self, PayloadAt};
-use super::{Counts, Store, StoreError, decode};
+use super::{Counts, SledStore, StoreError, decode};
 use crate::model::{AttemptRecord, MessageId, MessageRecord, Millis, Stage};
 
-impl Store {
+impl SledStore {
     /// The message's record as stored (with its payload only when the record holds it).
     pub(super) fn stored_record(
         &self,
@@ -57,7 +57,7 @@ impl Store {
         }
     }
 
-    /// Every attempt ever made for the message of `record` (as [`Store::get`] read it), oldest first: those
+    /// Every attempt ever made for the message of `record` (as [`SledStore::get`] read it), oldest first: those
     /// in the `attempt` tree, then the latest, which the record holds.
     pub fn attempts_of(&self, record: &MessageRecord) -> Result<Vec<AttemptRecord>, StoreError> {
         let mut attempts = self
@@ -71,7 +71,7 @@ impl Store {
         Ok(attempts)
     }
 
-    /// The latest attempt made for the message of `record` (as [`Store::get`] read it), if any.
+    /// The latest attempt made for the message of `record` (as [`SledStore::get`] read it), if any.
     pub fn last_attempt(
         &self,
         record: &MessageRecord,
@@ -146,7 +146,7 @@ impl Store {
 }
 
 // Operability reads (`hookd status`), kept apart from the verbs above.
-impl Store {
+impl SledStore {
     /// When the oldest queued message of `endpoint` was enqueued; `None` when nothing is queued. Walks the
     /// endpoint's slice of the due index in memory (ids are time-ordered, so the smallest is the oldest) and
     /// then reads one record.

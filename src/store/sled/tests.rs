@@ -1,15 +1,15 @@
 //! Tests of the store's internals (the due index and the contact tree laid over the records); the verbs'
 //! contract is pinned by `tests/store_conformance.rs`.
 
-use super::{ContactLimit, Lease, NewMessage, Selection, Store};
+use super::{ContactLimit, Lease, NewMessage, Selection, SledStore};
 use crate::model::{AttemptRecord, AttemptResult, MessageId, Millis, Stage};
 use crate::retry::Decision;
 
-fn contact_entries(store: &Store) -> usize {
+fn contact_entries(store: &SledStore) -> usize {
     store.trees.contact.len()
 }
 
-fn try_once(store: &Store, id: MessageId, decision: Decision, now: Millis) {
+fn try_once(store: &SledStore, id: MessageId, decision: Decision, now: Millis) {
     let number = store.get(id).unwrap().unwrap().total_attempts + 1;
     let attempt = AttemptRecord {
         number,
@@ -36,7 +36,7 @@ fn plain_message() -> NewMessage {
     }
 }
 
-fn lease_one(store: &Store, now: Millis) -> MessageId {
+fn lease_one(store: &SledStore, now: Millis) -> MessageId {
     match store.lease_due("e", now, 1, now + 1_000).unwrap() {
         Lease::Taken(records) if records.len() == 1 => records[0].id,
         other => panic!("expected one leased message, got {other:?}"),
@@ -48,7 +48,7 @@ fn lease_one(store: &Store, now: Millis) -> MessageId {
 #[tokio::test]
 async fn a_lease_drops_a_due_entry_whose_record_is_not_queued_and_takes_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20).unwrap();
     let new = plain_message();
     let delivered = store.enqueue(&new, 1_000).unwrap().id;
     assert_eq!(lease_one(&store, 1_000), delivered);
@@ -70,7 +70,7 @@ async fn a_lease_drops_a_due_entry_whose_record_is_not_queued_and_takes_the_next
 #[tokio::test]
 async fn a_contact_message_keeps_its_contact_entry_through_every_verb() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1 << 20).unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20).unwrap();
     let new = NewMessage {
         idempotency_key: Some("k".into()),
         contact: Some(ContactLimit {

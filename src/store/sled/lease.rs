@@ -1,5 +1,5 @@
-//! The verbs that take and give back leases: [`Store::lease_due`] (a lane's due messages, in flight until
-//! their lease ends), [`Store::release`] and [`Store::release_all_leases`] (back to due without counting an
+//! The verbs that take and give back leases: [`SledStore::lease_due`] (a lane's due messages, in flight until
+//! their lease ends), [`SledStore::release`] and [`SledStore::release_all_leases`] (back to due without counting an
 //! attempt). The leases themselves, in memory only, are in `leases.rs`; a lease of the first store format,
 //! persisted in the `lease` tree, is only ever released.
 
@@ -7,10 +7,10 @@ use super::due::Due;
 use super::ops::Moved;
 use super::record::{self, PayloadAt};
 use super::tx::{Name, Set, Tx};
-use super::{Lease, Store, StoreError};
+use super::{Lease, SledStore, StoreError};
 use crate::model::{MessageId, MessageRecord, Millis, Stage};
 
-impl Store {
+impl SledStore {
     /// Leases up to `max` messages of `endpoint` that are due at `now`, marking them in flight until
     /// `lease_until` (`max` 0 leases nothing). Only the endpoint's own lane calls this, so it never races
     /// with itself. A lease writes nothing to disk (`leases.rs`): the messages it takes stay in the due index,

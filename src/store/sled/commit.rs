@@ -15,17 +15,12 @@ use std::time::SystemTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Duration, Instant};
 
-use super::{Store, StoreError};
+use super::{CommitError, SledStore, StoreError};
 
 /// How long after the last commit began a commit that only [`GroupCommit::request`]s asked for may wait, so
 /// that a stream of attempt outcomes costs a commit every few milliseconds, not one per batch. It bounds how
 /// long an outcome written without a waiter stays off the disk (a crash meanwhile means a redelivery).
 const REQUEST_INTERVAL: Duration = Duration::from_millis(10);
-
-/// Why a commit failed (the store is then not trusted for new acknowledgements).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct CommitError(Arc<str>);
 
 /// Where a commit's result goes; `None` for a request nobody waits on ([`GroupCommit::request`]).
 type Waiter = Option<oneshot::Sender<Result<(), CommitError>>>;
@@ -278,14 +273,14 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-impl Store {
+impl SledStore {
     /// Waits until every write made before the call is durable on disk (group commit).
     pub async fn commit(&self) -> Result<(), StoreError> {
         Ok(self.committer.wait().await?)
     }
 
     /// The number of group commits that have succeeded since the store opened, changing with each one. An
-    /// attempt's outcome asks for one without waiting for it ([`Store::record_attempts`]).
+    /// attempt's outcome asks for one without waiting for it ([`SledStore::record_attempts`]).
     pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.committer.commits()
     }

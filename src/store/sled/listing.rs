@@ -20,11 +20,12 @@ use std::ops::Bound;
 
 use serde::Deserialize;
 
+use super::SledStore as Store;
 use super::ops::Moved;
 use super::record;
 use super::tx::{Name, Set};
-use super::{Store, StoreError};
 use crate::model::{MessageId, MessageRecord, Millis, Stage};
+use crate::store::StoreError;
 
 /// At most this many records are read for one page of a listing.
 pub const SCAN_BUDGET: usize = 10_000;

@@ -10,13 +10,10 @@ use base64::Engine as _;
 
 use super::record::PayloadAt;
 use super::tx::{Name, Set};
-use super::{Store, StoreError};
+use super::{CORRUPT_KIND, SledStore, StoreError};
 use crate::model::{MessageId, MessageRecord, Millis, Stage};
 
-/// The kind given to a quarantined message.
-pub const CORRUPT_KIND: &str = "hookd.corrupt_record";
-
-impl Store {
+impl SledStore {
     /// Replaces the queued record `stored` of `id` by a dead letter keeping its bytes; skipped if the record
     /// changed meanwhile. Answers whether it was quarantined.
     pub(super) fn quarantine(

@@ -1,14 +1,14 @@
 //! Dead letters and the deletes that end a message: a page of the dead-letter queue, replay (back to the
 //! queue, due now), purge (dead letters deleted for good) and the retention pruning of delivered messages.
-//! Purge and pruning share [`Store::delete_if`], which removes a message and everything about it in one
+//! Purge and pruning share [`SledStore::delete_if`], which removes a message and everything about it in one
 //! transaction; up to [`CHUNK`] messages change per transaction.
 
 use super::record::{self, PayloadAt};
 use super::tx::{Name, Set};
-use super::{CHUNK, DeadPage, Selection, Store, StoreError, keys};
+use super::{CHUNK, DeadPage, Selection, SledStore, StoreError, keys};
 use crate::model::{MessageId, MessageRecord, Millis, Stage};
 
-impl Store {
+impl SledStore {
     /// A page of dead letters in enqueue order (ids are time-ordered), optionally of one endpoint, starting after `after`.
     pub fn list_dead(
         &self,

@@ -1,13 +1,13 @@
 //! The operations the combiners batch (`combine.rs`): an enqueue and an attempt's outcome, each applied to a
 //! shared transaction, except an outcome that changes nothing but its record, which is compare-and-swapped on
 //! its own ([`AttemptOutcome::record_alone`]). They are written so that a transaction run again (sled retries
-//! on conflict, and `Store::transaction` reruns with a tree a verb asked for) computes everything afresh.
+//! on conflict, and `SledStore::transaction` reruns with a tree a verb asked for) computes everything afresh.
 
 use std::collections::HashMap;
 
 use super::record::PayloadAt;
 use super::tx::{Tx, TxResult, abort};
-use super::{ContactLimit, Enqueued, NewMessage, StoreError, keys};
+use super::{AttemptOutcome, ContactLimit, Enqueued, NewMessage, StoreError, keys};
 use crate::model::{MessageId, MessageRecord, Millis, Stage};
 use crate::retry::Decision;
 
@@ -127,18 +127,6 @@ impl<'a> PlannedEnqueue<'a> {
             duplicate: false,
         }))
     }
-}
-
-/// One attempt's outcome for one message, as the dispatcher records it.
-#[derive(Debug, Clone)]
-pub struct AttemptOutcome {
-    pub id: MessageId,
-    pub attempt: crate::model::AttemptRecord,
-    pub decision: Decision,
-    pub now: Millis,
-    /// The message's record as its lease gave it, handed back so that an outcome that changes only the
-    /// record can be swapped in without reading and decoding the record again. `None`: the store reads it.
-    pub leased: Option<MessageRecord>,
 }
 
 /// One caller's attempt outcomes (one per message of the request).

@@ -3,7 +3,7 @@
 //! A lease is worth nothing after the process ends: every message leased by a previous run is due again at the
 //! next start, with no attempt counted. So a lease writes nothing to disk. While a message is leased its
 //! record on disk still says `queued` and its due-index entry stays where it was; the store lays the lease
-//! over both: [`Store::get`](super::Store::get) reports it `in_flight`, and its lane's scans of the due
+//! over both: [`SledStore::get`](super::SledStore::get) reports it `in_flight`, and its lane's scans of the due
 //! index step over it. The attempt's outcome then moves the record on. This took one of the three sled
 //! transactions each delivered message cost (docs/PERFORMANCE.md, change 2). A lease also keeps the record's
 //! bytes as it read them, which the outcome's swap is made against (change 18).
@@ -24,7 +24,7 @@ pub(super) type Read = (sled::IVec, PayloadAt);
 #[derive(Debug)]
 struct Held {
     /// Past it, the lease's attempt is taken for lost (its task ended without giving the message back) and
-    /// the sweep gives the message back ([`Store::release_expired`](super::Store::release_expired)).
+    /// the sweep gives the message back ([`SledStore::release_expired`](super::SledStore::release_expired)).
     until: Millis,
     read: Option<Read>,
 }

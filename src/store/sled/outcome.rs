@@ -3,15 +3,16 @@
 //! own; the others are batched with concurrent callers' outcomes into shared transactions (`combine.rs`).
 //! What was written is then mirrored in the due index, the leases and the tally.
 
+use super::AttemptOutcome;
 use super::combine::BatchResult;
-use super::ops::{AttemptOp, AttemptOutcome, Moved};
+use super::ops::{AttemptOp, Moved};
 use super::record::{self, PayloadAt};
 use super::tx::{Name, Set};
-use super::{Store, StoreError};
+use super::{SledStore, StoreError};
 use crate::model::{AttemptRecord, MessageId, MessageRecord, Millis, Stage};
 use crate::retry::Decision;
 
-/// What [`Store::swap_standalone`] did with a run of outcomes.
+/// What [`SledStore::swap_standalone`] did with a run of outcomes.
 struct Swaps<O> {
     /// Swapped in, with what each moved.
     swapped: Vec<(O, Moved)>,
@@ -21,7 +22,7 @@ struct Swaps<O> {
     failed: Result<(), StoreError>,
 }
 
-impl Store {
+impl SledStore {
     /// Records an attempt on a leased message and applies the decision: delivered, queued again at the retry
     /// time, or dead. The attempt's `number` must be the record's `total_attempts + 1`.
     pub fn record_attempt(
@@ -41,7 +42,7 @@ impl Store {
     }
 
     /// Records the outcomes of one request's attempts (one per message) together, as
-    /// [`Store::record_attempt`] would each, batched with other callers' outcomes (`combine.rs`).
+    /// [`SledStore::record_attempt`] would each, batched with other callers' outcomes (`combine.rs`).
     ///
     /// An outcome is not durable when this returns, and nobody waits for it to be: a crash before the next
     /// commit means the message is attempted again (at least once). The store asks for a commit without
@@ -52,7 +53,7 @@ impl Store {
         self.attempts.run(op, |ops| self.apply_attempts(ops))
     }
 
-    /// [`Store::record_attempts`] for async callers. An outcome that changes only its record (most of them: a
+    /// [`SledStore::record_attempts`] for async callers. An outcome that changes only its record (most of them: a
     /// first attempt delivered or retried) is compare-and-swapped right here, by the caller: one sled write
     /// that takes no lock another writer waits for. Handing it to a leader thread instead cost a thread wake-up
     /// and a reply per batch (docs/PERFORMANCE.md, change 15). The other outcomes, and any whose record changed
@@ -72,7 +73,7 @@ impl Store {
             (outcome, leased)
         }));
         if !swapped.is_empty() {
-            // On disk within a commit, though nobody waits for it (`Store::record_attempts`).
+            // On disk within a commit, though nobody waits for it (`SledStore::record_attempts`).
             self.committer.request();
             self.settle(
                 swapped
@@ -98,7 +99,7 @@ impl Store {
     fn apply_attempts(&self, ops: &[AttemptOp]) -> BatchResult<()> {
         let mut applied = Vec::new();
         let written = self.write_outcomes(ops, &mut applied);
-        // On disk within a commit, though nobody waits for it (`Store::record_attempts`).
+        // On disk within a commit, though nobody waits for it (`SledStore::record_attempts`).
         self.committer.request();
         self.settle(
             applied
@@ -171,7 +172,7 @@ impl Store {
         Ok(())
     }
 
-    /// Swaps in each outcome that changes only its record ([`Store::swap_outcome`]). Answers those swapped,
+    /// Swaps in each outcome that changes only its record ([`SledStore::swap_outcome`]). Answers those swapped,
     /// with what they moved, and the rest: those that need a transaction or whose record changed since it was
     /// read, and, should a write fail, the outcome it failed on and every one after it, with the failure.
     fn swap_standalone<O: std::borrow::Borrow<AttemptOutcome>>(

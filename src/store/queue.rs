@@ -1,0 +1,176 @@
+//! The queue's verbs: enqueue, durability, leases, attempt outcomes, and a deleted endpoint's messages. Each
+//! delegates to the backend (the rule for which are `async` is in the module doc of `store/`).
+
+use super::{AttemptOutcome, Backend, Enqueued, Lease, NewMessage, Retire, Store, StoreError};
+use crate::model::{AttemptRecord, MessageId, Millis};
+use crate::retry::Decision;
+
+/// Enqueueing and durability.
+impl Store {
+    /// Records a new message as queued and due now, unless its idempotency key is known on that endpoint.
+    /// The write is not yet durable: acknowledge only after [`Store::commit`].
+    pub async fn enqueue(&self, new: &NewMessage, now: Millis) -> Result<Enqueued, StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.enqueue(new, now),
+        }
+    }
+
+    /// Enqueues several messages, each as [`Store::enqueue`] would, all or none of them, batched with other
+    /// callers' enqueues. Answers each message in order: a message over its contact's cap gets
+    /// [`StoreError::ContactFull`] and the others are queued; the outer error is a failure of the whole
+    /// write. Not yet durable, as [`Store::enqueue`].
+    pub async fn enqueue_many(
+        &self,
+        messages: Vec<NewMessage>,
+        now: Millis,
+    ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.enqueue_many_async(messages, now).await,
+        }
+    }
+
+    /// Waits until every write made before the call is durable (group commit).
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.commit().await,
+        }
+    }
+
+    /// The number of commits that have succeeded since the store opened, changing with each one. An attempt's
+    /// outcome asks for one without waiting for it ([`Store::record_attempts`]).
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.commits(),
+        }
+    }
+
+    /// Why the store can no longer make writes durable (a failed commit), if it cannot.
+    pub fn failure(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.failure(),
+        }
+    }
+
+    /// Resolves when a commit fails: from then on this process can acknowledge nothing.
+    pub async fn failed(&self) -> String {
+        match &self.backend {
+            Backend::Sled(sled) => sled.failed().await,
+        }
+    }
+}
+
+/// Leases and attempt outcomes.
+impl Store {
+    /// Leases up to `max` messages of `endpoint` that are due at `now`, marking them in flight until
+    /// `lease_until` (`max` 0 leases nothing). Only the endpoint's own lane calls this, so it never races
+    /// with itself.
+    pub async fn lease_due(
+        &self,
+        endpoint: &str,
+        now: Millis,
+        max: usize,
+        lease_until: Millis,
+    ) -> Result<Lease, StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.lease_due(endpoint, now, max, lease_until),
+        }
+    }
+
+    /// Whether this process holds `id` leased (its outcome is not yet written).
+    pub fn is_leased(&self, id: MessageId) -> bool {
+        match &self.backend {
+            Backend::Sled(sled) => sled.is_leased(id),
+        }
+    }
+
+    /// Gives back every message whose lease ended before `now`, due at `now` with no attempt counted: its
+    /// attempt was lost (a panic, an outcome that could not be written). Returns their endpoints, to be woken.
+    pub async fn release_expired(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.release_expired(now),
+        }
+    }
+
+    /// Puts a leased message back to due at `now` without counting an attempt (shutdown, restart).
+    pub async fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.release(id, now),
+        }
+    }
+
+    /// Every message this process has leased, and every lease an earlier run left on disk, goes back to due at
+    /// `now`. The daemon calls it at start and after its lanes stopped. Returns how many.
+    pub async fn release_all_leases(&self, now: Millis) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.release_all_leases(now),
+        }
+    }
+
+    /// Records an attempt on a leased message and applies the decision: delivered, queued again at the retry
+    /// time, or dead. The attempt's `number` must be the record's `total_attempts + 1`.
+    pub async fn record_attempt(
+        &self,
+        id: MessageId,
+        attempt: &AttemptRecord,
+        decision: &Decision,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.record_attempt(id, attempt, decision, now),
+        }
+    }
+
+    /// Records the outcomes of one request's attempts (one per message) together, as
+    /// [`Store::record_attempt`] would each, batched with other callers' outcomes.
+    ///
+    /// An outcome is not durable when this returns, and nobody waits for it to be: a crash before the next
+    /// commit means the message is attempted again (at least once). The store asks for a commit without
+    /// waiting for it ([`Store::commits`] counts them).
+    pub async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.record_attempts_async(outcomes).await,
+        }
+    }
+}
+
+/// A deleted endpoint's messages.
+impl Store {
+    /// Whether `endpoint` has anything queued or in flight (from memory).
+    pub fn has_queued(&self, endpoint: &str) -> bool {
+        match &self.backend {
+            Backend::Sled(sled) => sled.has_queued(endpoint),
+        }
+    }
+
+    /// The endpoints that have anything queued or in flight (from memory).
+    pub fn queued_endpoints(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.queued_endpoints(),
+        }
+    }
+
+    /// Gives back every message of `endpoint` this process holds leased (its lane has stopped), due at `now`,
+    /// without counting an attempt. Returns how many.
+    pub async fn release_leases_of(
+        &self,
+        endpoint: &str,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.release_leases_of(endpoint, now),
+        }
+    }
+
+    /// Retires every queued message of `endpoint` that is not leased (dead letters with a reason, or purged).
+    /// Returns how many.
+    pub async fn retire_queued(
+        &self,
+        endpoint: &str,
+        how: &Retire,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.retire_queued(endpoint, how, now),
+        }
+    }
+}
