@@ -10,12 +10,14 @@
 //! queued without spending their attempts.
 
 mod attempt;
+mod endpoint_changes;
 pub mod health;
 mod lane;
 mod registry;
 mod verify;
 
-pub use registry::{EndpointError, Lanes, Origin, upgrade_stored_endpoints};
+pub use endpoint_changes::upgrade_stored_endpoints;
+pub use registry::{EndpointError, Lanes, Origin};
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;

@@ -42,6 +42,59 @@ fn events(trace: &str, nonce: &str, log_file: &Path) -> Vec<(usize, Event)> {
     events
 }
 
+/// `hookd serve --config CONFIG` under `strace -f -y` tracing `syscalls` into `trace`; answers once the
+/// daemon says it is serving.
+async fn serve_traced(config: &Path, trace: &Path, syscalls: &str) -> std::process::Child {
+    let mut strace = Command::new("strace")
+        .args(["-f", "-y", "-s", "512", "-o"])
+        .arg(trace)
+        .args([
+            "-e",
+            &format!("trace={syscalls}"),
+            HOOKD,
+            "serve",
+            "--config",
+        ])
+        .arg(config)
+        .env("HOOKD_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = strace.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("hookd is serving")
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send(());
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(60), ready_rx)
+        .await
+        .expect("the traced daemon starts")
+        .unwrap();
+    strace
+}
+
+/// Stops the traced daemon (not strace, so the trace is complete) and waits for strace to end.
+fn stop_traced(mut strace: std::process::Child) {
+    let pgrep = Command::new("pgrep")
+        .args(["-P", &strace.id().to_string()])
+        .output()
+        .unwrap();
+    let daemon_pid = String::from_utf8_lossy(&pgrep.stdout).trim().to_owned();
+    assert!(!daemon_pid.is_empty(), "the daemon runs under strace");
+    Command::new("kill")
+        .args(["-TERM", &daemon_pid])
+        .status()
+        .unwrap();
+    strace.wait().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enqueue_is_acknowledged_only_after_its_data_is_fdatasynced() {
     if Command::new("strace").arg("-V").output().is_err() {
@@ -59,38 +112,12 @@ async fn an_enqueue_is_acknowledged_only_after_its_data_is_fdatasynced() {
     )
     .unwrap();
     let trace_path = dir.path().join("trace.txt");
-    let mut strace = Command::new("strace")
-        .args(["-f", "-y", "-s", "512", "-o"])
-        .arg(&trace_path)
-        .args([
-            "-e",
-            "trace=fdatasync,fsync,read,recvfrom,recvmsg,write,writev,sendto,sendmsg",
-            HOOKD,
-            "serve",
-            "--config",
-        ])
-        .arg(&config)
-        .env("HOOKD_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = strace.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut ready = Some(ready_tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("hookd is serving") {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
-                }
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(60), ready_rx)
-        .await
-        .expect("the traced daemon starts")
-        .unwrap();
+    let strace = serve_traced(
+        &config,
+        &trace_path,
+        "fdatasync,fsync,read,recvfrom,recvmsg,write,writev,sendto,sendmsg",
+    )
+    .await;
 
     let nonce = format!("durability-{}", uuid::Uuid::now_v7());
     let client = reqwest::Client::builder()
@@ -105,18 +132,7 @@ async fn an_enqueue_is_acknowledged_only_after_its_data_is_fdatasynced() {
         .unwrap();
     assert_eq!(answer.status(), 202);
 
-    // Stop the daemon (not strace) so the trace is complete.
-    let pgrep = Command::new("pgrep")
-        .args(["-P", &strace.id().to_string()])
-        .output()
-        .unwrap();
-    let daemon_pid = String::from_utf8_lossy(&pgrep.stdout).trim().to_owned();
-    assert!(!daemon_pid.is_empty(), "the daemon runs under strace");
-    Command::new("kill")
-        .args(["-TERM", &daemon_pid])
-        .status()
-        .unwrap();
-    strace.wait().unwrap();
+    stop_traced(strace);
 
     let trace = std::fs::read_to_string(&trace_path).unwrap();
     let events = events(&trace, &nonce, &data_dir.join("db"));
@@ -158,47 +174,13 @@ async fn the_data_dir_marker_is_synced_before_and_after_its_rename() {
     )
     .unwrap();
     let trace_path = dir.path().join("trace.txt");
-    let mut strace = Command::new("strace")
-        .args(["-f", "-y", "-o"])
-        .arg(&trace_path)
-        .args([
-            "-e",
-            "trace=fsync,fdatasync,rename,renameat,renameat2",
-            HOOKD,
-            "serve",
-            "--config",
-        ])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = strace.stderr.take().unwrap();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut ready = Some(ready_tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("hookd is serving")
-                && let Some(tx) = ready.take()
-            {
-                let _ = tx.send(());
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(60), ready_rx)
-        .await
-        .expect("the traced daemon starts")
-        .unwrap();
-    let pgrep = Command::new("pgrep")
-        .args(["-P", &strace.id().to_string()])
-        .output()
-        .unwrap();
-    let daemon_pid = String::from_utf8_lossy(&pgrep.stdout).trim().to_owned();
-    Command::new("kill")
-        .args(["-TERM", &daemon_pid])
-        .status()
-        .unwrap();
-    strace.wait().unwrap();
+    let strace = serve_traced(
+        &config,
+        &trace_path,
+        "fsync,fdatasync,rename,renameat,renameat2",
+    )
+    .await;
+    stop_traced(strace);
 
     let trace = std::fs::read_to_string(&trace_path).unwrap();
     let lines: Vec<&str> = trace.lines().collect();
