@@ -81,6 +81,9 @@ pub struct RawConfig {
     pub metrics_listen: Option<String>,
     #[serde(default)]
     pub api: RawApi,
+    /// `[store]`: PostgreSQL instead of the embedded sled (`store_config.rs`).
+    #[serde(default)]
+    pub store: crate::store_config::RawStore,
     #[serde(default)]
     pub destinations: RawDestinations,
     /// `[defaults]`: endpoint keys for every endpoint, and `[defaults.<format>]` tables for one format's.
@@ -203,6 +206,8 @@ pub struct RawRetry {
 /// The validated configuration the daemon runs on.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Which backend holds the queue: sled in `data_dir`, or a PostgreSQL database.
+    pub store: crate::store_config::StoreChoice,
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub max_payload_bytes: usize,
@@ -417,6 +422,10 @@ impl RawConfig {
             key: key.to_owned(),
             reason,
         };
+        let store = self
+            .store
+            .validate()
+            .map_err(|(key, reason)| invalid(&key, reason))?;
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("data"));
         let socket = self.socket.unwrap_or_else(|| data_dir.join("hookd.sock"));
         let max_payload_bytes = positive(
@@ -506,6 +515,7 @@ impl RawConfig {
             endpoints.push(endpoint);
         }
         Ok(Config {
+            store,
             data_dir,
             socket,
             max_payload_bytes,

@@ -88,15 +88,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .transpose()?;
     if probe_socket(&config.socket)? == Probe::Live {
         // The same data dir held too: the same daemon's config, which the store's own error names best.
-        if Store::is_held(&config.data_dir) {
+        if crate::cluster::is_embedded(&config) && Store::is_held(&config.data_dir) {
             return Err(StoreError::Locked(config.data_dir.clone()).into());
         }
         return Err(DaemonError::SocketInUse {
             path: config.socket.clone(),
         });
     }
-    create_private_dir(&config.data_dir)?;
-    let store = Store::open(&config.data_dir, config.sled_cache_bytes)?;
+    let store = crate::cluster::open_store(&config).await?;
     let released = store.release_all_leases(now_millis()).await?;
     if released > 0 {
         tracing::info!(
@@ -141,6 +140,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         telemetry,
         shutdown: cancel.clone(),
     };
+    let follower = crate::cluster::follow(
+        &store,
+        dispatcher.lanes(),
+        state.tokens.clone(),
+        cancel.clone(),
+    );
     let pruner = tokio::spawn(prune_delivered(
         store.clone(),
         config.retention,
@@ -167,6 +172,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tracing::info!(
         socket = %config.socket.display(),
         data_dir = %config.data_dir.display(),
+        store = store.backend_name(),
         endpoints = config.endpoints.len(),
         "hookd is serving"
     );
@@ -205,6 +211,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     dispatcher.join().await;
     let _ = pruner.await;
     let _ = sweeper.await;
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
     if let Some(reason) = store_failure {
         // Nothing more can be written; what is leased goes back to due on the next start.
         remove_socket(&config.socket, socket_file);

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -29,4 +30,5 @@ pub mod notify;
 pub mod retry;
 pub mod signing;
 pub mod store;
+pub mod store_config;
 pub mod telemetry;

@@ -74,7 +74,7 @@ impl TokenDigests {
 
     /// Reloads the digests from the store. The store is read while the lock is held, so of two concurrent
     /// reloads the later one reads the later store: a revoked token never comes back from a stale copy.
-    pub(super) fn replace(&self, store: &Store) -> Result<(), StoreError> {
+    pub(crate) fn replace(&self, store: &Store) -> Result<(), StoreError> {
         let mut guard = match self.0.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),

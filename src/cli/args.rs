@@ -115,6 +115,13 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Apply the PostgreSQL schema's pending migrations to the database of the config's `[store] url`
+    /// (`serve` also applies them at start; safe while other nodes run or start).
+    Migrate {
+        /// The config file.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Enqueue one message; prints its id.
     Send {
         /// The endpoint to send it to (a name from `hookd endpoints list`).

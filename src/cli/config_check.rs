@@ -1,6 +1,7 @@
 //! `hookd config check`: validates a config file without starting the daemon, and warns about what would
 //! surprise at run time: endpoints whose IP-literal URL the destination guard refuses, and run-time
-//! overrides kept in the data dir that shadow the file's values.
+//! overrides kept in the data dir that shadow the file's values. `hookd migrate` lives here too: it also
+//! reads the config and acts on the store without a daemon.
 
 use std::path::Path;
 
@@ -31,6 +32,22 @@ pub(super) async fn run_check(path: &Path) -> Result<(), CliError> {
         }
     }
     check_overrides(&config);
+    Ok(())
+}
+
+/// `hookd migrate`: applies the PostgreSQL schema's pending migrations to the database the config names.
+pub(super) async fn run_migrate(path: &Path) -> Result<(), CliError> {
+    let config = Config::load(path)?;
+    let crate::store_config::StoreChoice::Postgres { url, .. } = &config.store else {
+        return Err(CliError::Usage(format!(
+            "{}: no [store] url: the embedded sled store needs no migration",
+            path.display()
+        )));
+    };
+    let applied = Store::migrate(url.expose())
+        .await
+        .map_err(|e| CliError::Offline(format!("cannot migrate the database: {e}")))?;
+    outln!("migrations applied: {applied} (the schema is current)");
     Ok(())
 }
 

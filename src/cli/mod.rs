@@ -159,6 +159,7 @@ impl Command {
             | Command::Status { connection }
             | Command::Tail { connection, .. } => Some(connection),
             Command::Serve { .. }
+            | Command::Migrate { .. }
             | Command::Demo { .. }
             | Command::Completions { .. }
             | Command::Man { .. }
@@ -178,6 +179,7 @@ async fn run_verb(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Man { dir } => man::run_man(dir.as_deref()),
+        Command::Migrate { config } => config_check::run_migrate(&config).await,
         Command::Config {
             verb: ConfigVerb::Check { config },
         } => config_check::run_check(&config).await,

@@ -8,7 +8,7 @@ use super::connect::connect;
 use super::output::{output, print_table, row, time};
 use crate::api::tokens::{CreatedToken, mint};
 use crate::config::{Config, validate_endpoint_name};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// `hookd tokens ...`.
 pub(super) async fn run_tokens(verb: TokensVerb, connection: &Connection) -> Result<(), CliError> {
@@ -74,9 +74,7 @@ async fn create_offline(
     let config = Config::load(&config_path)?;
     validate_endpoint_name(&name).map_err(|r| CliError::Usage(format!("name: {r}")))?;
     let data_dir = &config.data_dir;
-    crate::daemon::create_private_dir(data_dir)
-        .map_err(|e| CliError::Offline(format!("cannot create the data dir: {e}")))?;
-    let store = Store::open(data_dir, config.sled_cache_bytes).map_err(|e| match e {
+    let store = crate::cluster::open_store(&config).await.map_err(|e| match e {
         StoreError::Locked(dir) => CliError::Offline(format!(
             "data dir {} is in use by a running hookd: stop the daemon to create a token --offline, or \
              create it through the daemon's API (`hookd tokens create {name}` without --offline)",
@@ -114,7 +112,10 @@ async fn create_offline(
         errln!(
             "token `{}` written to {} (shown only this once); from the daemon's next start every API request needs a token (--token or HOOKD_TOKEN)",
             c.name,
-            data_dir.display()
+            match &config.store {
+                crate::store_config::StoreChoice::Sled => data_dir.display().to_string(),
+                crate::store_config::StoreChoice::Postgres { .. } => "the database".to_owned(),
+            }
         );
     });
     Ok(())

@@ -235,7 +235,7 @@ impl Lanes {
     }
 
     /// Reads the endpoint's store record back into memory (and into its running lane).
-    pub(super) fn refresh(&self, name: &str) -> Result<(), StoreError> {
+    pub(crate) fn refresh(&self, name: &str) -> Result<(), StoreError> {
         let state = self.inner.context.store.endpoint_state(name)?;
         let mut endpoints = write(&self.inner.endpoints);
         match self.effective(name, &state) {

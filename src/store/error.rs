@@ -36,6 +36,10 @@ pub enum StoreError {
     /// A read or write of the backend failed; the field is the backend's own error.
     #[error("store I/O failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store's server cannot be reached now (PostgreSQL down or restarting, or no free connection in
+    /// time); a later call may succeed.
+    #[error("the database cannot be reached: {0}")]
+    Unavailable(String),
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
     #[error("cannot make the write durable: {0}")]

@@ -25,6 +25,7 @@
 //! messages) and `records.rs` (reads, counts, dead letters, endpoint and token records).
 
 mod error;
+mod postgres;
 mod queue;
 mod records;
 mod sled;
@@ -33,6 +34,7 @@ mod types;
 use std::path::Path;
 
 pub use error::{CommitError, StoreError};
+pub use postgres::{Change, PgOptions};
 pub use sled::listing::{MessagePage, MessageQuery, Nudged, SCAN_BUDGET, Wanted};
 pub use types::{
     AttemptOutcome, CORRUPT_KIND, ContactLimit, Counts, DeadPage, EndpointState, Enqueued, Lease,
@@ -50,6 +52,8 @@ pub struct Store {
 enum Backend {
     /// sled in the local data dir (`store/sled/`).
     Sled(sled::SledStore),
+    /// A PostgreSQL database shared by several nodes (`store/postgres/`).
+    Postgres(postgres::PgStore),
 }
 
 impl Store {
@@ -60,6 +64,38 @@ impl Store {
         Ok(Store {
             backend: Backend::Sled(sled),
         })
+    }
+
+    /// Connects to the PostgreSQL database at `url` as one node of a cluster (applying pending migrations
+    /// when `options.migrate`) and starts the node's heartbeat and listener; must run inside tokio.
+    pub async fn connect(url: &str, options: PgOptions) -> Result<Store, StoreError> {
+        let pg = postgres::PgStore::connect(url, options).await?;
+        Ok(Store {
+            backend: Backend::Postgres(pg),
+        })
+    }
+
+    /// Applies the PostgreSQL schema's pending migrations to the database at `url` (under an advisory lock,
+    /// so nodes starting at once are safe). Returns how many were applied.
+    pub async fn migrate(url: &str) -> Result<usize, StoreError> {
+        postgres::migrate_url(url).await
+    }
+
+    /// The changes other nodes make (messages due, endpoints and tokens changed), for a backend shared by
+    /// several nodes; `None` for a backend only this process writes.
+    pub fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        match &self.backend {
+            Backend::Sled(_) => None,
+            Backend::Postgres(pg) => Some(pg.changes()),
+        }
+    }
+
+    /// Which backend this is, for logs and `/v1/health`: `sled` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sled(_) => "sled",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     /// Whether a running process holds the sled store in the data dir `dir` (the lock [`Store::open`] would

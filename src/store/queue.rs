@@ -12,6 +12,7 @@ impl Store {
     pub async fn enqueue(&self, new: &NewMessage, now: Millis) -> Result<Enqueued, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.enqueue(new, now),
+            Backend::Postgres(pg) => pg.enqueue(new, now).await,
         }
     }
 
@@ -26,6 +27,7 @@ impl Store {
     ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.enqueue_many_async(messages, now).await,
+            Backend::Postgres(pg) => pg.enqueue_many(messages, now).await,
         }
     }
 
@@ -33,6 +35,7 @@ impl Store {
     pub async fn commit(&self) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.commit().await,
+            Backend::Postgres(pg) => pg.commit().await,
         }
     }
 
@@ -41,6 +44,7 @@ impl Store {
     pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
         match &self.backend {
             Backend::Sled(sled) => sled.commits(),
+            Backend::Postgres(pg) => pg.commits(),
         }
     }
 
@@ -48,6 +52,7 @@ impl Store {
     pub fn failure(&self) -> Option<String> {
         match &self.backend {
             Backend::Sled(sled) => sled.failure(),
+            Backend::Postgres(pg) => pg.failure(),
         }
     }
 
@@ -55,6 +60,7 @@ impl Store {
     pub async fn failed(&self) -> String {
         match &self.backend {
             Backend::Sled(sled) => sled.failed().await,
+            Backend::Postgres(pg) => pg.failed().await,
         }
     }
 }
@@ -73,6 +79,7 @@ impl Store {
     ) -> Result<Lease, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.lease_due(endpoint, now, max, lease_until),
+            Backend::Postgres(pg) => pg.lease_due(endpoint, now, max, lease_until).await,
         }
     }
 
@@ -80,6 +87,7 @@ impl Store {
     pub fn is_leased(&self, id: MessageId) -> bool {
         match &self.backend {
             Backend::Sled(sled) => sled.is_leased(id),
+            Backend::Postgres(pg) => pg.is_leased(id),
         }
     }
 
@@ -88,6 +96,7 @@ impl Store {
     pub async fn release_expired(&self, now: Millis) -> Result<Vec<String>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.release_expired(now),
+            Backend::Postgres(pg) => pg.release_expired(now).await,
         }
     }
 
@@ -95,6 +104,7 @@ impl Store {
     pub async fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.release(id, now),
+            Backend::Postgres(pg) => pg.release(id, now).await,
         }
     }
 
@@ -103,6 +113,7 @@ impl Store {
     pub async fn release_all_leases(&self, now: Millis) -> Result<usize, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.release_all_leases(now),
+            Backend::Postgres(pg) => pg.release_all_leases(now).await,
         }
     }
 
@@ -117,6 +128,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.record_attempt(id, attempt, decision, now),
+            Backend::Postgres(pg) => pg.record_attempt(id, attempt, decision, now).await,
         }
     }
 
@@ -129,6 +141,7 @@ impl Store {
     pub async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.record_attempts_async(outcomes).await,
+            Backend::Postgres(pg) => pg.record_attempts(outcomes).await,
         }
     }
 }
@@ -139,6 +152,7 @@ impl Store {
     pub fn has_queued(&self, endpoint: &str) -> bool {
         match &self.backend {
             Backend::Sled(sled) => sled.has_queued(endpoint),
+            Backend::Postgres(pg) => pg.has_queued(endpoint),
         }
     }
 
@@ -146,6 +160,7 @@ impl Store {
     pub fn queued_endpoints(&self) -> Vec<String> {
         match &self.backend {
             Backend::Sled(sled) => sled.queued_endpoints(),
+            Backend::Postgres(pg) => pg.queued_endpoints(),
         }
     }
 
@@ -158,6 +173,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.release_leases_of(endpoint, now),
+            Backend::Postgres(pg) => pg.release_leases_of(endpoint, now).await,
         }
     }
 
@@ -171,6 +187,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.retire_queued(endpoint, how, now),
+            Backend::Postgres(pg) => pg.retire_queued(endpoint, how, now).await,
         }
     }
 }

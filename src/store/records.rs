@@ -13,6 +13,7 @@ impl Store {
     pub async fn get(&self, id: MessageId) -> Result<Option<MessageRecord>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.get(id),
+            Backend::Postgres(pg) => pg.get(id).await,
         }
     }
 
@@ -20,6 +21,7 @@ impl Store {
     pub async fn attempts(&self, id: MessageId) -> Result<Vec<AttemptRecord>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.attempts(id),
+            Backend::Postgres(pg) => pg.attempts(id).await,
         }
     }
 
@@ -30,6 +32,7 @@ impl Store {
     ) -> Result<Vec<AttemptRecord>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.attempts_of(record),
+            Backend::Postgres(pg) => pg.attempts_of(record).await,
         }
     }
 
@@ -40,6 +43,7 @@ impl Store {
     ) -> Result<Option<AttemptRecord>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.last_attempt(record),
+            Backend::Postgres(pg) => pg.last_attempt(record).await,
         }
     }
 
@@ -47,6 +51,7 @@ impl Store {
     pub async fn oldest_queued(&self, endpoint: &str) -> Result<Option<Millis>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.oldest_queued(endpoint),
+            Backend::Postgres(pg) => pg.oldest_queued(endpoint).await,
         }
     }
 
@@ -54,6 +59,7 @@ impl Store {
     pub fn counts(&self) -> Result<Counts, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.counts(),
+            Backend::Postgres(pg) => pg.counts(),
         }
     }
 
@@ -61,6 +67,7 @@ impl Store {
     pub fn pending(&self) -> u64 {
         match &self.backend {
             Backend::Sled(sled) => sled.pending(),
+            Backend::Postgres(pg) => pg.pending(),
         }
     }
 
@@ -68,6 +75,7 @@ impl Store {
     pub fn pending_of(&self, endpoint: &str) -> u64 {
         match &self.backend {
             Backend::Sled(sled) => sled.pending_of(endpoint),
+            Backend::Postgres(pg) => pg.pending_of(endpoint),
         }
     }
 
@@ -75,6 +83,7 @@ impl Store {
     pub fn most_pending(&self, n: usize) -> Vec<(String, u64)> {
         match &self.backend {
             Backend::Sled(sled) => sled.most_pending(n),
+            Backend::Postgres(pg) => pg.most_pending(n),
         }
     }
 
@@ -83,6 +92,7 @@ impl Store {
     pub async fn recount(&self) -> Result<Counts, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.recount(),
+            Backend::Postgres(pg) => pg.recount().await,
         }
     }
 
@@ -90,6 +100,7 @@ impl Store {
     pub async fn size_on_disk(&self) -> Result<u64, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.size_on_disk(),
+            Backend::Postgres(pg) => pg.size_on_disk().await,
         }
     }
 }
@@ -109,6 +120,7 @@ impl Store {
                 let (sled, endpoint) = (sled.clone(), endpoint.map(str::to_owned));
                 on_blocking_thread(move || sled.list_dead(endpoint.as_deref(), after, limit)).await
             }
+            Backend::Postgres(pg) => pg.list_dead(endpoint, after, limit).await,
         }
     }
 
@@ -122,6 +134,7 @@ impl Store {
                 let (sled, query) = (sled.clone(), query.clone());
                 on_blocking_thread(move || sled.list_messages(&query)).await
             }
+            Backend::Postgres(pg) => pg.list_messages(query).await,
         }
     }
 
@@ -129,6 +142,7 @@ impl Store {
     pub async fn retry_now(&self, id: MessageId, now: Millis) -> Result<super::Nudged, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.retry_now(id, now),
+            Backend::Postgres(pg) => pg.retry_now(id, now).await,
         }
     }
 
@@ -136,6 +150,7 @@ impl Store {
     pub async fn resend(&self, id: MessageId, now: Millis) -> Result<super::Nudged, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.resend(id, now),
+            Backend::Postgres(pg) => pg.resend(id, now).await,
         }
     }
 
@@ -149,6 +164,7 @@ impl Store {
                 let (sled, selection) = (sled.clone(), selection.clone());
                 on_blocking_thread(move || sled.dead_by_endpoint(&selection)).await
             }
+            Backend::Postgres(pg) => pg.dead_by_endpoint(selection).await,
         }
     }
 
@@ -164,6 +180,7 @@ impl Store {
                 let (sled, selection) = (sled.clone(), selection.clone());
                 on_blocking_thread(move || sled.replay(&selection, now)).await
             }
+            Backend::Postgres(pg) => pg.replay(selection, now).await,
         }
     }
 
@@ -174,6 +191,7 @@ impl Store {
                 let (sled, selection) = (sled.clone(), selection.clone());
                 on_blocking_thread(move || sled.purge(&selection)).await
             }
+            Backend::Postgres(pg) => pg.purge(selection).await,
         }
     }
 
@@ -186,6 +204,7 @@ impl Store {
                 let pass = sled.clone();
                 on_blocking_thread(move || pass.prune_delivered(before)).await
             }
+            Backend::Postgres(pg) => pg.prune_delivered(before).await,
         }
     }
 }
@@ -208,6 +227,7 @@ impl Store {
     pub fn endpoint_state(&self, name: &str) -> Result<EndpointState, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.endpoint_state(name),
+            Backend::Postgres(pg) => pg.endpoint_state(name),
         }
     }
 
@@ -216,6 +236,7 @@ impl Store {
     pub fn endpoint_states(&self) -> Result<Vec<(String, EndpointState)>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.endpoint_states(),
+            Backend::Postgres(pg) => pg.endpoint_states(),
         }
     }
 
@@ -227,6 +248,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.set_endpoint_state(name, state).await,
+            Backend::Postgres(pg) => pg.set_endpoint_state(name, state).await,
         }
     }
 
@@ -241,6 +263,7 @@ impl Store {
     ) -> Result<Result<(EndpointState, T), E>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.update_endpoint_state(name, change).await,
+            Backend::Postgres(pg) => pg.update_endpoint_state(name, change).await,
         }
     }
 
@@ -248,6 +271,7 @@ impl Store {
     pub async fn remove_endpoint_state(&self, name: &str) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.remove_endpoint_state(name).await,
+            Backend::Postgres(pg) => pg.remove_endpoint_state(name).await,
         }
     }
 
@@ -256,6 +280,7 @@ impl Store {
     pub async fn create_token(&self, record: &TokenRecord) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.create_token(record).await,
+            Backend::Postgres(pg) => pg.create_token(record).await,
         }
     }
 
@@ -263,6 +288,7 @@ impl Store {
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.tokens(),
+            Backend::Postgres(pg) => pg.tokens(),
         }
     }
 
@@ -270,6 +296,7 @@ impl Store {
     pub async fn revoke_token(&self, name: &str) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.revoke_token(name).await,
+            Backend::Postgres(pg) => pg.revoke_token(name).await,
         }
     }
 }

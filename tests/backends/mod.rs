@@ -2,15 +2,18 @@
 //! `store_faults.rs`) run against. A backend-neutral test takes a fresh, empty [`Store`] from
 //! [`each_backend`] and drives it only through the facade's verbs, so every backend passes the same tests.
 //!
-//! The extension point for a second backend is [`backends`]: it lists one fresh store per backend. A
-//! PostgreSQL backend adds its entry there (a fresh schema in the database a test environment names, skipped
-//! with a note when none is named); nothing else in the suites changes. Tests that reopen a data dir or write
-//! sled's bytes are sled's own and open it themselves ([`open_sled`]).
+//! [`backends`] lists one fresh store per backend: sled in a temporary data dir, and PostgreSQL in a fresh
+//! database of this test binary's throwaway cluster (`tests/support/postgres_cluster.rs`: started on first
+//! use, as the `postgres` user when the tests run as root, removed when the binary exits). Tests that reopen
+//! a data dir or write sled's bytes are sled's own and open it themselves ([`open_sled`]).
 #![allow(dead_code)]
 
 use std::path::Path;
 
-use hookd::store::Store;
+use hookd::store::{PgOptions, Store};
+
+#[path = "../support/postgres_cluster.rs"]
+pub mod postgres_cluster;
 
 pub const CACHE_BYTES: u64 = 1 << 20;
 
@@ -18,12 +21,42 @@ pub const CACHE_BYTES: u64 = 1 << 20;
 pub struct Fresh {
     pub backend: &'static str,
     pub store: Store,
-    _keep: tempfile::TempDir,
+    _keep: Option<tempfile::TempDir>,
 }
 
 /// One fresh, empty store of every backend; must run inside tokio.
 pub async fn backends() -> Vec<Fresh> {
-    vec![sled()]
+    vec![sled(), postgres().await]
+}
+
+/// A store on a fresh database of this binary's PostgreSQL cluster.
+pub async fn postgres() -> Fresh {
+    Fresh {
+        backend: "postgres",
+        store: connect_postgres(&fresh_database().await).await,
+        _keep: None,
+    }
+}
+
+/// A fresh, empty database of this binary's PostgreSQL cluster: its URL.
+pub async fn fresh_database() -> String {
+    postgres_cluster::cluster().fresh_database().await
+}
+
+/// Joins the database at `url` as a new node, with the test options ([`pg_options`]).
+pub async fn connect_postgres(url: &str) -> Store {
+    Store::connect(url, pg_options())
+        .await
+        .expect("connect to the test database")
+}
+
+/// Small pools (many tests run at once against one cluster), the default leases.
+pub fn pg_options() -> PgOptions {
+    PgOptions {
+        max_connections: 4,
+        label: "test".into(),
+        ..PgOptions::default()
+    }
 }
 
 fn sled() -> Fresh {
@@ -32,7 +65,7 @@ fn sled() -> Fresh {
     Fresh {
         backend: "sled",
         store,
-        _keep: dir,
+        _keep: Some(dir),
     }
 }
 

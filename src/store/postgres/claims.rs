@@ -1,0 +1,491 @@
+//! Claims: a lane's due messages taken with `FOR UPDATE SKIP LOCKED`, each under a claim (id, owner, expiry);
+//! outcomes written only while their claim holds; claims given back, renewed and reaped.
+//!
+//! A claim lasts until the lane's deadline for the attempt or one lease TTL, whichever is sooner; the
+//! heartbeat renews the node's claims up to that deadline. So a claim of a node that died runs out within the
+//! TTL, and the reaper ([`PgStore::release_expired`], any node's) makes the message due again with no attempt
+//! counted. An outcome's `UPDATE` matches the claim id: if the claim was reaped and the message claimed anew,
+//! the late outcome changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+use super::row::{self, COLUMNS};
+use super::{PgStore, distinct, lock, millis_of, sql_millis};
+use crate::model::{AttemptRecord, MessageId, MessageRecord, Millis, Stage};
+use crate::retry::Decision;
+use crate::store::{AttemptOutcome, CORRUPT_KIND, Lease, StoreError};
+
+/// This node's claims, by message.
+#[derive(Default)]
+pub struct Claims {
+    held: Mutex<HashMap<MessageId, Held>>,
+}
+
+#[derive(Clone)]
+struct Held {
+    claim: Uuid,
+    endpoint: String,
+    /// The lane's deadline for the attempt: renewals stop there.
+    until: Millis,
+}
+
+impl Claims {
+    fn claim_of(&self, id: MessageId) -> Option<Uuid> {
+        lock(&self.held).get(&id).map(|held| held.claim)
+    }
+
+    fn drop_ids(&self, ids: impl IntoIterator<Item = MessageId>) {
+        let mut held = lock(&self.held);
+        for id in ids {
+            held.remove(&id);
+        }
+    }
+
+    fn of_endpoint(&self, endpoint: &str) -> Vec<(MessageId, Uuid)> {
+        lock(&self.held)
+            .iter()
+            .filter(|(_, held)| held.endpoint == endpoint)
+            .map(|(id, held)| (*id, held.claim))
+            .collect()
+    }
+
+    fn all(&self) -> Vec<(MessageId, Uuid, Millis)> {
+        lock(&self.held)
+            .iter()
+            .map(|(id, held)| (*id, held.claim, held.until))
+            .collect()
+    }
+}
+
+impl PgStore {
+    pub async fn lease_due(
+        &self,
+        endpoint: &str,
+        now: Millis,
+        max: usize,
+        lease_until: Millis,
+    ) -> Result<Lease, StoreError> {
+        if !self.own(endpoint).await? {
+            return Ok(Lease::Idle);
+        }
+        if max > 0 {
+            let taken = self.claim(endpoint, now, max, lease_until).await?;
+            if !taken.is_empty() {
+                return Ok(Lease::Taken(taken));
+            }
+        }
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT min(due_at) FROM hookd_messages WHERE endpoint = $1 AND stage = 'queued'",
+        )
+        .bind(endpoint)
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
+        match next {
+            // Due now but locked by another statement (a replay, a retire): look again shortly.
+            Some(due_at) => Ok(Lease::NextDueAt(millis_of(due_at).max(now + 1))),
+            None => {
+                if self.inner.claims.of_endpoint(endpoint).is_empty() {
+                    self.disown(endpoint).await?;
+                }
+                Ok(Lease::Idle)
+            }
+        }
+    }
+
+    async fn claim(
+        &self,
+        endpoint: &str,
+        now: Millis,
+        max: usize,
+        lease_until: Millis,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let claim = Uuid::now_v7();
+        let until = lease_until.min(now + self.ttl());
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "WITH due AS (
+                 SELECT id FROM hookd_messages
+                 WHERE endpoint = $1 AND stage = 'queued' AND due_at <= $2
+                 ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             UPDATE hookd_messages m
+             SET stage = 'in_flight', claim_id = $4, claim_owner = $5, claim_until = $6
+             FROM due WHERE m.id = due.id
+             RETURNING {}",
+            qualified(COLUMNS)
+        )))
+        .bind(endpoint)
+        .bind(sql_millis(now))
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .bind(claim)
+        .bind(self.inner.node)
+        .bind(sql_millis(until))
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
+        self.wrote();
+        let mut taken = Vec::with_capacity(rows.len());
+        let mut corrupt = Vec::new();
+        for found in &rows {
+            match row::record_of(found) {
+                Ok(record) => taken.push(record),
+                Err(error) => corrupt.push((row::column::<Uuid>(found, "id")?, error)),
+            }
+        }
+        {
+            let mut held = lock(&self.inner.claims.held);
+            for record in &taken {
+                held.insert(
+                    record.id,
+                    Held {
+                        claim,
+                        endpoint: endpoint.to_owned(),
+                        until: lease_until,
+                    },
+                );
+            }
+        }
+        self.inner.tally.moved(
+            endpoint,
+            Some(Stage::Queued),
+            Some(Stage::InFlight),
+            rows.len() as u64,
+        );
+        for (id, error) in corrupt {
+            self.quarantine(endpoint, id, &error.to_string(), now)
+                .await?;
+        }
+        taken.sort_by_key(|record| (record.next_attempt_at, record.id));
+        Ok(taken)
+    }
+
+    /// One unreadable record must not stall its endpoint: it becomes a dead letter of kind
+    /// [`CORRUPT_KIND`], its stored text kept as the payload for inspection.
+    async fn quarantine(
+        &self,
+        endpoint: &str,
+        id: Uuid,
+        problem: &str,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        tracing::error!(endpoint, message = %id, problem, "an unreadable message record becomes a dead letter");
+        let mut record =
+            MessageRecord::new_queued(row::message_id(id), endpoint, CORRUPT_KIND, "", now);
+        record.stage = Stage::Dead;
+        record.dead_reason = Some(format!("corrupt record: {problem}"));
+        record.dead_at = Some(now);
+        sqlx::query(
+            "UPDATE hookd_messages SET stage = 'dead', kind = $2, payload = record, record = $3,
+                 claim_id = NULL, claim_owner = NULL, claim_until = NULL
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(CORRUPT_KIND)
+        .bind(row::record_json(&record)?)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
+        self.inner.claims.drop_ids([record.id]);
+        self.inner
+            .tally
+            .moved(endpoint, Some(Stage::InFlight), Some(Stage::Dead), 1);
+        Ok(())
+    }
+
+    pub fn is_leased(&self, id: MessageId) -> bool {
+        self.inner.claims.claim_of(id).is_some()
+    }
+
+    pub async fn release(&self, id: MessageId, now: Millis) -> Result<(), StoreError> {
+        let Some(claim) = self.inner.claims.claim_of(id) else {
+            return Ok(());
+        };
+        self.release_claims(&[(id, claim)], now).await.map(|_| ())
+    }
+
+    pub async fn release_all_leases(&self, now: Millis) -> Result<usize, StoreError> {
+        let all: Vec<(MessageId, Uuid)> = self
+            .inner
+            .claims
+            .all()
+            .into_iter()
+            .map(|(id, claim, _)| (id, claim))
+            .collect();
+        let released = self.release_claims(&all, now).await?;
+        sqlx::query("DELETE FROM hookd_owners WHERE owner = $1")
+            .bind(self.inner.node)
+            .execute(self.pool())
+            .await
+            .map_err(|e| self.failed_with(e))?;
+        for endpoint in self.inner.owners.mine(self.inner.node) {
+            self.inner.owners.forget(&endpoint);
+        }
+        Ok(released)
+    }
+
+    pub async fn release_leases_of(
+        &self,
+        endpoint: &str,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let held = self.inner.claims.of_endpoint(endpoint);
+        let released = self.release_claims(&held, now).await?;
+        self.disown(endpoint).await?;
+        Ok(released)
+    }
+
+    /// Puts these claimed messages back to due at `now`, no attempt counted; answers how many were.
+    async fn release_claims(
+        &self,
+        claims: &[(MessageId, Uuid)],
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        if claims.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = claims.iter().map(|(id, _)| row::uuid(*id)).collect();
+        let claim_ids: Vec<Uuid> = claims.iter().map(|(_, claim)| *claim).collect();
+        let released: Vec<(Uuid, String)> = sqlx::query_as(
+            "UPDATE hookd_messages m
+             SET stage = 'queued', due_at = $3, claim_id = NULL, claim_owner = NULL, claim_until = NULL
+             FROM UNNEST($1::uuid[], $2::uuid[]) AS u(id, claim)
+             WHERE m.id = u.id AND m.claim_id = u.claim
+             RETURNING m.id, m.endpoint",
+        )
+        .bind(&ids)
+        .bind(&claim_ids)
+        .bind(sql_millis(now))
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
+        self.wrote();
+        self.inner.claims.drop_ids(claims.iter().map(|(id, _)| *id));
+        self.count_moves(&released, Stage::InFlight, Stage::Queued);
+        Ok(released.len())
+    }
+
+    /// The reaper: every claim that ran out before `now` (its node died, or its attempt was lost) is due
+    /// again at `now`, no attempt counted, and every lane lease that ran out is removed. Answers the
+    /// endpoints to wake.
+    pub async fn release_expired(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        let reaped: Vec<(Uuid, String)> = sqlx::query_as(
+            "UPDATE hookd_messages
+             SET stage = 'queued', due_at = $1, claim_id = NULL, claim_owner = NULL, claim_until = NULL
+             WHERE stage = 'in_flight' AND claim_until < $1
+             RETURNING id, endpoint",
+        )
+        .bind(sql_millis(now))
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
+        self.inner
+            .claims
+            .drop_ids(reaped.iter().map(|(id, _)| row::message_id(*id)));
+        self.count_moves(&reaped, Stage::InFlight, Stage::Queued);
+        let orphaned = self.reap_owners(now).await?;
+        Ok(distinct(
+            reaped
+                .into_iter()
+                .map(|(_, endpoint)| endpoint)
+                .chain(orphaned),
+        ))
+    }
+
+    /// Renews this node's claims up to their lanes' deadlines.
+    pub(super) async fn renew_claims(&self, now: Millis) -> Result<(), StoreError> {
+        let all = self.inner.claims.all();
+        if all.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = all.iter().map(|(id, _, _)| row::uuid(*id)).collect();
+        let claims: Vec<Uuid> = all.iter().map(|(_, claim, _)| *claim).collect();
+        let untils: Vec<i64> = all
+            .iter()
+            .map(|(_, _, until)| sql_millis((*until).min(now + self.ttl())))
+            .collect();
+        sqlx::query(
+            "UPDATE hookd_messages m SET claim_until = u.until
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[]) AS u(id, claim, until)
+             WHERE m.id = u.id AND m.claim_id = u.claim AND m.claim_until < u.until",
+        )
+        .bind(&ids)
+        .bind(&claims)
+        .bind(&untils)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
+        Ok(())
+    }
+
+    pub async fn record_attempt(
+        &self,
+        id: MessageId,
+        attempt: &AttemptRecord,
+        decision: &Decision,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.record_attempts(vec![AttemptOutcome {
+            id,
+            attempt: attempt.clone(),
+            decision: decision.clone(),
+            now,
+            leased: None,
+        }])
+        .await
+    }
+
+    /// Writes the outcomes in one statement: each message's new record, its previous latest attempt moved
+    /// to `hookd_attempts`, its claim cleared; a message whose claim no longer holds is left alone.
+    pub async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<(), StoreError> {
+        let records = self.leased_records(&outcomes).await?;
+        let mut rows = row::Rows::default();
+        let mut claims = Vec::new();
+        let (mut moved_ids, mut moved_numbers, mut moved_records) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for outcome in &outcomes {
+            let Some(mut record) = records.get(&outcome.id).cloned() else {
+                continue;
+            };
+            if let Some(previous) = apply(&mut record, outcome) {
+                moved_ids.push(row::uuid(outcome.id));
+                moved_numbers.push(previous.number as i32);
+                moved_records.push(encode_attempt(&previous)?);
+            }
+            claims.push(self.inner.claims.claim_of(outcome.id));
+            rows.push(&record)?;
+        }
+        let written: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "WITH written AS (
+                 UPDATE hookd_messages m
+                 SET stage = u.stage, due_at = u.due_at, delivered_at = u.delivered_at,
+                     record = u.record, claim_id = NULL, claim_owner = NULL, claim_until = NULL
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])
+                     AS u(id, claim, stage, due_at, delivered_at, record)
+                 WHERE m.id = u.id AND m.claim_id IS NOT DISTINCT FROM u.claim
+                 RETURNING m.id, m.endpoint, m.stage),
+             moved AS (
+                 INSERT INTO hookd_attempts (message_id, number, record)
+                 SELECT a.id, a.number, a.record
+                 FROM UNNEST($7::uuid[], $8::int[], $9::text[]) AS a(id, number, record)
+                 JOIN written ON written.id = a.id
+                 ON CONFLICT DO NOTHING)
+             SELECT id, endpoint, stage FROM written",
+        )
+        .bind(&rows.ids)
+        .bind(&claims)
+        .bind(&rows.stages)
+        .bind(&rows.due_ats)
+        .bind(&rows.delivered_ats)
+        .bind(&rows.records)
+        .bind(&moved_ids)
+        .bind(&moved_numbers)
+        .bind(&moved_records)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
+        self.wrote();
+        self.inner
+            .claims
+            .drop_ids(written.iter().map(|(id, _, _)| row::message_id(*id)));
+        for (id, endpoint, stage) in &written {
+            let from = match records.get(&row::message_id(*id)) {
+                Some(record) => record.stage,
+                None => Stage::InFlight,
+            };
+            self.inner
+                .tally
+                .moved(endpoint, Some(from), Some(row::stage_of(stage)?), 1);
+        }
+        if written.len() < rows.len() {
+            tracing::warn!(
+                lost = rows.len() - written.len(),
+                "outcomes not written: their claims ran out and the messages were claimed again"
+            );
+        }
+        Ok(())
+    }
+
+    /// The records the outcomes apply to: the ones handed back from the lease, the others read.
+    async fn leased_records(
+        &self,
+        outcomes: &[AttemptOutcome],
+    ) -> Result<HashMap<MessageId, MessageRecord>, StoreError> {
+        let mut records: HashMap<MessageId, MessageRecord> = outcomes
+            .iter()
+            .filter_map(|o| o.leased.clone().map(|record| (o.id, record)))
+            .collect();
+        let missing: Vec<Uuid> = outcomes
+            .iter()
+            .filter(|o| !records.contains_key(&o.id))
+            .map(|o| row::uuid(o.id))
+            .collect();
+        if !missing.is_empty() {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM hookd_messages WHERE id = ANY($1)"
+            )))
+            .bind(&missing)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.failed_with(e))?;
+            for found in &rows {
+                let record = row::record_of(found)?;
+                records.insert(record.id, record);
+            }
+        }
+        Ok(records)
+    }
+
+    fn count_moves(&self, moved: &[(Uuid, String)], from: Stage, to: Stage) {
+        let mut per_endpoint: HashMap<&str, u64> = HashMap::new();
+        for (_, endpoint) in moved {
+            *per_endpoint.entry(endpoint).or_default() += 1;
+        }
+        for (endpoint, n) in per_endpoint {
+            self.inner.tally.moved(endpoint, Some(from), Some(to), n);
+        }
+    }
+
+    fn ttl(&self) -> Millis {
+        self.inner.options.lease_ttl.as_millis() as Millis
+    }
+}
+
+/// Counts the attempt and applies the decision to the record; answers the attempt it held before.
+fn apply(record: &mut MessageRecord, outcome: &AttemptOutcome) -> Option<AttemptRecord> {
+    record.cycle_attempts += 1;
+    record.total_attempts = record.total_attempts.max(outcome.attempt.number);
+    let previous = record.last_attempt.replace(outcome.attempt.clone());
+    match &outcome.decision {
+        Decision::Delivered => {
+            record.stage = Stage::Delivered;
+            record.delivered_at = Some(outcome.now);
+        }
+        Decision::RetryAt(due_at) => {
+            record.stage = Stage::Queued;
+            record.next_attempt_at = *due_at;
+        }
+        Decision::Dead { reason } => {
+            record.stage = Stage::Dead;
+            record.dead_reason = Some(reason.clone());
+            record.dead_at = Some(outcome.now);
+        }
+    }
+    previous
+}
+
+pub(super) fn encode_attempt(attempt: &AttemptRecord) -> Result<String, StoreError> {
+    serde_json::to_string(attempt)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode attempt {}: {e}", attempt.number)))
+}
+
+/// `id, stage, ...` as `m.id, m.stage, ...` (for a `RETURNING` after `UPDATE ... FROM`).
+fn qualified(columns: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

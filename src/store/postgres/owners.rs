@@ -1,0 +1,157 @@
+//! Lane ownership: an endpoint's lane runs on one node of the cluster at a time.
+//!
+//! Why one owner, rather than every node leasing from a shared queue: an endpoint's concurrency, rate limit
+//! and circuit breaker are state a lane keeps from one attempt to the next. With one lane for the cluster
+//! they hold for the cluster, with no shared counter to update per request. The owner holds a lease on the
+//! endpoint (`hookd_owners`: owner, until) that its heartbeat renews; a node that finds another's live lease
+//! answers its lane `Idle`, and the lane stops. When the owner's lane runs out of work and holds no claim
+//! of the endpoint, it gives the lease up, so the next burst may land on any node; when the owner dies, its
+//! lease runs out and the reaper of any other node wakes the endpoint there (`claims.rs`).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+use super::{PgStore, lock, sql_millis};
+use crate::model::{Millis, now_millis};
+use crate::store::StoreError;
+
+/// Who this node last saw owning each endpoint it asked about.
+#[derive(Default)]
+pub struct Owners {
+    seen: Mutex<HashMap<String, Owner>>,
+}
+
+#[derive(Clone, Copy)]
+struct Owner {
+    node: Uuid,
+    until: Millis,
+}
+
+impl Owners {
+    /// The endpoints this node owns.
+    pub fn mine(&self, node: Uuid) -> Vec<String> {
+        lock(&self.seen)
+            .iter()
+            .filter(|(_, owner)| owner.node == node)
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// This node's leases were renewed until `until`, except `lost` ones.
+    pub fn renewed(&self, node: Uuid, until: Millis, kept: &[String]) {
+        let mut seen = lock(&self.seen);
+        seen.retain(|_, owner| owner.node != node);
+        for name in kept {
+            seen.insert(name.clone(), Owner { node, until });
+        }
+    }
+
+    pub fn forget(&self, endpoint: &str) {
+        lock(&self.seen).remove(endpoint);
+    }
+}
+
+impl PgStore {
+    /// Whether this node may run `endpoint`'s lane now: it owns the endpoint, or took it (no one else held a
+    /// live lease). Asks the database only when this node's knowledge has run out.
+    pub(super) async fn own(&self, endpoint: &str) -> Result<bool, StoreError> {
+        let now = now_millis();
+        let node = self.inner.node;
+        let margin = self.inner.options.heartbeat.as_millis() as Millis;
+        if let Some(owner) = lock(&self.inner.owners.seen).get(endpoint).copied() {
+            if owner.node == node && owner.until > now + margin {
+                return Ok(true);
+            }
+            if owner.node != node && owner.until > now {
+                return Ok(false);
+            }
+        }
+        let until = now + self.inner.options.lease_ttl.as_millis() as Millis;
+        let took: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO hookd_owners (endpoint, owner, until) VALUES ($1, $2, $3)
+             ON CONFLICT (endpoint) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+                 WHERE hookd_owners.owner = EXCLUDED.owner OR hookd_owners.until < $4
+             RETURNING owner",
+        )
+        .bind(endpoint)
+        .bind(node)
+        .bind(sql_millis(until))
+        .bind(sql_millis(now))
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
+        let held = match took {
+            Some(_) => Owner { node, until },
+            None => {
+                // Someone else holds a live lease: remember whose, and until when.
+                let other: Option<(Uuid, i64)> =
+                    sqlx::query_as("SELECT owner, until FROM hookd_owners WHERE endpoint = $1")
+                        .bind(endpoint)
+                        .fetch_optional(self.pool())
+                        .await
+                        .map_err(|e| self.failed_with(e))?;
+                match other {
+                    Some((other, other_until)) => Owner {
+                        node: other,
+                        until: super::millis_of(other_until),
+                    },
+                    // Given up since: ask again next time.
+                    None => return Ok(false),
+                }
+            }
+        };
+        lock(&self.inner.owners.seen).insert(endpoint.to_owned(), held);
+        Ok(held.node == node)
+    }
+
+    /// Gives up the lane lease of `endpoint`, if this node holds it.
+    pub(super) async fn disown(&self, endpoint: &str) -> Result<(), StoreError> {
+        let mine = lock(&self.inner.owners.seen)
+            .get(endpoint)
+            .is_some_and(|owner| owner.node == self.inner.node);
+        if !mine {
+            return Ok(());
+        }
+        self.inner.owners.forget(endpoint);
+        sqlx::query("DELETE FROM hookd_owners WHERE endpoint = $1 AND owner = $2")
+            .bind(endpoint)
+            .bind(self.inner.node)
+            .execute(self.pool())
+            .await
+            .map_err(|e| self.failed_with(e))?;
+        Ok(())
+    }
+
+    /// Renews every lane lease this node holds; forgets those it lost.
+    pub(super) async fn renew_owned(&self) -> Result<(), StoreError> {
+        let node = self.inner.node;
+        let until = now_millis() + self.inner.options.lease_ttl.as_millis() as Millis;
+        let kept: Vec<String> = sqlx::query_scalar(
+            "UPDATE hookd_owners SET until = $2 WHERE owner = $1 RETURNING endpoint",
+        )
+        .bind(node)
+        .bind(sql_millis(until))
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
+        self.inner.owners.renewed(node, until, &kept);
+        Ok(())
+    }
+
+    /// Removes lane leases that ran out before `now` (their owner died); answers their endpoints, whose
+    /// lanes should start on a live node.
+    pub(super) async fn reap_owners(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        let reaped: Vec<String> =
+            sqlx::query_scalar("DELETE FROM hookd_owners WHERE until < $1 RETURNING endpoint")
+                .bind(sql_millis(now))
+                .fetch_all(self.pool())
+                .await
+                .map_err(|e| self.failed_with(e))?;
+        for endpoint in &reaped {
+            self.inner.owners.forget(endpoint);
+        }
+        Ok(reaped)
+    }
+}
