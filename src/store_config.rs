@@ -93,3 +93,68 @@ fn default_node_name() -> String {
         .unwrap_or_else(|_| "host".into());
     format!("{host} pid {}", std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(url: Option<&str>) -> RawStore {
+        RawStore {
+            url: url.map(str::to_owned),
+            ..RawStore::default()
+        }
+    }
+
+    fn refused_key(raw: RawStore) -> String {
+        match raw.validate() {
+            Err((key, _)) => key,
+            Ok(choice) => panic!("accepted: {choice:?}"),
+        }
+    }
+
+    #[test]
+    fn no_url_is_sled_and_a_postgres_url_is_postgres() {
+        assert!(matches!(raw(None).validate(), Ok(StoreChoice::Sled)));
+        let Ok(StoreChoice::Postgres { url, options }) =
+            raw(Some("postgresql://hookd@db/hookd")).validate()
+        else {
+            panic!("a PostgreSQL URL selects PostgreSQL");
+        };
+        assert_eq!(url.expose(), "postgresql://hookd@db/hookd");
+        assert_eq!(options.lease_ttl, Duration::from_secs(15));
+        assert_eq!(options.heartbeat, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_url_of_another_scheme_is_refused_naming_the_key() {
+        assert_eq!(refused_key(raw(Some("mysql://db/hookd"))), "store.url");
+    }
+
+    #[test]
+    fn postgres_settings_without_a_url_are_refused() {
+        let settings = RawStore {
+            max_connections: Some(8),
+            ..raw(None)
+        };
+        assert_eq!(refused_key(settings), "store.url");
+    }
+
+    #[test]
+    fn a_heartbeat_slower_than_half_the_lease_is_refused() {
+        let slow = RawStore {
+            lease_ttl_ms: Some(10_000),
+            heartbeat_ms: Some(6_000),
+            ..raw(Some("postgres://db/hookd"))
+        };
+        assert_eq!(refused_key(slow), "store.heartbeat_ms");
+    }
+
+    #[test]
+    fn a_pool_of_one_is_refused() {
+        let tiny = RawStore {
+            max_connections: Some(1),
+            ..raw(Some("postgres://db/hookd"))
+        };
+        assert_eq!(refused_key(tiny), "store.max_connections");
+    }
+}

@@ -106,10 +106,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> axum::Json<wire::Health> {
+/// `ok`, or `degraded` while the store cannot be written (a failed sled commit, an unreachable database),
+/// with the reason: a load balancer or a cluster's health check takes the node out of rotation then.
+async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::Json<wire::Health> {
+    let store_error = state.store.failure();
     axum::Json(wire::Health {
-        status: "ok".into(),
+        status: if store_error.is_some() {
+            "degraded"
+        } else {
+            "ok"
+        }
+        .into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        store: state.store.backend_name().into(),
+        store_error,
     })
 }
 

@@ -343,4 +343,10 @@ pub enum EventLine {
 pub struct Health {
     pub status: String,
     pub version: String,
+    /// The backend: `sled` or `postgres`.
+    #[serde(default)]
+    pub store: String,
+    /// Why the store cannot take writes now, while it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
 }
