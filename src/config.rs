@@ -222,7 +222,8 @@ pub struct Config {
     pub sled_cache_bytes: u64,
     /// Messages waiting (queued, held or in flight) above which enqueues answer 503 with `Retry-After`.
     pub max_queue_depth: u64,
-    /// Free space the data dir's file system must keep; below it enqueues answer 503 (0: no check).
+    /// Free space the data dir's file system must keep; below it enqueues answer 503 (0: no check). Checked
+    /// only when the queue is in the data dir (sled), not with a `[store] url`.
     pub min_free_disk_bytes: u64,
     pub log_format: LogFormat,
     /// The group given the socket (mode 0660) so that a platform user outside hookd's own can reach it.

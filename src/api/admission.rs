@@ -24,10 +24,18 @@ const DISK_FULL_RETRY_AFTER_SECS: u64 = 10;
 
 /// Checks that `count` more messages of `bytes` payload bytes in all may be accepted.
 pub(super) fn admit(state: &AppState, count: u64, bytes: u64) -> Result<(), ApiError> {
+    let embedded = crate::cluster::is_embedded(&state.config);
     if let Some(failure) = state.store.failure() {
+        // sled's failure is for good (the daemon stops and must be restarted); PostgreSQL's lasts until the
+        // database can be reached again, without a restart.
+        let message = if embedded {
+            format!("the store cannot make writes durable ({failure}); hookd is restarting")
+        } else {
+            format!("the database cannot be reached ({failure}); retry later")
+        };
         return Err(ApiError::unavailable(
             "store_unavailable",
-            format!("the store cannot make writes durable ({failure}); hookd is restarting"),
+            message,
             STORE_RETRY_AFTER_SECS,
         ));
     }
@@ -49,8 +57,10 @@ pub(super) fn admit(state: &AppState, count: u64, bytes: u64) -> Result<(), ApiE
             QUEUE_FULL_RETRY_AFTER_SECS,
         ));
     }
+    // The free space that matters is the data dir's only when the queue is in it (sled): PostgreSQL's disk is
+    // the database server's, and the data dir need not even exist then.
     let keep = state.config.min_free_disk_bytes;
-    if keep > 0 {
+    if keep > 0 && embedded {
         match free_bytes(&state.config.data_dir) {
             Ok(free) if free < keep.saturating_add(bytes) => {
                 return Err(ApiError::unavailable(

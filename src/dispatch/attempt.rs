@@ -19,7 +19,7 @@ use crate::formats::{Answer, TransportKind};
 use crate::model::{AttemptRecord, AttemptResult, MessageRecord, now_millis};
 use crate::model::{MessageId, Millis};
 use crate::retry::{CycleFacts, Decision, Verdict, decide};
-use crate::store::AttemptOutcome;
+use crate::store::{AttemptOutcome, StoreError};
 
 /// How often a failed outcome write is tried again, and how long before each try.
 const OUTCOME_RETRIES: [std::time::Duration; 3] = [
@@ -27,6 +27,11 @@ const OUTCOME_RETRIES: [std::time::Duration; 3] = [
     std::time::Duration::from_millis(500),
     std::time::Duration::from_secs(2),
 ];
+
+/// How long a give back that found the database unreachable waits before trying again (doubling each time,
+/// up to [`GIVE_BACK_RETRY_MAX`]).
+const GIVE_BACK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+const GIVE_BACK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How much of an answer body is kept on the attempt record.
 const BODY_EXCERPT_BYTES: usize = 512;
@@ -265,18 +270,47 @@ async fn give_back(
 ) {
     let mut given_back = 0;
     for id in ids {
-        match context.store.release(id, now).await {
-            Ok(()) => given_back += 1,
-            Err(error) => {
-                tracing::error!(message_id = %id, %endpoint, %error,
-                    "cannot give back a leased message; the lease sweep will")
-            }
+        if release_when_reachable(&context, &endpoint, id, now).await {
+            given_back += 1;
         }
     }
     if given_back > 0 {
         tracing::warn!(%endpoint, given_back,
             "an attempt ended without its outcome: its messages are due again, no attempt counted");
         wake.notify_one();
+    }
+}
+
+/// Gives back one leased message; answers whether it did. While the store cannot be reached (PostgreSQL down
+/// or restarting) it tries again, with a growing pause, as long as the message is still leased here: an
+/// outcome lost to an outage is then due again as soon as the database is back, not only when its lease runs
+/// out (up to the endpoint's timeout plus the lease margin later). Any other error is left to the lease sweep.
+async fn release_when_reachable(
+    context: &DispatchContext,
+    endpoint: &str,
+    id: MessageId,
+    now: Millis,
+) -> bool {
+    let mut pause = GIVE_BACK_RETRY;
+    let mut warned = false;
+    loop {
+        match context.store.release(id, now).await {
+            Ok(()) => return true,
+            Err(StoreError::Unavailable(reason)) if context.store.is_leased(id) => {
+                if !warned {
+                    tracing::warn!(message_id = %id, %endpoint, %reason,
+                        "cannot give back a leased message while the store is unreachable; trying again");
+                    warned = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(GIVE_BACK_RETRY_MAX);
+            }
+            Err(error) => {
+                tracing::error!(message_id = %id, %endpoint, %error,
+                    "cannot give back a leased message; the lease sweep will");
+                return false;
+            }
+        }
     }
 }
 

@@ -2,16 +2,22 @@
 
 use std::time::Duration;
 
-use crate::harness::{FAST_RETRY, Reply, TestDaemon, TestReceiver, endpoint};
+use crate::harness::{Backend, FAST_RETRY, Reply, TestDaemon, TestReceiver, endpoint};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn final_and_exhausted_messages_are_dead_lettered_and_replayable() {
+    final_and_exhausted_messages_are_dead_lettered_and_replayable_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn final_and_exhausted_messages_are_dead_lettered_and_replayable_on(backend: Backend) {
     let refusing = TestReceiver::start(|_| Reply::status(400)).await;
     let failing = TestReceiver::start(|_| Reply::status(500)).await;
     let extra = format!("max_attempts = 3\n{FAST_RETRY}");
-    let daemon = TestDaemon::start(
+    let daemon = TestDaemon::start_on(
+        backend,
         &[
             endpoint("refusing", &refusing.url("/"), &extra),
             endpoint("failing", &failing.url("/"), &extra),
@@ -86,8 +92,18 @@ async fn final_and_exhausted_messages_are_dead_lettered_and_replayable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_of_one_id_and_purge() {
+    replay_of_one_id_and_purge_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn replay_of_one_id_and_purge_on(backend: Backend) {
     let receiver = TestReceiver::start(|_| Reply::status(400)).await;
-    let daemon = TestDaemon::start(&[endpoint("r", &receiver.url("/"), FAST_RETRY)], "").await;
+    let daemon = TestDaemon::start_on(
+        backend,
+        &[endpoint("r", &receiver.url("/"), FAST_RETRY)],
+        "",
+    )
+    .await;
     let a = daemon.send("r", "event", "{}").await;
     let b = daemon.send("r", "event", "{}").await;
     daemon.wait_state(&a, "dead", WAIT).await;
@@ -124,8 +140,18 @@ async fn replay_of_one_id_and_purge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_list_pages_with_a_cursor() {
+    dlq_list_pages_with_a_cursor_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn dlq_list_pages_with_a_cursor_on(backend: Backend) {
     let receiver = TestReceiver::start(|_| Reply::status(400)).await;
-    let daemon = TestDaemon::start(&[endpoint("r", &receiver.url("/"), FAST_RETRY)], "").await;
+    let daemon = TestDaemon::start_on(
+        backend,
+        &[endpoint("r", &receiver.url("/"), FAST_RETRY)],
+        "",
+    )
+    .await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(daemon.send("r", "event", "{}").await);

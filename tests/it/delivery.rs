@@ -3,14 +3,24 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::harness::{FAST_RETRY, Reply, TestDaemon, TestReceiver, endpoint};
+use crate::harness::{Backend, FAST_RETRY, Reply, TestDaemon, TestReceiver, endpoint};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_200_messages_each_with_one_attempt() {
+    delivers_200_messages_each_with_one_attempt_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn delivers_200_messages_each_with_one_attempt_on(backend: Backend) {
     let receiver = TestReceiver::start(|_| Reply::ok()).await;
-    let daemon = TestDaemon::start(&[endpoint("ok", &receiver.url("/hook"), FAST_RETRY)], "").await;
+    let daemon = TestDaemon::start_on(
+        backend,
+        &[endpoint("ok", &receiver.url("/hook"), FAST_RETRY)],
+        "",
+    )
+    .await;
     let mut ids = Vec::new();
     for n in 0..200 {
         ids.push(
@@ -45,6 +55,11 @@ async fn delivers_200_messages_each_with_one_attempt() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_503_twice_then_delivers_with_three_attempts() {
+    retries_503_twice_then_delivers_with_three_attempts_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn retries_503_twice_then_delivers_with_three_attempts_on(backend: Backend) {
     let receiver = TestReceiver::start(|r| {
         if r.nth_for_id <= 2 {
             Reply::status(503).header("content-type", "text/plain")
@@ -53,7 +68,12 @@ async fn retries_503_twice_then_delivers_with_three_attempts() {
         }
     })
     .await;
-    let daemon = TestDaemon::start(&[endpoint("flaky", &receiver.url("/"), FAST_RETRY)], "").await;
+    let daemon = TestDaemon::start_on(
+        backend,
+        &[endpoint("flaky", &receiver.url("/"), FAST_RETRY)],
+        "",
+    )
+    .await;
     let id = daemon.send("flaky", "event", r#"{"a":1}"#).await;
     let view = daemon.wait_state(&id, "delivered", WAIT).await;
     let statuses: Vec<_> = view.attempts.iter().map(|a| a.status).collect();
@@ -200,8 +220,18 @@ async fn redirects_are_not_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_queues_once() {
+    an_idempotency_key_queues_once_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn an_idempotency_key_queues_once_on(backend: Backend) {
     let receiver = TestReceiver::start(|_| Reply::ok()).await;
-    let daemon = TestDaemon::start(&[endpoint("ok", &receiver.url("/"), FAST_RETRY)], "").await;
+    let daemon = TestDaemon::start_on(
+        backend,
+        &[endpoint("ok", &receiver.url("/"), FAST_RETRY)],
+        "",
+    )
+    .await;
     let (ok, first, err) = daemon.cli(&[
         "send",
         "--endpoint",

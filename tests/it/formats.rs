@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use hookd::api::wire::MessageView;
 use hookd::model::AttemptResult;
 
-use crate::harness::{FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, endpoint, eventually};
+use crate::harness::{
+    Backend, FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, endpoint, eventually,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -39,6 +41,11 @@ async fn enqueue_status(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notification_reads_the_status_code_model() {
+    notification_reads_the_status_code_model_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn notification_reads_the_status_code_model_on(backend: Backend) {
     // The customer answers by the payload's `answer` field: a script of status codes, one per attempt.
     let receiver = TestReceiver::start(|r| {
         let body = body_json(r);
@@ -63,7 +70,8 @@ async fn notification_reads_the_status_code_model() {
         reply
     })
     .await;
-    let daemon = TestDaemon::start(
+    let daemon = TestDaemon::start_on(
+        backend,
         &[endpoint(
             "notify",
             &receiver.url("/"),
@@ -186,6 +194,11 @@ fn ack(ids: &[i64]) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_status_xml_batches_and_resends_what_was_not_echoed() {
+    sms_status_xml_batches_and_resends_what_was_not_echoed_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn sms_status_xml_batches_and_resends_what_was_not_echoed_on(backend: Backend) {
     // First request: echo only even ids. Later requests: echo everything.
     let receiver = TestReceiver::start(|r| {
         let ids = ids_in(&r.body);
@@ -197,7 +210,8 @@ async fn sms_status_xml_batches_and_resends_what_was_not_echoed() {
         }
     })
     .await;
-    let daemon = TestDaemon::start(
+    let daemon = TestDaemon::start_on(
+        backend,
         &[endpoint(
             "dlr-xml",
             &receiver.url("/"),
@@ -479,6 +493,11 @@ async fn sms_status_xml_gone_disables_the_endpoint_and_keeps_the_status_as_a_ret
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlr_json_verifies_first_and_sends_the_bearer_secret() {
+    dlr_json_verifies_first_and_sends_the_bearer_secret_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn dlr_json_verifies_first_and_sends_the_bearer_secret_on(backend: Backend) {
     let handshake_ok = Arc::new(AtomicBool::new(false));
     let seen_tokens = Arc::new(Mutex::new(Vec::new()));
     let flag = Arc::clone(&handshake_ok);
@@ -506,7 +525,8 @@ async fn dlr_json_verifies_first_and_sends_the_bearer_secret() {
     let extra = format!(
         "format = \"dlr-json\"\nauth = {{ type = \"bearer\", token = \"1233XXX\" }}\nverification = {{ validation_key = \"9012XX\" }}\n{FAST_RETRY}"
     );
-    let daemon = TestDaemon::start(
+    let daemon = TestDaemon::start_on(
+        backend,
         &[endpoint("dlr", &receiver.url("/receive/callback"), &extra)],
         "",
     )
@@ -550,8 +570,14 @@ async fn dlr_json_verifies_first_and_sends_the_bearer_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_json_sends_device_status_and_incoming_sms_as_is() {
+    gateway_json_sends_device_status_and_incoming_sms_as_is_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn gateway_json_sends_device_status_and_incoming_sms_as_is_on(backend: Backend) {
     let receiver = TestReceiver::start(|_| Reply::ok()).await;
-    let daemon = TestDaemon::start(
+    let daemon = TestDaemon::start_on(
+        backend,
         &[endpoint(
             "gw",
             &receiver.url("/"),
@@ -593,6 +619,11 @@ async fn gateway_json_sends_device_status_and_incoming_sms_as_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_inbox_answers_by_the_seed_table_with_basic_auth() {
+    app_inbox_answers_by_the_seed_table_with_basic_auth_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn app_inbox_answers_by_the_seed_table_with_basic_auth_on(backend: Backend) {
     let receiver = TestReceiver::start(|r| {
         let body = body_json(r);
         match (body["title"].as_str().unwrap(), r.nth_for_id) {
@@ -607,7 +638,12 @@ async fn app_inbox_answers_by_the_seed_table_with_basic_auth() {
     let extra = format!(
         "format = \"app-inbox\"\nauth = {{ type = \"basic\", username = \"acme\", password = \"pw\" }}\n{FAST_RETRY}"
     );
-    let daemon = TestDaemon::start(&[endpoint("inbox", &receiver.url("/"), &extra)], "").await;
+    let daemon = TestDaemon::start_on(
+        backend,
+        &[endpoint("inbox", &receiver.url("/"), &extra)],
+        "",
+    )
+    .await;
     let message = |title: &str| {
         json!({"externalCustomerId": "cust-1", "id": "7d8e3d52-3f5e-4c1a-9e59-3c8a2b1f0a11",
             "createdDate": 1700000000000_i64, "title": title, "content": "c", "category": "news"})
@@ -668,10 +704,16 @@ async fn app_inbox_answers_by_the_seed_table_with_basic_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_inbox_refuses_a_contact_over_its_pending_cap() {
+    app_inbox_refuses_a_contact_over_its_pending_cap_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn app_inbox_refuses_a_contact_over_its_pending_cap_on(backend: Backend) {
     let receiver = TestReceiver::start(|_| Reply::hang()).await;
     let extra =
         "format = \"app-inbox\"\nmax_pending_per_contact = 2\nconcurrency = 1\ntimeout_ms = 60000";
-    let daemon = TestDaemon::start(&[endpoint("inbox", &receiver.url("/"), extra)], "").await;
+    let daemon =
+        TestDaemon::start_on(backend, &[endpoint("inbox", &receiver.url("/"), extra)], "").await;
     let message = |customer: &str| {
         json!({"externalCustomerId": customer, "id": "7d8e3d52-3f5e-4c1a-9e59-3c8a2b1f0a11",
             "createdDate": 1700000000000_i64, "title": "t"})

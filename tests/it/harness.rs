@@ -18,6 +18,9 @@ use hookd::api::wire::{EnqueueRequest, MessageView};
 use serde_json::value::RawValue;
 use tokio::sync::watch;
 
+#[path = "../support/postgres_cluster.rs"]
+pub mod postgres_cluster;
+
 pub const HOOKD: &str = env!("CARGO_BIN_EXE_hookd");
 
 /// One request a receiver got.
@@ -205,6 +208,15 @@ pub fn endpoint(name: &str, url: &str, extra: &str) -> EndpointSpec {
     }
 }
 
+/// The store a test daemon keeps its queue in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// sled in the daemon's data dir (the default).
+    Sled,
+    /// A fresh database of this test binary's throwaway PostgreSQL cluster (`tests/support/postgres_cluster.rs`).
+    Postgres,
+}
+
 /// A `hookd serve` process with its own data dir and socket.
 pub struct TestDaemon {
     /// Kept so the temp dir lives as long as the daemon.
@@ -219,6 +231,8 @@ pub struct TestDaemon {
     client: Client,
     /// `HOOKD_FAULTS` for the daemon (a debug build fails on purpose at these points: src/faults.rs).
     pub faults: Option<String>,
+    /// The URL of the daemon's PostgreSQL database (`[store] url`), when it runs on PostgreSQL.
+    pub database_url: Option<String>,
 }
 
 impl TestDaemon {
@@ -227,11 +241,40 @@ impl TestDaemon {
         Self::start_with_data_dir(endpoints, top_level, None).await
     }
 
+    /// Like [`TestDaemon::start`], on `backend`.
+    pub async fn start_on(
+        backend: Backend,
+        endpoints: &[EndpointSpec],
+        top_level: &str,
+    ) -> TestDaemon {
+        match backend {
+            Backend::Sled => Self::start(endpoints, top_level).await,
+            Backend::Postgres => Self::start_on_postgres(endpoints, top_level).await,
+        }
+    }
+
+    /// Like [`TestDaemon::start`], with the queue in a fresh database of this binary's PostgreSQL cluster
+    /// (`[store] url`; the daemon applies the schema when it connects).
+    pub async fn start_on_postgres(endpoints: &[EndpointSpec], top_level: &str) -> TestDaemon {
+        let url = postgres_cluster::cluster().fresh_database().await;
+        Self::start_with(endpoints, top_level, None, Some(url)).await
+    }
+
     /// Like [`TestDaemon::start`], with the data dir at `data_dir` (a small file system, say).
     pub async fn start_with_data_dir(
         endpoints: &[EndpointSpec],
         top_level: &str,
         data_dir: Option<&Path>,
+    ) -> TestDaemon {
+        Self::start_with(endpoints, top_level, data_dir, None).await
+    }
+
+    /// Writes the config (with a `[store]` table for `database_url`, if any) and starts the daemon.
+    async fn start_with(
+        endpoints: &[EndpointSpec],
+        top_level: &str,
+        data_dir: Option<&Path>,
+        database_url: Option<String>,
     ) -> TestDaemon {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("hookd.toml");
@@ -241,6 +284,10 @@ impl TestDaemon {
             "data_dir = {:?}\nsocket = {:?}\nshutdown_grace_ms = 5000\n{top_level}\n[destinations]\nallow = [\"127.0.0.0/8\"]\n",
             data_dir, socket
         );
+        if let Some(url) = &database_url {
+            // Small pools: many daemons of one test binary share the cluster.
+            text.push_str(&format!("[store]\nurl = {url:?}\nmax_connections = 8\n"));
+        }
         for e in endpoints {
             text.push_str(&format!(
                 "[[endpoints]]\nname = {:?}\nurl = {:?}\n{}\n",
@@ -258,6 +305,7 @@ impl TestDaemon {
             log_path,
             log_copier: None,
             faults: None,
+            database_url,
         };
         daemon.spawn().await;
         daemon

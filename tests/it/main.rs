@@ -22,6 +22,7 @@ mod isolation;
 mod lifecycle;
 mod messages_list;
 mod metrics;
+mod postgres;
 mod raw_receiver;
 mod secrets;
 mod seeds;

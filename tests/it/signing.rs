@@ -8,7 +8,7 @@ use axum::http::HeaderValue;
 use serde_json::json;
 use standardwebhooks::{Webhook, WebhookError};
 
-use crate::harness::{FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, endpoint};
+use crate::harness::{Backend, FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, endpoint};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The secret of the Standard Webhooks specification's test vector.
@@ -69,6 +69,13 @@ fn assert_secret_not_shown(daemon: &TestDaemon, endpoint: &str, secret: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attempt_is_signed_and_a_tampered_request_fails_verification() {
+    every_attempt_is_signed_and_a_tampered_request_fails_verification_on(Backend::Sled).await;
+}
+
+/// The test above, on `backend` (`postgres.rs` runs it on PostgreSQL).
+pub async fn every_attempt_is_signed_and_a_tampered_request_fails_verification_on(
+    backend: Backend,
+) {
     let receiver = TestReceiver::start(|r| {
         if r.nth_for_id == 1 {
             Reply::status(503)
@@ -77,7 +84,8 @@ async fn every_attempt_is_signed_and_a_tampered_request_fails_verification() {
         }
     })
     .await;
-    let daemon = TestDaemon::start(
+    let daemon = TestDaemon::start_on(
+        backend,
         &[endpoint(
             "signed",
             &receiver.url("/hooks"),

@@ -1,0 +1,86 @@
+//! The core paths on a daemon whose queue is in PostgreSQL (`[store] url`, a fresh database of this binary's
+//! throwaway cluster): the same tests as on sled, each run here with [`Backend::Postgres`]. Delivery (webhook-id
+//! and Standard Webhooks signature), retries, dead letters (list, show, replay, purge, paging), idempotency
+//! keys, and a representative test of every receiver format (notification, sms-status-xml's batch, dlr-json's
+//! handshake, gateway-json's device and incoming-SMS messages, app-inbox's Basic auth and contact cap).
+//!
+//! The outage (PostgreSQL stopped under load) is `tests/pg_outage.rs`, a binary of its own: stopping the
+//! cluster would fail every other test of this binary.
+
+use std::time::Duration;
+
+use sqlx::Connection as _;
+
+use crate::harness::{Backend, FAST_RETRY, Reply, TestDaemon, TestReceiver, endpoint};
+use crate::{dead_letters, delivery, formats, signing};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_is_in_the_database_and_not_in_the_data_dir() {
+    let receiver = TestReceiver::start(|_| Reply::status(400)).await;
+    let daemon =
+        TestDaemon::start_on_postgres(&[endpoint("r", &receiver.url("/"), FAST_RETRY)], "").await;
+    let id = daemon.send("r", "event", r#"{"x":1}"#).await;
+    daemon
+        .wait_state(&id, "dead", Duration::from_secs(30))
+        .await;
+    let url = daemon.database_url.as_deref().unwrap();
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let stage: String = sqlx::query_scalar("SELECT stage FROM hookd_messages WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(stage, "dead", "the daemon's view is the database's row");
+    let data_dir = daemon.config_path.with_file_name("data");
+    let in_data_dir: Vec<_> = std::fs::read_dir(&data_dir)
+        .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        in_data_dir.is_empty(),
+        "{}: {in_data_dir:?}",
+        data_dir.display()
+    );
+    // The free-disk check is the data dir's, which holds no queue here: not checked, not warned about.
+    let log = daemon.log();
+    assert!(!log.contains("free space"), "{log}");
+}
+
+/// One `#[tokio::test]` per line: `name => test_fn_taking_a_backend`.
+macro_rules! on_postgres {
+    ($($name:ident => $test:path;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $test(Backend::Postgres).await;
+        }
+    )*};
+}
+
+on_postgres! {
+    // Delivery, retries, idempotency.
+    delivers_200_messages_each_with_one_attempt =>
+        delivery::delivers_200_messages_each_with_one_attempt_on;
+    retries_503_twice_then_delivers_with_three_attempts =>
+        delivery::retries_503_twice_then_delivers_with_three_attempts_on;
+    every_attempt_is_signed_and_a_tampered_request_fails_verification =>
+        signing::every_attempt_is_signed_and_a_tampered_request_fails_verification_on;
+    an_idempotency_key_queues_once => delivery::an_idempotency_key_queues_once_on;
+    // Dead letters.
+    final_and_exhausted_messages_are_dead_lettered_and_replayable =>
+        dead_letters::final_and_exhausted_messages_are_dead_lettered_and_replayable_on;
+    replay_of_one_id_and_purge => dead_letters::replay_of_one_id_and_purge_on;
+    dlq_list_pages_with_a_cursor => dead_letters::dlq_list_pages_with_a_cursor_on;
+    // Every format.
+    notification_reads_the_status_code_model =>
+        formats::notification_reads_the_status_code_model_on;
+    sms_status_xml_batches_and_resends_what_was_not_echoed =>
+        formats::sms_status_xml_batches_and_resends_what_was_not_echoed_on;
+    dlr_json_verifies_first_and_sends_the_bearer_secret =>
+        formats::dlr_json_verifies_first_and_sends_the_bearer_secret_on;
+    gateway_json_sends_device_status_and_incoming_sms_as_is =>
+        formats::gateway_json_sends_device_status_and_incoming_sms_as_is_on;
+    app_inbox_answers_by_the_seed_table_with_basic_auth =>
+        formats::app_inbox_answers_by_the_seed_table_with_basic_auth_on;
+    app_inbox_refuses_a_contact_over_its_pending_cap =>
+        formats::app_inbox_refuses_a_contact_over_its_pending_cap_on;
+}
