@@ -1,6 +1,9 @@
 //! The test harness: a real `hookd serve` process on a temp socket, and scriptable HTTP receivers on
 //! 127.0.0.1. Tests await events (a receiver got its Nth request, the daemon printed that it serves) rather
 //! than sleeping; where only the daemon's state can tell, [`eventually`] polls the API with a deadline.
+//!
+//! A daemon keeps its queue in sled in its data dir, or ([`TestDaemon::start_on_postgres`], [`Backend`]) in a fresh
+//! database of the binary's throwaway PostgreSQL cluster (`tests/support/postgres_cluster.rs`, started on first use).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
