@@ -281,6 +281,17 @@ impl Node {
         }
     }
 
+    /// SIGTERM, and waits for the process to exit (after its shutdown grace).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child.wait().unwrap()
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -485,6 +496,77 @@ async fn a_sigkilled_owner_is_taken_over_within_lease_and_sweep() {
         "{} requests at once, the endpoint's concurrency is {CONCURRENCY}",
         receiver.max_concurrent()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gracefully_stopped_owner_hands_its_work_over_at_once() {
+    let _turn = TURN.lock().await;
+    let database = postgres_cluster::cluster().fresh_database().await;
+    let db = sqlx::PgPool::connect(&database).await.unwrap();
+    let receiver = Receiver::start(Duration::from_millis(30)).await;
+    let mut nodes = start_nodes(&database, &receiver, 3).await;
+    let first = nodes[0].enqueue(0).await.expect("enqueue on node-0");
+    assert!(
+        receiver
+            .wait_until(Duration::from_secs(20), |log| log
+                .iter()
+                .any(|r| r.webhook_id == first))
+            .await,
+        "the first message was not delivered"
+    );
+
+    // The receiver holds requests past the owner's shutdown grace (2 s): its attempts are cut short and
+    // their messages given back at its stop.
+    receiver.set_delay(Duration::from_secs(4));
+    let mut acknowledged = vec![first];
+    for n in 1..=12u64 {
+        let node = &nodes[n as usize % nodes.len()];
+        acknowledged.push(node.enqueue(n).await.expect("enqueue"));
+    }
+    assert!(
+        receiver
+            .wait_for_concurrent(CONCURRENCY, Duration::from_secs(20))
+            .await,
+        "the receiver never held {CONCURRENCY} requests at once"
+    );
+    let (owner_name, _) = lane_owner(&db).await.expect("someone owns the lane");
+    receiver.set_delay(Duration::from_millis(30));
+    let owner = nodes.iter_mut().find(|n| n.name == owner_name).unwrap();
+    let status = owner.terminate();
+    let stopped_at = Instant::now();
+    assert!(status.success(), "{owner_name} exited with {status}");
+
+    // Nothing else is enqueued: the others must learn from the stopped node itself that its lane and the
+    // messages it gave back are theirs now, not from the next enqueue or a lease running out.
+    let acked: HashSet<String> = acknowledged.iter().cloned().collect();
+    let bound = Duration::from_secs(2);
+    let delivered = receiver
+        .wait_until(
+            bound + Duration::from_millis(LEASE_TTL_MS + SWEEP_MS),
+            |log| {
+                let got: HashSet<&str> = log.iter().map(|r| r.webhook_id.as_str()).collect();
+                acked.iter().all(|id| got.contains(id.as_str()))
+            },
+        )
+        .await;
+    let handed_over = stopped_at.elapsed();
+    let (new_owner, _) = lane_owner(&db)
+        .await
+        .unwrap_or(("nobody".into(), uuid::Uuid::nil()));
+    eprintln!(
+        "graceful stop of the owner {owner_name}: everything delivered {handed_over:?} after its exit \
+         (bound {bound:?}); lane now on {new_owner}; max concurrency {}",
+        receiver.max_concurrent()
+    );
+    assert!(
+        delivered,
+        "the stopped owner's messages were not taken over"
+    );
+    assert!(
+        handed_over <= bound,
+        "the stopped owner's messages were taken over after {handed_over:?}, beyond {bound:?}"
+    );
+    assert!(receiver.max_concurrent() <= CONCURRENCY);
 }
 
 /// What the enqueuers did.

@@ -50,7 +50,8 @@ pub(super) fn admit(state: &AppState, count: u64, bytes: u64) -> Result<(), ApiE
         ));
     }
     let keep = state.config.min_free_disk_bytes;
-    if keep > 0 {
+    // The data dir's disk holds the queue only with sled; PostgreSQL's is the database server's.
+    if keep > 0 && crate::cluster::is_embedded(&state.config) {
         match free_bytes(&state.config.data_dir) {
             Ok(free) if free < keep.saturating_add(bytes) => {
                 return Err(ApiError::unavailable(

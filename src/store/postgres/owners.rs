@@ -51,6 +51,14 @@ impl Owners {
     pub fn forget(&self, endpoint: &str) {
         lock(&self.seen).remove(endpoint);
     }
+
+    /// Forgets `endpoint`'s owner if it is `node` (which said it gave the lane up).
+    pub fn forget_held_by(&self, endpoint: &str, node: Uuid) {
+        let mut seen = lock(&self.seen);
+        if seen.get(endpoint).is_some_and(|owner| owner.node == node) {
+            seen.remove(endpoint);
+        }
+    }
 }
 
 impl PgStore {
