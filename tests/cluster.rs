@@ -343,13 +343,16 @@ async fn start_nodes(database: &str, receiver: &Receiver, n: usize) -> Vec<Node>
     nodes
 }
 
-/// The name (`node_name`) of the node holding the endpoint's lane lease, if one does.
+/// The name (`node_name`) and id of the running node that holds the endpoint's lane lease, if one does: not
+/// a lease left by a killed process (its name lives on in the restarted one) that has not run out yet.
 async fn lane_owner(db: &sqlx::PgPool) -> Option<(String, uuid::Uuid)> {
     sqlx::query(
         "SELECT n.label, o.owner FROM hookd_owners o JOIN hookd_nodes n ON n.id = o.owner
-         WHERE o.endpoint = $1",
+         WHERE o.endpoint = $1 AND o.until > $2
+           AND n.started_at = (SELECT max(started_at) FROM hookd_nodes WHERE label = n.label)",
     )
     .bind(ENDPOINT)
+    .bind(hookd::model::now_millis() as i64)
     .fetch_optional(db)
     .await
     .unwrap()
