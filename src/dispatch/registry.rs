@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
+use futures_util::FutureExt as _;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -335,9 +336,19 @@ impl Lanes {
 
     /// Called by an idle lane (nothing leasable, no attempt running): true when the lane may stop, because
     /// its endpoint has nothing queued or in flight; its handle is then gone, so the next wake starts a new one.
+    ///
+    /// A wake that came since the lane last looked keeps it running: [`Lanes::wake`] notifies under the same
+    /// lock, so a wake either lands here (and is seen) or finds the lane gone (and starts another). This
+    /// matters with a shared store, whose counts lag the other nodes' enqueues: an enqueue another node
+    /// committed while this lane was deciding it had nothing left is known only by its wake.
     pub(super) fn retire(&self, endpoint: &str, wake: &Arc<Notify>) -> bool {
         let mut running = lock(&self.inner.running);
         if self.inner.context.store.has_queued(endpoint) {
+            return false;
+        }
+        if wake.notified().now_or_never().is_some() {
+            // That took the wake: put it back for the lane's wait, so that it looks again at once.
+            wake.notify_one();
             return false;
         }
         match running.get(endpoint) {

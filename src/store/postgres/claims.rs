@@ -19,6 +19,9 @@ use crate::model::{AttemptRecord, MessageId, MessageRecord, Millis, Stage};
 use crate::retry::Decision;
 use crate::store::{AttemptOutcome, CORRUPT_KIND, Lease, StoreError};
 
+/// The `hookd_changes` notice of a node that gave up lanes and claims: `node released a,b`.
+pub const RELEASED: &str = "released";
+
 /// This node's claims, by message.
 #[derive(Default)]
 pub struct Claims {
@@ -214,16 +217,43 @@ impl PgStore {
             .into_iter()
             .map(|(id, claim, _)| (id, claim))
             .collect();
-        let released = self.release_claims(&all, now).await?;
-        sqlx::query("DELETE FROM hookd_owners WHERE owner = $1")
-            .bind(self.inner.node)
-            .execute(self.pool())
-            .await
-            .map_err(|e| self.failed_with(e))?;
+        let (released, mut endpoints) = self.release_claims_of(&all, now).await?;
+        let given_up: Vec<String> =
+            sqlx::query_scalar("DELETE FROM hookd_owners WHERE owner = $1 RETURNING endpoint")
+                .bind(self.inner.node)
+                .fetch_all(self.pool())
+                .await
+                .map_err(|e| self.failed_with(e))?;
         for endpoint in self.inner.owners.mine(self.inner.node) {
             self.inner.owners.forget(&endpoint);
         }
+        endpoints.extend(given_up);
+        self.announce_released(distinct(endpoints)).await?;
         Ok(released)
+    }
+
+    /// Tells the other nodes that this node gave up these endpoints' lanes and put their claimed messages
+    /// back (`hookd_changes`: `node released a,b`): they forget this node as the lanes' owner and wake the
+    /// lanes. Without it, a node that stops gracefully leaves its work to the next enqueue, and the others
+    /// would trust the lease they last saw until it ran out; nothing would be reaped, as nothing expired.
+    async fn announce_released(&self, endpoints: Vec<String>) -> Result<(), StoreError> {
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let notices: Vec<String> = super::enqueue::notices(self.inner.node, endpoints)
+            .into_iter()
+            .map(|notice| match notice.split_once(' ') {
+                Some((node, list)) => format!("{node} {RELEASED} {list}"),
+                None => notice,
+            })
+            .collect();
+        sqlx::query("SELECT pg_notify($1, n) FROM UNNEST($2::text[]) AS n")
+            .bind(super::listen::CHANGES)
+            .bind(&notices)
+            .execute(self.pool())
+            .await
+            .map_err(|e| self.failed_with(e))?;
+        Ok(())
     }
 
     pub async fn release_leases_of(
@@ -243,8 +273,19 @@ impl PgStore {
         claims: &[(MessageId, Uuid)],
         now: Millis,
     ) -> Result<usize, StoreError> {
+        self.release_claims_of(claims, now)
+            .await
+            .map(|(released, _)| released)
+    }
+
+    /// Like [`Self::release_claims`]; also answers the endpoints of the messages put back.
+    async fn release_claims_of(
+        &self,
+        claims: &[(MessageId, Uuid)],
+        now: Millis,
+    ) -> Result<(usize, Vec<String>), StoreError> {
         if claims.is_empty() {
-            return Ok(0);
+            return Ok((0, Vec::new()));
         }
         let ids: Vec<Uuid> = claims.iter().map(|(id, _)| row::uuid(*id)).collect();
         let claim_ids: Vec<Uuid> = claims.iter().map(|(_, claim)| *claim).collect();
@@ -264,7 +305,8 @@ impl PgStore {
         self.wrote();
         self.inner.claims.drop_ids(claims.iter().map(|(id, _)| *id));
         self.count_moves(&released, Stage::InFlight, Stage::Queued);
-        Ok(released.len())
+        let endpoints = distinct(released.iter().map(|(_, endpoint)| endpoint.clone()));
+        Ok((released.len(), endpoints))
     }
 
     /// The reaper: every claim that ran out before `now` (its node died, or its attempt was lost) is due
@@ -286,12 +328,23 @@ impl PgStore {
             .drop_ids(reaped.iter().map(|(id, _)| row::message_id(*id)));
         self.count_moves(&reaped, Stage::InFlight, Stage::Queued);
         let orphaned = self.reap_owners(now).await?;
-        Ok(distinct(
+        let endpoints = distinct(
             reaped
                 .into_iter()
                 .map(|(_, endpoint)| endpoint)
                 .chain(orphaned),
-        ))
+        );
+        // The caller wakes these lanes here; the node that runs one of them may be another (it took the lane
+        // over on an enqueue after the lease ran out), and it learns of the messages due again from this.
+        if !endpoints.is_empty() {
+            sqlx::query("SELECT pg_notify($1, n) FROM UNNEST($2::text[]) AS n")
+                .bind(super::listen::WORK)
+                .bind(super::enqueue::notices(self.inner.node, endpoints.clone()))
+                .execute(self.pool())
+                .await
+                .map_err(|e| self.failed_with(e))?;
+        }
+        Ok(endpoints)
     }
 
     /// Renews this node's claims up to their lanes' deadlines.

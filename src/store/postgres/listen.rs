@@ -1,5 +1,6 @@
 //! The node's ear: `LISTEN` on `hookd_work` (messages became due: wake those lanes) and `hookd_changes` (an
-//! endpoint or the token list changed: reread it), passed on to the dispatcher as [`Change`]s.
+//! endpoint or the token list changed: reread it; a stopping node gave up lanes: forget it as their owner
+//! and wake them), passed on to the dispatcher as [`Change`]s.
 //!
 //! A node's own notifications are skipped: it applied its change already. Notifications sent while the
 //! listener's connection was down are lost, so after every reconnect the node rereads every endpoint and
@@ -99,6 +100,16 @@ impl PgStore {
                         tracing::warn!(endpoint = name, %error, "cannot reread a changed endpoint");
                     }
                     Change::Endpoint(name.to_owned())
+                }
+                Some((super::claims::RELEASED, list)) => {
+                    // The node gave up these lanes (it stops): forget it as their owner, and wake them.
+                    let endpoints: Vec<String> = list.split(',').map(str::to_owned).collect();
+                    if let Ok(sender) = node.parse::<uuid::Uuid>() {
+                        for endpoint in &endpoints {
+                            self.inner.owners.forget_held_by(endpoint, sender);
+                        }
+                    }
+                    Change::Work(endpoints)
                 }
                 _ if rest == "tokens" => {
                     if let Err(error) = self.reload_tokens().await {

@@ -6,7 +6,9 @@
 //! endpoint (`hookd_owners`: owner, until) that its heartbeat renews; a node that finds another's live lease
 //! answers its lane `Idle`, and the lane stops. When the owner's lane runs out of work and holds no claim
 //! of the endpoint, it gives the lease up, so the next burst may land on any node; when the owner dies, its
-//! lease runs out and the reaper of any other node wakes the endpoint there (`claims.rs`).
+//! lease runs out and the reaper of any other node wakes the endpoint there (`claims.rs`); when it stops
+//! gracefully, it deletes its leases and says so (`node released a,b` on `hookd_changes`), and the others
+//! forget it as the owner and wake those lanes at once.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -50,6 +52,14 @@ impl Owners {
 
     pub fn forget(&self, endpoint: &str) {
         lock(&self.seen).remove(endpoint);
+    }
+
+    /// Forgets `endpoint`'s owner if it is `node` (which said it gave the lane up).
+    pub fn forget_held_by(&self, endpoint: &str, node: Uuid) {
+        let mut seen = lock(&self.seen);
+        if seen.get(endpoint).is_some_and(|owner| owner.node == node) {
+            seen.remove(endpoint);
+        }
     }
 }
 
