@@ -589,7 +589,7 @@ fn space(config: &Config) -> (u64, u64) {
 }
 
 /// Whether `error`, opening or starting the store, is for want of space: an `ENOSPC` (or quota) in its
-/// causes, or a data dir's file system without the space a reopen needs. Such a store is waited for.
+/// causes, or less than [`REOPEN_MIN_FREE`] free on the data dir's file system. Such a store is waited for.
 fn out_of_space(config: &Config, error: &StoreError) -> bool {
     if !crate::cluster::is_embedded(config) {
         return false;
@@ -606,8 +606,8 @@ fn out_of_space(config: &Config, error: &StoreError) -> bool {
         }
         cause = error.source();
     }
-    let (free, needed) = space(config);
-    free < needed
+    let (free, _) = space(config);
+    free < REOPEN_MIN_FREE
 }
 
 /// Bytes available to this (unprivileged) process on the file system holding `dir`.
