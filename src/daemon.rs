@@ -155,6 +155,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ready: false,
         first: true,
         reopen_wait: REOPEN_EVERY,
+        said_degraded: false,
     };
     let mut shutdown = std::pin::pin!(shutdown);
     let result = loop {
@@ -203,6 +204,8 @@ struct Daemon {
     first: bool,
     /// The wait before the next attempt to open the store.
     reopen_wait: Duration,
+    /// Whether systemd was last told `STATUS=degraded: ...` (a store serving again says `STATUS=serving`).
+    said_degraded: bool,
 }
 
 /// A store being served: what `Daemon::serve` started and stops.
@@ -299,7 +302,9 @@ impl Daemon {
             crate::notify::notify("READY=1");
             self.ready = true;
         }
-        crate::notify::notify("STATUS=serving");
+        if std::mem::take(&mut self.said_degraded) {
+            crate::notify::notify("STATUS=serving");
+        }
         let reason = tokio::select! {
             () = &mut shutdown => return Phase::Stop(self.stop(serving, &store).await),
             reason = store.failed() => reason,
@@ -311,6 +316,7 @@ impl Daemon {
              data dir has free space; nothing acknowledged is lost"
         );
         crate::notify::notify(&format!("STATUS=degraded: the store failed: {reason}"));
+        self.said_degraded = true;
         if opened_at.elapsed() < STABLE_AFTER {
             self.reopen_failed();
         } else {
@@ -470,6 +476,7 @@ impl Daemon {
              store_unavailable; the store is opened again once the data dir has free space"
         );
         crate::notify::notify(&format!("STATUS=degraded: the store is not open: {reason}"));
+        self.said_degraded = true;
         let reason = Arc::new(Mutex::new(reason));
         let api_cancel = CancellationToken::new();
         let down = crate::api::store_down_router(backend_name(&self.config), Arc::clone(&reason));
