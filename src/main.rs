@@ -26,13 +26,21 @@ fn main() -> ExitCode {
         }
     };
     let (message, code) = match cli.command {
-        Command::Serve { config } => match runtime.block_on(serve(&config)) {
-            Ok(()) => return ExitCode::SUCCESS,
-            Err(ServeError::Config(error)) => (one_line(&error), exit::INVALID),
-            Err(ServeError::Daemon(error)) => {
-                (format!("hookd serve: {}", one_line(&error)), exit::FAILURE)
+        Command::Serve { config } => {
+            let mut log_writer = None;
+            let served = runtime.block_on(serve(&config, &mut log_writer));
+            // Tasks still running log while the runtime stops: it stops first, and only then is the log
+            // writer dropped, which writes out every line queued (a line logged after it would be lost).
+            runtime.shutdown_timeout(RUNTIME_STOP);
+            drop(log_writer);
+            match served {
+                Ok(()) => return ExitCode::SUCCESS,
+                Err(ServeError::Config(error)) => (one_line(&error), exit::INVALID),
+                Err(ServeError::Daemon(error)) => {
+                    (format!("hookd serve: {}", one_line(&error)), exit::FAILURE)
+                }
             }
-        },
+        }
         command => match runtime.block_on(run_client(command)) {
             Ok(()) => return ExitCode::SUCCESS,
             Err(error) => (one_line(&error), error.exit_code()),
@@ -48,11 +56,18 @@ enum ServeError {
     Daemon(DaemonError),
 }
 
-async fn serve(config_path: &std::path::Path) -> Result<(), ServeError> {
+/// How long the runtime's blocking threads (a store pass under way) may delay the exit once `serve` returned.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Loads the config, starts logging (its guard goes to `log_writer`, for `main` to drop after the runtime)
+/// and runs the daemon.
+async fn serve(
+    config_path: &std::path::Path,
+    log_writer: &mut Option<WorkerGuard>,
+) -> Result<(), ServeError> {
     // The config chooses the log format, so it is read first; an error reading it is `main`'s one line.
     let config = Config::load(config_path).map_err(ServeError::Config)?;
-    // Dropped when `serve` returns, which writes out the lines still buffered.
-    let _log_writer = init_logging(config.log_format);
+    *log_writer = Some(init_logging(config.log_format));
     hookd::daemon::run(config, hookd::daemon::shutdown_signal())
         .await
         .map_err(ServeError::Daemon)

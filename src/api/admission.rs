@@ -6,10 +6,9 @@
 //! free. Each endpoint also has its own bound, `max_queued`: past it, that endpoint's enqueues and replays get
 //! 429 `endpoint_full` while every other endpoint's go on, so one receiver down for a day fills only its own
 //! share. The disk check matters because sled 0.34 treats a failed write as
-//! permanent for the process: stopping enqueues before the disk is full keeps deliveries (which need small
-//! writes) going, and lets enqueues resume by themselves once space returns.
-
-use std::path::Path;
+//! permanent for the open store (the daemon stops delivering until it can reopen it): stopping enqueues
+//! before the disk is full keeps deliveries (which need small writes) going, and lets enqueues resume by
+//! themselves once space returns.
 
 use axum::http::StatusCode;
 
@@ -25,11 +24,13 @@ const DISK_FULL_RETRY_AFTER_SECS: u64 = 10;
 /// Checks that `count` more messages of `bytes` payload bytes in all may be accepted.
 pub(super) fn admit(state: &AppState, count: u64, bytes: u64) -> Result<(), ApiError> {
     let embedded = crate::cluster::is_embedded(&state.config);
+    if let Some(failure) = state.store.latched_failure() {
+        return Err(ApiError::store_down(&failure));
+    }
     if let Some(failure) = state.store.failure() {
-        // sled's failure is for good (the daemon stops and must be restarted); PostgreSQL's lasts until the
-        // database can be reached again, without a restart.
+        // sled's failure lasts until the store is reopened; PostgreSQL's until the database can be reached.
         let message = if embedded {
-            format!("the store cannot make writes durable ({failure}); hookd is restarting")
+            format!("the store cannot make writes durable ({failure})")
         } else {
             format!("the database cannot be reached ({failure}); retry later")
         };
@@ -61,7 +62,7 @@ pub(super) fn admit(state: &AppState, count: u64, bytes: u64) -> Result<(), ApiE
     // the database server's, and the data dir need not even exist then.
     let keep = state.config.min_free_disk_bytes;
     if keep > 0 && embedded {
-        match free_bytes(&state.config.data_dir) {
+        match crate::daemon::free_bytes(&state.config.data_dir) {
             Ok(free) if free < keep.saturating_add(bytes) => {
                 return Err(ApiError::unavailable(
                     "disk_full",
@@ -101,12 +102,4 @@ pub(super) fn admit_to(
         return Err(error);
     }
     Ok(())
-}
-
-/// Bytes available to this (unprivileged) process on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> nix::Result<u64> {
-    let stats = nix::sys::statvfs::statvfs(dir)?;
-    Ok(stats
-        .blocks_available()
-        .saturating_mul(stats.fragment_size()))
 }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::StoreError;
 
-/// What a client is told to wait after a store failure (a restart of the daemon takes about this long).
+/// What a client is told to wait after a store failure (the daemon looks for free space to reopen the store
+/// about this often).
 pub const STORE_RETRY_AFTER_SECS: u64 = 5;
 
 /// An error answered to a client. `code` is stable for scripts; `message` is for people.
@@ -36,6 +37,17 @@ impl ApiError {
             retry_after: Some(seconds),
             ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
         }
+    }
+    /// 503 `store_unavailable` while the store refuses every write (`reason`): nothing was stored; hookd
+    /// opens the store again once the data dir has space.
+    pub fn store_down(reason: &str) -> Self {
+        Self::unavailable(
+            "store_unavailable",
+            format!(
+                "the store cannot make writes durable ({reason}); hookd reopens it once the data dir has free space"
+            ),
+            STORE_RETRY_AFTER_SECS,
+        )
     }
     pub fn bad_json(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)

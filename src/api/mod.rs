@@ -101,6 +101,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            refuse_writes_while_down,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             tokens::check,
         ))
         .with_state(state)
@@ -123,6 +127,64 @@ async fn health(
         store: state.store.backend_name().into(),
         store_error,
     })
+}
+
+/// While the store refuses every write (a failed sled commit), a request that could write is answered 503
+/// `store_unavailable` before its handler runs, so that nothing reaches sled that no commit would make
+/// durable; reads (`GET`, `HEAD`) go on from what sled and the daemon hold in memory.
+async fn refuse_writes_while_down(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    use axum::response::IntoResponse;
+    if ![Method::GET, Method::HEAD].contains(request.method())
+        && let Some(failure) = state.store.latched_failure()
+    {
+        return error::ApiError::store_down(&failure).into_response();
+    }
+    next.run(request).await
+}
+
+/// The API while no store is open (it could not be opened, or is being opened again): `/v1/health` answers
+/// `degraded` with `reason`, which the daemon keeps current; everything else is 503 `store_unavailable`.
+/// Tokens live in the store, so none is asked for: nothing here reads or changes anything.
+pub fn store_down_router(store: &'static str, reason: Arc<std::sync::Mutex<String>>) -> Router {
+    let now = move || {
+        reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    };
+    let for_health = now.clone();
+    Router::new()
+        .route(
+            "/v1/health",
+            get(move || {
+                let reason = for_health();
+                async move {
+                    axum::Json(wire::Health {
+                        status: "degraded".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        store: store.into(),
+                        store_error: Some(reason),
+                    })
+                }
+            }),
+        )
+        .fallback(move || {
+            let reason = now();
+            async move {
+                error::ApiError::unavailable(
+                    "store_unavailable",
+                    format!(
+                        "the store is not open ({reason}); hookd opens it again once the data dir has free space"
+                    ),
+                    error::STORE_RETRY_AFTER_SECS,
+                )
+            }
+        })
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {

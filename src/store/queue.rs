@@ -56,6 +56,16 @@ impl Store {
         }
     }
 
+    /// Why this store refuses every write until it is opened again: a sled commit failed, and sled 0.34
+    /// keeps an I/O error for good. `None` while it takes writes, and always for PostgreSQL, whose failures
+    /// ([`Store::failure`]) pass by themselves.
+    pub fn latched_failure(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.failure(),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     /// Resolves when a commit fails: from then on this process can acknowledge nothing.
     pub async fn failed(&self) -> String {
         match &self.backend {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{FAST_RETRY, HOOKD, Reply, TestDaemon, TestReceiver, endpoint};
+use crate::harness::{FAST_RETRY, HOOKD, Reply, TestDaemon, TestReceiver, endpoint, eventually};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -143,8 +143,38 @@ async fn a_nearly_full_disk_refuses_enqueues_keeps_delivering_and_recovers() {
     daemon.wait_state(&id, "delivered", WAIT).await;
 }
 
+async fn health(daemon: &TestDaemon) -> Option<serde_json::Value> {
+    let answer = daemon
+        .raw()
+        .get("http://hookd/v1/health")
+        .send()
+        .await
+        .ok()?;
+    answer.json().await.ok()
+}
+
+/// Waits until `/v1/health` answers with `status`; returns the answer.
+async fn health_becomes(daemon: &TestDaemon, status: &str) -> serde_json::Value {
+    eventually(WAIT, || async {
+        health(daemon).await.filter(|h| h["status"] == status)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "health did not become {status} within {WAIT:?}; log:\n{}",
+            daemon.log()
+        )
+    })
+}
+
+/// The log says everything: no line lost on the way out, no panic.
+fn assert_log_whole(log: &str) {
+    assert!(!log.contains("Unable to write an event"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_error_answers_503_stops_the_daemon_and_a_restart_loses_nothing_acknowledged() {
+async fn a_write_error_keeps_the_daemon_up_degraded_and_it_reopens_the_store_when_space_returns() {
     let Some(disk) = SmallDisk::mount("24m") else {
         return;
     };
@@ -180,31 +210,83 @@ async fn a_write_error_answers_503_stops_the_daemon_and_a_restart_loses_nothing_
     let refused = refused.expect("a full disk must end in a 503");
     assert_eq!(refused["error"]["code"], "store_unavailable", "{refused}");
 
-    // The daemon stops by itself, with a clear reason, instead of serving from a store it cannot trust.
-    let status = daemon
-        .wait_exit(WAIT)
-        .await
-        .expect("the daemon stops after a store write error");
-    assert!(!status.success());
+    // The daemon stays up: health says why, status and reads answer, every write is refused.
+    let degraded = health_becomes(&daemon, "degraded").await;
+    let reason = degraded["store_error"].as_str().unwrap().to_owned();
+    assert!(reason.contains("No space left on device"), "{degraded}");
+    let (ok, stdout, stderr) = daemon.cli(&["status"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("slow"), "{stdout}");
+    if let Some(first) = acknowledged.first() {
+        daemon.message(first).await;
+    }
+    let again = enqueue_raw(&daemon, 9_999).await;
+    assert_eq!(again.status(), 503);
+    let body: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "resume", "slow"]);
+    assert!(!ok, "a write while the store is down is refused");
+    assert!(stderr.contains("store_unavailable"), "{stderr}");
     let log = daemon.log();
     assert!(
         log.contains("store can no longer make writes durable"),
         "{log}"
     );
-    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains(&reason), "the log keeps the reason: {log}");
 
-    // Space returns; a restart delivers every acknowledged message.
+    // Space returns: the daemon opens its store again by itself and delivers everything acknowledged.
     std::fs::remove_file(filler).unwrap();
-    daemon.spawn().await;
+    health_becomes(&daemon, "ok").await;
     let (ok, _, stderr) = daemon.cli(&["endpoints", "resume", "slow"]);
     assert!(ok, "{stderr}");
+    let after = enqueue_raw(&daemon, 10_000).await;
+    assert_eq!(after.status(), 202);
+    acknowledged.push(
+        after.json::<serde_json::Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
     for id in &acknowledged {
         daemon.wait_state(id, "delivered", WAIT).await;
+        assert!(
+            !receiver.requests_for(id).is_empty(),
+            "{id} reached the receiver"
+        );
     }
     println!(
-        "disk full: {} acknowledged before the 503, all delivered after the restart",
+        "disk full: {} acknowledged before the 503 and after, all delivered without a restart",
         acknowledged.len()
     );
+
+    // A start while the disk is full serves degraded instead of exiting; SIGTERM then stops it cleanly.
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    let filler = disk.fill_leaving(0);
+    daemon.spawn().await;
+    let degraded = health_becomes(&daemon, "degraded").await;
+    assert!(degraded["store_error"].is_string(), "{degraded}");
+    assert_eq!(enqueue_raw(&daemon, 10_001).await.status(), 503);
+    let status = daemon.terminate();
+    assert!(status.success(), "SIGTERM while degraded exits 0: {status}");
+
+    // Started degraded, it opens the store once space returns.
+    daemon.spawn().await;
+    health_becomes(&daemon, "degraded").await;
+    std::fs::remove_file(filler).unwrap();
+    health_becomes(&daemon, "ok").await;
+    let late = enqueue_raw(&daemon, 10_002).await;
+    assert_eq!(late.status(), 202);
+    let id = late.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    daemon.wait_state(&id, "delivered", WAIT).await;
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    let log = daemon.final_log();
+    assert!(log.contains("hookd is serving without its store"), "{log}");
+    assert_log_whole(&log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -401,28 +401,6 @@ impl TestDaemon {
         self.child.as_ref().expect("the daemon is running").id()
     }
 
-    /// Waits for the daemon to exit on its own; `None` if it still runs after `within`.
-    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let pid = child.id().to_string();
-        let waited = tokio::time::timeout(
-            within,
-            tokio::task::spawn_blocking(move || {
-                let status = child.wait();
-                (child, status)
-            }),
-        )
-        .await;
-        match waited {
-            Ok(Ok((_, status))) => Some(status.unwrap()),
-            _ => {
-                // Still running: do not leave it behind.
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-                None
-            }
-        }
-    }
-
     /// SIGKILL: no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -30,7 +30,8 @@ type Waiter = Option<oneshot::Sender<Result<(), CommitError>>>;
 pub struct GroupCommit {
     requests: mpsc::UnboundedSender<Waiter>,
     /// The first commit failure. sled 0.34 keeps an I/O error for good (every later write fails the same
-    /// way), so a failed commit is a fact about this process: nothing can be made durable until a restart.
+    /// way), so a failed commit is a fact about this open store: nothing can be made durable until the data
+    /// dir is opened again (`daemon::run` does so once the disk has space).
     failure: watch::Receiver<Option<CommitError>>,
     /// How many commits have succeeded.
     commits: watch::Receiver<u64>,
@@ -119,12 +120,17 @@ async fn run(
             None => commit_once(&db, &files).await,
         };
         if let Err(error) = &result {
-            tracing::error!(%error, "group commit failed; nothing more can be acknowledged until a restart");
-            failed.send_if_modified(|first| {
+            let new = failed.send_if_modified(|first| {
                 let new = first.is_none();
                 first.get_or_insert_with(|| error.clone());
                 new
             });
+            // The first failure is the news; every later commit fails with it (logged once).
+            if new {
+                tracing::error!(%error, "group commit failed; nothing more can be acknowledged until the store is opened again");
+            } else {
+                tracing::debug!(%error, "group commit refused: an earlier one failed");
+            }
         }
         if result.is_ok() {
             committed.send_modify(|count| *count += 1);

@@ -457,6 +457,11 @@ pub fn read_snapshot_or_default(config: &RunningConfig) -> Result<Snapshot> {
 /// Returns `Ok(Some(snapshot))` if there was nothing written.
 fn read_snapshot(config: &RunningConfig) -> Result<Option<Snapshot>> {
     let mut candidates = config.get_snapshot_files()?;
+    // hookd patch: a `.generating` file is a snapshot whose write did not finish (the rename to its final
+    // name is what completes it): a write that failed with ENOSPC, or a crash, leaves one, and read as the
+    // latest snapshot it failed every later open as corrupt. It is not read; `write_snapshot` still
+    // removes it with the other old snapshot files.
+    candidates.retain(|path| !path.to_string_lossy().ends_with(".generating"));
     if candidates.is_empty() {
         debug!("no previous snapshot found");
         return Ok(None);
