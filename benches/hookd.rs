@@ -1,7 +1,7 @@
 //! hookd's benchmark: the real daemon against baselines measured in the same run, on loopback.
 //!
 //! `cargo bench --bench hookd -- [--smoke] [--json PATH] [--only PHASE,...] [--work-dir DIR]
-//! [--latency-trace PATH]`
+//! [--latency-trace PATH] [--soak-secs S] [--soak-rate R]`
 //!
 //! Baselines first (an HTTP ceiling with reqwest and a hyper receiver; sled with hookd's group commit), then
 //! the `hookd` binary cargo built for this bench, spawned with its own temp config per phase: enqueue
@@ -9,7 +9,9 @@
 //! endpoint (RSS, disk, restart to first delivery), the cost of a hanging neighbour, and endpoint scale
 //! (memory per idle endpoint, creation rate, start-up with many, delivery spread over many), isolation
 //! (a healthy endpoint's latency beside another's bulk batch, replay and purge), and finding a page of one
-//! endpoint's queued messages in a large queue (`list`). Every figure is
+//! endpoint's queued messages in a large queue (`list`), and the PostgreSQL backend on a throwaway cluster on
+//! the same machine (`postgres`: one node and two, statements per message, latency; `postgres-soak`, only when
+//! `--only` names it: dead tuples under a steady load for `--soak-secs`). Every figure is
 //! printed with its baseline, the ratio, its target and pass/fail. A phase that fails (every wait has a
 //! deadline) is reported and makes the exit code 1; a missed target does not. What each figure means:
 //! docs/PERFORMANCE.md.
@@ -26,6 +28,10 @@ mod isolation;
 mod listing;
 #[path = "hookd/phases.rs"]
 mod phases;
+#[path = "hookd/postgres.rs"]
+mod postgres;
+#[path = "../tests/support/postgres_cluster.rs"]
+mod postgres_cluster;
 #[path = "hookd/receiver.rs"]
 mod receiver;
 #[path = "hookd/report.rs"]
@@ -86,6 +92,17 @@ mod names {
     pub const LIST_PAGE_MAX: &str = "list: slowest such page";
     pub const LIST_ANY: &str = "list: a page of every endpoint, any state";
     pub const LIST_HEALTH: &str = "list: GET /v1/health on the same daemon";
+    pub const PG_ENQ: &str = "postgres: batch enqueue, 1 node";
+    pub const PG_E2E_ONE: &str = "postgres: end-to-end delivery, 1 node";
+    pub const PG_E2E_ONE_HTTP: &str = "postgres: end-to-end delivery, 1 node, vs HTTP";
+    pub const PG_STMTS_ONE: &str = "postgres: statements per delivered message, 1 node";
+    pub const PG_E2E_TWO: &str = "postgres: end-to-end delivery, 2 nodes";
+    pub const PG_STMTS_TWO: &str = "postgres: statements per delivered message, 2 nodes";
+    pub const PG_PIPELINE: &str = "postgres: enqueue and deliver at once, 1 node";
+    pub const PG_LAT_P50: &str = "postgres: enqueue-to-delivery latency p50";
+    pub const PG_LAT_P99: &str = "postgres: enqueue-to-delivery latency p99";
+    pub const PG_SOAK_LAST: &str = "postgres soak: n_dead_tup, last sample";
+    pub const PG_SOAK_MAX: &str = "postgres soak: n_dead_tup, max sample";
 }
 
 /// The figures with a target: when their phase failed they are listed as errors, so the table shows a FAIL.
@@ -105,6 +122,10 @@ const TARGETED: &[(&str, &str, Target)] = &[
     (EP_SPREAD, "/s", Target::RatioAtLeast(0.7)),
     (ISO_BUSY, "ms", Target::RatioAtMost(2.0)),
     (LIST_PAGE, "ms", Target::Below(50.0)),
+    (PG_E2E_ONE, "/s", Target::AtLeast(10_000.0)),
+    (PG_STMTS_ONE, "", Target::AtMost(3.0)),
+    (PG_LAT_P99, "ms", Target::Below(50.0)),
+    (PG_SOAK_LAST, "", Target::RatioAtMost(2.0)),
 ];
 
 const PHASES: &[&str] = &[
@@ -118,7 +139,12 @@ const PHASES: &[&str] = &[
     "endpoints",
     "isolation",
     "list",
+    "postgres",
+    "postgres-soak",
 ];
+
+/// Phases that run only when `--only` names them.
+const OPT_IN: &[&str] = &["postgres-soak"];
 
 struct Args {
     /// `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, and a bench is
@@ -129,6 +155,8 @@ struct Args {
     only: Option<Vec<String>>,
     work_dir: PathBuf,
     latency_trace: Option<PathBuf>,
+    soak_secs: f64,
+    soak_rate: Option<f64>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -139,6 +167,8 @@ fn parse_args() -> Result<Args> {
         only: None,
         work_dir: std::env::temp_dir(),
         latency_trace: None,
+        soak_secs: 600.0,
+        soak_rate: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
@@ -149,6 +179,22 @@ fn parse_args() -> Result<Args> {
             "--latency-trace" => {
                 args.latency_trace =
                     Some(given.next().context("--latency-trace needs a path")?.into());
+            }
+            "--soak-secs" => {
+                args.soak_secs = given
+                    .next()
+                    .context("--soak-secs needs seconds")?
+                    .parse()
+                    .context("--soak-secs needs seconds")?;
+            }
+            "--soak-rate" => {
+                args.soak_rate = Some(
+                    given
+                        .next()
+                        .context("--soak-rate needs messages a second")?
+                        .parse()
+                        .context("--soak-rate needs messages a second")?,
+                );
             }
             "--only" => {
                 let list: Vec<String> = given
@@ -166,7 +212,7 @@ fn parse_args() -> Result<Args> {
             "--bench" => args.under_cargo_bench = true,
             other => bail!(
                 "unknown argument `{other}`; usage: cargo bench --bench hookd -- [--smoke] [--json PATH] \
-                 [--only PHASE,...] [--work-dir DIR] [--latency-trace PATH]"
+                 [--only PHASE,...] [--work-dir DIR] [--latency-trace PATH] [--soak-secs S] [--soak-rate R]"
             ),
         }
     }
@@ -200,7 +246,16 @@ fn main() -> ExitCode {
 
 /// Runs the phases; answers whether all of them completed.
 fn run(args: Args) -> Result<bool> {
-    let limit = if args.smoke { 600 } else { 3600 };
+    let wanted = |phase: &str| match &args.only {
+        Some(only) => only.iter().any(|p| p == phase),
+        None => !OPT_IN.contains(&phase),
+    };
+    let soak = if wanted("postgres-soak") {
+        args.soak_secs as u64 + 300
+    } else {
+        0
+    };
+    let limit = if args.smoke { 600 } else { 3600 } + soak;
     std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(limit));
         eprintln!("bench: still running after {limit} s; giving up");
@@ -234,11 +289,8 @@ fn run(args: Args) -> Result<bool> {
             payload: socket::payload(),
         },
         report: Report::default(),
-    };
-    let wanted = |phase: &str| {
-        args.only
-            .as_ref()
-            .is_none_or(|only| only.iter().any(|p| p == phase))
+        soak_secs: args.soak_secs,
+        soak_rate: args.soak_rate,
     };
     println!(
         "hookd bench ({}), daemon {}, temp dirs in {}",
@@ -311,6 +363,8 @@ fn phase_of(figure: &str) -> &'static str {
         EP_CREATE | EP_MEM | EP_START | EP_SPREAD => "endpoints",
         ISO_BUSY => "isolation",
         LIST_PAGE => "list",
+        PG_E2E_ONE | PG_STMTS_ONE | PG_LAT_P99 => "postgres",
+        PG_SOAK_LAST => "postgres-soak",
         _ => "queued",
     }
 }
@@ -330,6 +384,8 @@ async fn run_phase(bench: &mut Bench, phase: &str) {
         "endpoints" => bench.endpoints().await,
         "isolation" => bench.isolation().await,
         "list" => bench.listing().await,
+        "postgres" => bench.postgres().await,
+        "postgres-soak" => bench.postgres_soak().await,
         _ => Err(anyhow::anyhow!("no phase `{phase}`")),
     };
     match outcome {

@@ -31,6 +31,8 @@ pub struct EndpointSpec {
     pub url: String,
     /// How long one attempt may take; long for an endpoint meant to hang.
     pub timeout_ms: u64,
+    /// Requests in flight at most (`concurrency`).
+    pub concurrency: usize,
 }
 
 impl EndpointSpec {
@@ -39,6 +41,7 @@ impl EndpointSpec {
             name,
             url,
             timeout_ms: 10_000,
+            concurrency: ENDPOINT_CONCURRENCY,
         }
     }
 }
@@ -121,9 +124,9 @@ impl BenchDaemon {
         );
         for e in endpoints {
             text.push_str(&format!(
-                "\n[[endpoints]]\nname = {:?}\nurl = {:?}\nformat = \"json\"\nconcurrency = {ENDPOINT_CONCURRENCY}\n\
+                "\n[[endpoints]]\nname = {:?}\nurl = {:?}\nformat = \"json\"\nconcurrency = {}\n\
                  timeout_ms = {}\nretry = {{ initial_ms = 1000, max_ms = 60000, multiplier = 2.0, jitter = 0.0 }}\n",
-                e.name, e.url, e.timeout_ms
+                e.name, e.url, e.concurrency, e.timeout_ms
             ));
         }
         if !self.extra_config.is_empty() {

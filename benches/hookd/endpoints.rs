@@ -243,7 +243,11 @@ async fn create_endpoints(
 }
 
 /// Sends prepared batch bodies from `clients` connections; fails when any item is refused.
-async fn send_batches(daemon: &BenchDaemon, bodies: Vec<Bytes>, clients: usize) -> Result<()> {
+pub(crate) async fn send_batches(
+    daemon: &BenchDaemon,
+    bodies: Vec<Bytes>,
+    clients: usize,
+) -> Result<()> {
     let bodies = Arc::new(bodies);
     let connections = SocketClient::connect_many(&daemon.socket, clients).await?;
     let next = Arc::new(AtomicUsize::new(0));

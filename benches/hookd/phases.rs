@@ -59,6 +59,10 @@ pub struct Sizes {
     pub bulk: usize,
     /// How long the isolation phase measures the healthy endpoint alone first.
     pub isolation_quiet_secs: f64,
+    /// Messages of each PostgreSQL delivery run (one node, two nodes).
+    pub pg_messages: usize,
+    /// Single enqueues of the PostgreSQL enqueue-and-deliver peak.
+    pub pg_pipeline: usize,
 }
 
 impl Sizes {
@@ -82,6 +86,8 @@ impl Sizes {
             messages_per_endpoint: 5,
             bulk: 50_000,
             isolation_quiet_secs: 10.0,
+            pg_messages: 100_000,
+            pg_pipeline: 30_000,
         }
     }
 
@@ -105,6 +111,8 @@ impl Sizes {
             messages_per_endpoint: 5,
             bulk: 2_000,
             isolation_quiet_secs: 3.0,
+            pg_messages: 400,
+            pg_pipeline: 200,
         }
     }
 }
@@ -122,6 +130,9 @@ pub struct Bench {
     pub refusing: Receiver,
     pub bodies: Bodies,
     pub report: Report,
+    /// How long the PostgreSQL soak runs (`--soak-secs`), and its pace (`--soak-rate`) when given.
+    pub soak_secs: f64,
+    pub soak_rate: Option<f64>,
 }
 
 /// Generous time for `n` messages to be delivered, even on a loaded machine.
@@ -555,7 +566,7 @@ pub(crate) async fn stop(mut daemon: BenchDaemon) -> Result<()> {
 }
 
 /// `POST /v1/endpoints/{endpoint}/{verb}` (pause or resume).
-async fn control(daemon: &BenchDaemon, endpoint: &str, verb: &str) -> Result<()> {
+pub(crate) async fn control(daemon: &BenchDaemon, endpoint: &str, verb: &str) -> Result<()> {
     let mut client = SocketClient::connect(&daemon.socket).await?;
     if !client.control(endpoint, verb).await? {
         bail!("the daemon has no POST /v1/endpoints/{{name}}/{verb}; the backlog phases need it");
@@ -564,7 +575,7 @@ async fn control(daemon: &BenchDaemon, endpoint: &str, verb: &str) -> Result<()>
 }
 
 /// `n` single enqueues from `clients` connections; answers how long they took.
-async fn enqueue_singles(
+pub(crate) async fn enqueue_singles(
     daemon: &BenchDaemon,
     body: Bytes,
     n: usize,

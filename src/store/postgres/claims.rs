@@ -8,19 +8,54 @@
 //! the late outcome changes nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
 
 use sqlx::AssertSqlSafe;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::row::{self, COLUMNS};
-use super::{PgStore, distinct, lock, millis_of, sql_millis};
+use super::{Inner, PgStore, distinct, lock, millis_of, sql_millis};
 use crate::model::{AttemptRecord, MessageId, MessageRecord, Millis, Stage};
 use crate::retry::Decision;
 use crate::store::{AttemptOutcome, CORRUPT_KIND, Lease, StoreError};
 
 /// The `hookd_changes` notice of a node that gave up lanes and claims: `node released a,b`.
 pub const RELEASED: &str = "released";
+
+/// At most this many outcomes go into one statement.
+const OUTCOMES_MAX: usize = 512;
+
+/// One attempt's outcomes and where the answer goes.
+pub struct OutcomeJob {
+    outcomes: Vec<AttemptOutcome>,
+    answer: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The outcome writer: takes every attempt's outcomes waiting when it is free and writes them in one
+/// statement (a group commit, like the enqueue batcher's), so that a delivery costs a share of a statement
+/// and of a WAL flush, not one of each.
+pub fn spawn_outcome_writer(store: Weak<Inner>, mut jobs: mpsc::Receiver<OutcomeJob>) {
+    tokio::spawn(async move {
+        while let Some(first) = jobs.recv().await {
+            let mut size = first.outcomes.len();
+            let mut batch = vec![first];
+            while size < OUTCOMES_MAX {
+                match jobs.try_recv() {
+                    Ok(job) => {
+                        size += job.outcomes.len();
+                        batch.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let Some(store) = PgStore::upgrade(&store) else {
+                return;
+            };
+            store.write_outcome_jobs(batch).await;
+        }
+    });
+}
 
 /// This node's claims, by message.
 #[derive(Default)]
@@ -390,9 +425,62 @@ impl PgStore {
         .await
     }
 
-    /// Writes the outcomes in one statement: each message's new record, its previous latest attempt moved
-    /// to `hookd_attempts`, its claim cleared; a message whose claim no longer holds is left alone.
+    /// Writes the outcomes, together with those of the other attempts waiting at the same time: each
+    /// message's new record, its previous latest attempt moved to `hookd_attempts`, its claim cleared; a
+    /// message whose claim no longer holds is left alone. Answers after the COMMIT.
     pub async fn record_attempts(&self, outcomes: Vec<AttemptOutcome>) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let (answer, answered) = oneshot::channel();
+        let job = OutcomeJob { outcomes, answer };
+        if self.inner.outcomes.send(job).await.is_err() {
+            return Err(StoreError::Unavailable("the store is closing".into()));
+        }
+        answered
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closing".into()))?
+    }
+
+    /// Writes several attempts' outcomes in one statement; when that fails for another reason than an
+    /// unreachable database, each attempt's outcomes are written alone, so that one bad outcome fails only
+    /// its own attempt.
+    async fn write_outcome_jobs(&self, jobs: Vec<OutcomeJob>) {
+        if jobs.len() == 1 {
+            for job in jobs {
+                let written = self.write_outcomes(job.outcomes).await;
+                let _ = job.answer.send(written);
+            }
+            return;
+        }
+        let all: Vec<AttemptOutcome> = jobs
+            .iter()
+            .flat_map(|job| job.outcomes.iter().cloned())
+            .collect();
+        match self.write_outcomes(all).await {
+            Ok(()) => {
+                for job in jobs {
+                    let _ = job.answer.send(Ok(()));
+                }
+            }
+            Err(StoreError::Unavailable(reason)) => {
+                for job in jobs {
+                    let _ = job
+                        .answer
+                        .send(Err(StoreError::Unavailable(reason.clone())));
+                }
+            }
+            Err(_) => {
+                for job in jobs {
+                    let written = self.write_outcomes(job.outcomes).await;
+                    let _ = job.answer.send(written);
+                }
+            }
+        }
+    }
+
+    /// Writes the outcomes in one statement.
+    async fn write_outcomes(&self, outcomes: Vec<AttemptOutcome>) -> Result<(), StoreError> {
         let records = self.leased_records(&outcomes).await?;
         let mut rows = row::Rows::default();
         let mut claims = Vec::new();

@@ -108,6 +108,7 @@ struct Inner {
     endpoints: RwLock<BTreeMap<String, EndpointState>>,
     tokens: RwLock<BTreeMap<String, TokenRecord>>,
     enqueues: mpsc::Sender<enqueue::Job>,
+    outcomes: mpsc::Sender<claims::OutcomeJob>,
     commits: watch::Sender<u64>,
     changes: broadcast::Sender<Change>,
     /// The last connection failure, while the database cannot be reached.
@@ -139,6 +140,7 @@ impl PgStore {
         }
         let node = Uuid::now_v7();
         let (enqueues, jobs) = mpsc::channel(1024);
+        let (outcomes, outcome_jobs) = mpsc::channel(1024);
         let (changes, _) = broadcast::channel(4096);
         let store = PgStore {
             inner: Arc::new(Inner {
@@ -151,6 +153,7 @@ impl PgStore {
                 endpoints: RwLock::new(BTreeMap::new()),
                 tokens: RwLock::new(BTreeMap::new()),
                 enqueues,
+                outcomes,
                 commits: watch::channel(0).0,
                 changes,
                 unreachable: Mutex::new(None),
@@ -163,6 +166,7 @@ impl PgStore {
         store.reload_tokens().await?;
         store.reload_tally().await?;
         enqueue::spawn_batcher(store.downgrade(), jobs);
+        claims::spawn_outcome_writer(store.downgrade(), outcome_jobs);
         heartbeat::spawn(store.downgrade());
         listen::spawn(store.downgrade(), url.to_owned()).await?;
         Ok(store)
