@@ -138,7 +138,16 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.record_attempt(id, attempt, decision, now),
-            Backend::Postgres(pg) => pg.record_attempt(id, attempt, decision, now).await,
+            Backend::Postgres(pg) => {
+                pg.record_attempts(vec![AttemptOutcome {
+                    id,
+                    attempt: attempt.clone(),
+                    decision: decision.clone(),
+                    now,
+                    leased: None,
+                }])
+                .await
+            }
         }
     }
 

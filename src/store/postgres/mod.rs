@@ -19,6 +19,7 @@ mod enqueue;
 mod heartbeat;
 mod listen;
 mod messages;
+mod outcomes;
 mod owners;
 mod records;
 mod row;
@@ -106,9 +107,12 @@ struct Inner {
     owners: owners::Owners,
     tally: tally::Tally,
     endpoints: RwLock<BTreeMap<String, EndpointState>>,
+    /// The `version` of each endpoint record in `endpoints`: a write or reread lands only if it is not older
+    /// than what is there (two nodes' changes can reach the copy out of order).
+    endpoint_versions: Mutex<std::collections::HashMap<String, i64>>,
     tokens: RwLock<BTreeMap<String, TokenRecord>>,
     enqueues: mpsc::Sender<enqueue::Job>,
-    outcomes: mpsc::Sender<claims::OutcomeJob>,
+    outcomes: mpsc::Sender<outcomes::OutcomeJob>,
     commits: watch::Sender<u64>,
     changes: broadcast::Sender<Change>,
     /// The last connection failure, while the database cannot be reached.
@@ -151,6 +155,7 @@ impl PgStore {
                 owners: owners::Owners::default(),
                 tally: tally::Tally::default(),
                 endpoints: RwLock::new(BTreeMap::new()),
+                endpoint_versions: Mutex::new(std::collections::HashMap::new()),
                 tokens: RwLock::new(BTreeMap::new()),
                 enqueues,
                 outcomes,
@@ -166,7 +171,7 @@ impl PgStore {
         store.reload_tokens().await?;
         store.reload_tally().await?;
         enqueue::spawn_batcher(store.downgrade(), jobs);
-        claims::spawn_outcome_writer(store.downgrade(), outcome_jobs);
+        outcomes::spawn_outcome_writer(store.downgrade(), outcome_jobs);
         heartbeat::spawn(store.downgrade());
         listen::spawn(store.downgrade(), url.to_owned()).await?;
         Ok(store)

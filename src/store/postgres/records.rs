@@ -3,7 +3,7 @@
 //! (`listen.rs`) keep current.
 
 use super::listen::CHANGES;
-use super::{PgStore, pg_error, read, write};
+use super::{PgStore, lock, pg_error, read, write};
 use crate::store::{EndpointState, StoreError, TokenRecord};
 
 impl PgStore {
@@ -31,22 +31,23 @@ impl PgStore {
         state: &EndpointState,
     ) -> Result<(), StoreError> {
         let json = encode(state)?;
-        sqlx::query(
+        let version: i64 = sqlx::query_scalar(
             "WITH written AS (
                  INSERT INTO hookd_endpoints (name, state) VALUES ($1, $2)
                  ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state,
-                     version = hookd_endpoints.version + 1)
-             SELECT pg_notify($3, $4)",
+                     version = hookd_endpoints.version + 1
+                 RETURNING version)
+             SELECT version FROM written, LATERAL (SELECT pg_notify($3, $4)) AS sent",
         )
         .bind(name)
         .bind(&json)
         .bind(CHANGES)
         .bind(self.notice(&format!("endpoint {name}")))
-        .execute(self.pool())
+        .fetch_one(self.pool())
         .await
         .map_err(|e| self.failed_with(e))?;
         self.wrote();
-        write(&self.inner.endpoints).insert(name.to_owned(), state.clone());
+        self.cache_endpoint(name, state.clone(), version);
         Ok(())
     }
 
@@ -67,8 +68,8 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.failed_with(e))?;
-        let stored: String =
-            sqlx::query_scalar("SELECT state FROM hookd_endpoints WHERE name = $1 FOR UPDATE")
+        let (stored, mut version): (String, i64) =
+            sqlx::query_as("SELECT state, version FROM hookd_endpoints WHERE name = $1 FOR UPDATE")
                 .bind(name)
                 .fetch_one(&mut *tx)
                 .await
@@ -80,22 +81,23 @@ impl PgStore {
             Err(refused) => return Ok(Err(refused)),
         };
         if state != before {
-            sqlx::query(
+            version = sqlx::query_scalar(
                 "WITH written AS (
-                     UPDATE hookd_endpoints SET state = $2, version = version + 1 WHERE name = $1)
-                 SELECT pg_notify($3, $4)",
+                     UPDATE hookd_endpoints SET state = $2, version = version + 1 WHERE name = $1
+                     RETURNING version)
+                 SELECT version FROM written, LATERAL (SELECT pg_notify($3, $4)) AS sent",
             )
             .bind(name)
             .bind(encode(&state)?)
             .bind(CHANGES)
             .bind(self.notice(&format!("endpoint {name}")))
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.failed_with(e))?;
         }
         tx.commit().await.map_err(|e| self.failed_with(e))?;
         self.wrote();
-        write(&self.inner.endpoints).insert(name.to_owned(), state.clone());
+        self.cache_endpoint(name, state.clone(), version);
         Ok(Ok((state, answer)))
     }
 
@@ -110,6 +112,7 @@ impl PgStore {
         .await
         .map_err(|e| self.failed_with(e))?;
         self.wrote();
+        lock(&self.inner.endpoint_versions).remove(name);
         write(&self.inner.endpoints).remove(name);
         Ok(())
     }
@@ -158,37 +161,50 @@ impl PgStore {
 
     /// Rereads every endpoint record.
     pub(super) async fn reload_endpoints(&self) -> Result<(), StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT name, state FROM hookd_endpoints")
-            .fetch_all(self.pool())
-            .await
-            .map_err(pg_error)?;
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT name, state, version FROM hookd_endpoints")
+                .fetch_all(self.pool())
+                .await
+                .map_err(pg_error)?;
         let mut all = std::collections::BTreeMap::new();
-        for (name, state) in rows {
+        let mut versions = std::collections::HashMap::new();
+        for (name, state, version) in rows {
             let state = decode(&name, &state)?;
+            versions.insert(name.clone(), version);
             all.insert(name, state);
         }
+        let mut known = lock(&self.inner.endpoint_versions);
         *write(&self.inner.endpoints) = all;
+        *known = versions;
         Ok(())
     }
 
     /// Rereads one endpoint record (gone: forgotten).
     pub(super) async fn reload_endpoint(&self, name: &str) -> Result<(), StoreError> {
-        let stored: Option<String> =
-            sqlx::query_scalar("SELECT state FROM hookd_endpoints WHERE name = $1")
+        let stored: Option<(String, i64)> =
+            sqlx::query_as("SELECT state, version FROM hookd_endpoints WHERE name = $1")
                 .bind(name)
                 .fetch_optional(self.pool())
                 .await
                 .map_err(pg_error)?;
-        let mut endpoints = write(&self.inner.endpoints);
         match stored {
-            Some(state) => {
-                endpoints.insert(name.to_owned(), decode(name, &state)?);
-            }
+            Some((state, version)) => self.cache_endpoint(name, decode(name, &state)?, version),
             None => {
-                endpoints.remove(name);
+                lock(&self.inner.endpoint_versions).remove(name);
+                write(&self.inner.endpoints).remove(name);
             }
         }
         Ok(())
+    }
+
+    /// Puts a record read or written at `version` into the node's copy, unless the copy holds a newer one.
+    fn cache_endpoint(&self, name: &str, state: EndpointState, version: i64) {
+        let mut known = lock(&self.inner.endpoint_versions);
+        if known.get(name).is_some_and(|newer| *newer > version) {
+            return;
+        }
+        known.insert(name.to_owned(), version);
+        write(&self.inner.endpoints).insert(name.to_owned(), state);
     }
 
     /// Rereads every token record.
