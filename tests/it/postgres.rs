@@ -84,3 +84,67 @@ on_postgres! {
     app_inbox_refuses_a_contact_over_its_pending_cap =>
         formats::app_inbox_refuses_a_contact_over_its_pending_cap_on;
 }
+
+/// `hookd migrate` applies every migration to a fresh database, a second run finds nothing to apply, and the
+/// schema it leaves is the one the daemon uses (the queue table's autovacuum settings included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookd_migrate_applies_the_schema_once() {
+    let url = crate::harness::postgres_cluster::cluster()
+        .fresh_database()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nsocket = {:?}\n[store]\nurl = {url:?}\n",
+            dir.path().join("data"),
+            dir.path().join("hookd.sock")
+        ),
+    )
+    .unwrap();
+    let migrate = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookd"))
+            .args(["migrate", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let first = migrate();
+    let applied: usize = first
+        .trim()
+        .strip_prefix("migrations applied: ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output: {first}"));
+    assert!(applied >= 2, "{first}");
+    assert_eq!(
+        migrate().trim(),
+        "migrations applied: 0 (the schema is current)"
+    );
+
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let versions: i64 = sqlx::query_scalar("SELECT count(*) FROM hookd_schema")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(versions, applied as i64, "each migration recorded once");
+    let options: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(reloptions) FROM pg_class WHERE relname = 'hookd_messages'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert!(
+        options.contains(&"autovacuum_vacuum_scale_factor=0.02".to_owned()),
+        "{options:?}"
+    );
+}
