@@ -8,7 +8,8 @@
 //! throughput over the socket, end-to-end delivery, latency at half that rate, a large backlog for a paused
 //! endpoint (RSS, disk, restart to first delivery), the cost of a hanging neighbour, and endpoint scale
 //! (memory per idle endpoint, creation rate, start-up with many, delivery spread over many), isolation
-//! (a healthy endpoint's latency beside another's bulk batch, replay and purge), and finding a page of one
+//! (a healthy endpoint's latency beside another's bulk batch, replay and purge), the same latency beside
+//! another endpoint's large backlog being worked off (`backlog`), and finding a page of one
 //! endpoint's queued messages in a large queue (`list`), and the PostgreSQL backend on a throwaway cluster on
 //! the same machine (`postgres`: one node and two, statements per message, latency; `postgres-soak`, only when
 //! `--only` names it: dead tuples under a steady load for `--soak-secs`). Every figure is
@@ -16,6 +17,8 @@
 //! deadline) is reported and makes the exit code 1; a missed target does not. What each figure means:
 //! docs/PERFORMANCE.md.
 
+#[path = "hookd/backlog.rs"]
+mod backlog;
 #[path = "hookd/ceilings.rs"]
 mod ceilings;
 #[path = "hookd/daemon.rs"]
@@ -88,6 +91,9 @@ mod names {
     pub const EP_SPREAD: &str = "endpoints: delivery spread over many endpoints";
     pub const ISO_QUIET: &str = "isolation: healthy endpoint latency p99, quiet";
     pub const ISO_BUSY: &str = "isolation: healthy endpoint latency p99 beside bulk work";
+    pub const BLN_QUIET: &str = "backlog neighbour: healthy endpoint latency p99, quiet";
+    pub const BLN_BUSY: &str =
+        "backlog neighbour: healthy endpoint latency p99 beside a draining backlog";
     pub const LIST_PAGE: &str = "list: a page of one endpoint's queued messages";
     pub const LIST_PAGE_MAX: &str = "list: slowest such page";
     pub const LIST_ANY: &str = "list: a page of every endpoint, any state";
@@ -121,6 +127,7 @@ const TARGETED: &[(&str, &str, Target)] = &[
     (EP_START, "s", Target::Below(5.0)),
     (EP_SPREAD, "/s", Target::RatioAtLeast(0.7)),
     (ISO_BUSY, "ms", Target::RatioAtMost(2.0)),
+    (BLN_BUSY, "ms", Target::RatioAtMost(2.0)),
     (LIST_PAGE, "ms", Target::Below(50.0)),
     (PG_E2E_ONE, "/s", Target::AtLeast(10_000.0)),
     (PG_STMTS_ONE, "", Target::AtMost(3.0)),
@@ -138,6 +145,7 @@ const PHASES: &[&str] = &[
     "hanging",
     "endpoints",
     "isolation",
+    "backlog",
     "list",
     "postgres",
     "postgres-soak",
@@ -285,6 +293,7 @@ fn run(args: Args) -> Result<bool> {
         receiver: Receiver::start(receivers.handle(), false)?,
         hanging: Receiver::start(receivers.handle(), true)?,
         refusing: Receiver::start_answering(receivers.handle(), false, 400)?,
+        slow: Receiver::start_delaying(receivers.handle(), backlog::BACKLOG_ANSWER_DELAY)?,
         bodies: Bodies {
             payload: socket::payload(),
         },
@@ -335,6 +344,8 @@ fn run(args: Args) -> Result<bool> {
             "endpoint_concurrency": ENDPOINT_CONCURRENCY,
             "spread_endpoint_concurrency": endpoints::SPREAD_CONCURRENCY,
             "isolation_rate": isolation::ISOLATION_RATE,
+            "backlog_endpoint_concurrency": backlog::BACKLOG_CONCURRENCY,
+            "backlog_answer_delay_ms": backlog::BACKLOG_ANSWER_DELAY.as_millis() as u64,
             "sled_cache_bytes": SLED_CACHE_BYTES,
             "payload_bytes": bench.bodies.payload.len(),
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -362,6 +373,7 @@ fn phase_of(figure: &str) -> &'static str {
         HEALTHY_BESIDE => "hanging",
         EP_CREATE | EP_MEM | EP_START | EP_SPREAD => "endpoints",
         ISO_BUSY => "isolation",
+        BLN_BUSY => "backlog",
         LIST_PAGE => "list",
         PG_E2E_ONE | PG_STMTS_ONE | PG_LAT_P99 => "postgres",
         PG_SOAK_LATE => "postgres-soak",
@@ -383,6 +395,7 @@ async fn run_phase(bench: &mut Bench, phase: &str) {
         "hanging" => bench.hanging().await,
         "endpoints" => bench.endpoints().await,
         "isolation" => bench.isolation().await,
+        "backlog" => bench.backlog().await,
         "list" => bench.listing().await,
         "postgres" => bench.postgres().await,
         "postgres-soak" => bench.postgres_soak().await,

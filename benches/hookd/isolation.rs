@@ -2,12 +2,14 @@
 //! work (one large batch, every one of its dead letters replayed, then purged) and `/v1/stats` is polled in a
 //! loop, against the same endpoint's latency with nothing else going on, in the same daemon.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
+use hookd::store::StageCounts;
 use hyper::{Method, StatusCode};
 
 use crate::ceilings::percentile;
@@ -23,9 +25,9 @@ pub const ISOLATION_RATE: f64 = 100.0;
 const PACED_CLIENTS: usize = 4;
 
 /// One paced enqueue: its id and when it was sent.
-struct Sent {
-    id: u128,
-    at: Instant,
+pub(crate) struct Sent {
+    pub id: u128,
+    pub at: Instant,
 }
 
 impl Bench {
@@ -49,12 +51,12 @@ impl Bench {
         self.refusing.reset();
 
         let stop_pacing = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
         let pacer = tokio::spawn(pace(
             daemon.socket.clone(),
             self.bodies.single("healthy"),
             Arc::clone(&stop_pacing),
         ));
-        let started = Instant::now();
         tokio::time::sleep(quiet_for).await;
         let busy_from = Instant::now();
 
@@ -98,18 +100,8 @@ impl Bench {
             .wait_distinct(sent.len(), delivery_deadline(sent.len()))
             .await?;
         let arrivals = self.receiver.arrivals();
-        let (mut quiet, mut busy) = (Vec::new(), Vec::new());
-        for Sent { id, at } in &sent {
-            let arrived = arrivals
-                .get(id)
-                .with_context(|| format!("message {} never arrived", uuid::Uuid::from_u128(*id)))?;
-            let latency = arrived.saturating_duration_since(*at);
-            if *at < busy_from {
-                quiet.push(latency);
-            } else if *at < busy_until {
-                busy.push(latency);
-            }
-        }
+        let quiet = latencies_between(&sent, &arrivals, started, busy_from)?;
+        let busy = latencies_between(&sent, &arrivals, busy_from, busy_until)?;
         if quiet.is_empty() || busy.is_empty() {
             bail!(
                 "too few paced messages: {} quiet, {} busy",
@@ -117,8 +109,6 @@ impl Bench {
                 busy.len()
             );
         }
-        quiet.sort();
-        busy.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let quiet_p99 = ms(percentile(&quiet, 0.99));
         let busy_p99 = ms(percentile(&busy, 0.99));
@@ -154,8 +144,12 @@ impl Bench {
 }
 
 /// Single enqueues to the healthy endpoint at [`ISOLATION_RATE`] until `stop`; message i is sent at
-/// start + i / rate by whichever connection is free.
-async fn pace(socket: std::path::PathBuf, body: Bytes, stop: Arc<AtomicBool>) -> Result<Vec<Sent>> {
+/// start + i / rate by whichever connection is free. Answers them in send order.
+pub(crate) async fn pace(
+    socket: std::path::PathBuf,
+    body: Bytes,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<Sent>> {
     let clients = SocketClient::connect_many(&socket, PACED_CLIENTS).await?;
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let interval = Duration::from_secs_f64(1.0 / ISOLATION_RATE);
@@ -185,6 +179,25 @@ async fn pace(socket: std::path::PathBuf, body: Bytes, stop: Arc<AtomicBool>) ->
     Ok(sent)
 }
 
+/// The enqueue-to-delivery latencies of the paced messages sent in [`from`, `until`), sorted; fails when
+/// one of them never arrived.
+pub(crate) fn latencies_between(
+    sent: &[Sent],
+    arrivals: &HashMap<u128, Instant>,
+    from: Instant,
+    until: Instant,
+) -> Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    for Sent { id, at } in sent.iter().filter(|s| s.at >= from && s.at < until) {
+        let arrived = arrivals
+            .get(id)
+            .with_context(|| format!("message {} never arrived", uuid::Uuid::from_u128(*id)))?;
+        latencies.push(arrived.saturating_duration_since(*at));
+    }
+    latencies.sort();
+    Ok(latencies)
+}
+
 /// `GET /v1/stats` back to back until `stop`; answers how many were answered.
 async fn poll_stats(socket: std::path::PathBuf, stop: Arc<AtomicBool>) -> Result<u64> {
     let mut client = SocketClient::connect(&socket).await?;
@@ -207,24 +220,39 @@ async fn poll_stats(socket: std::path::PathBuf, stop: Arc<AtomicBool>) -> Result
 async fn wait_dead(client: &mut SocketClient, n: u64) -> Result<()> {
     let deadline = Instant::now() + delivery_deadline(n as usize);
     loop {
-        let (status, body) = client.call(Method::GET, "/v1/stats", Bytes::new()).await?;
-        if status != StatusCode::OK {
-            bail!("/v1/stats answered {status}");
-        }
-        let stats: serde_json::Value = serde_json::from_slice(&body)?;
-        let bulk = &stats["by_endpoint"]["bulk"];
-        let count = |key: &str| bulk[key].as_u64().unwrap_or(0);
-        if count("dead") == n && count("queued") == 0 && count("in_flight") == 0 {
+        let (bulk, by_endpoint) = endpoint_counts(client, "bulk").await?;
+        if bulk.dead == n && bulk.queued == 0 && bulk.in_flight == 0 {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!(
-                "{n} dead letters expected for `bulk`; stats: {}",
-                stats["by_endpoint"]
-            );
+            bail!("{n} dead letters expected for `bulk`; stats: {by_endpoint}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `GET /v1/stats`: `endpoint`'s own counts (all zero while it has no messages), and the whole `by_endpoint`
+/// object for error messages. Phases that pace messages to another endpoint wait on these, never on the
+/// totals: a paced message may be queued or in flight at any poll.
+pub(crate) async fn endpoint_counts(
+    client: &mut SocketClient,
+    endpoint: &str,
+) -> Result<(StageCounts, serde_json::Value)> {
+    let (status, body) = client.call(Method::GET, "/v1/stats", Bytes::new()).await?;
+    if status != StatusCode::OK {
+        bail!(
+            "/v1/stats answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let mut stats: serde_json::Value = serde_json::from_slice(&body)?;
+    let by_endpoint = stats["by_endpoint"].take();
+    let own = match by_endpoint.get(endpoint) {
+        Some(counts) => serde_json::from_value(counts.clone())
+            .with_context(|| format!("/v1/stats: `{endpoint}` has counts {counts}"))?,
+        None => StageCounts::default(),
+    };
+    Ok((own, by_endpoint))
 }
 
 /// `POST` of `{"all": true}` to a DLQ verb; answers the count it reports under `key`.

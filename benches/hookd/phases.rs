@@ -59,6 +59,10 @@ pub struct Sizes {
     pub bulk: usize,
     /// How long the isolation phase measures the healthy endpoint alone first.
     pub isolation_quiet_secs: f64,
+    /// The backlog phase: the other endpoint's backlog, and how long each of its two windows (the healthy
+    /// endpoint alone, then beside that backlog) lasts.
+    pub neighbour_backlog: usize,
+    pub backlog_window_secs: f64,
     /// Messages of each PostgreSQL delivery run (one node, two nodes).
     pub pg_messages: usize,
     /// Single enqueues of the PostgreSQL enqueue-and-deliver peak.
@@ -86,6 +90,8 @@ impl Sizes {
             messages_per_endpoint: 5,
             bulk: 50_000,
             isolation_quiet_secs: 10.0,
+            neighbour_backlog: 100_000,
+            backlog_window_secs: 10.0,
             pg_messages: 100_000,
             pg_pipeline: 30_000,
         }
@@ -111,6 +117,8 @@ impl Sizes {
             messages_per_endpoint: 5,
             bulk: 2_000,
             isolation_quiet_secs: 3.0,
+            neighbour_backlog: 5_000,
+            backlog_window_secs: 3.0,
             pg_messages: 400,
             pg_pipeline: 200,
         }
@@ -128,6 +136,8 @@ pub struct Bench {
     pub hanging: Receiver,
     /// Answers every request 400: each message sent to it is dead at once (the isolation phase's bulk).
     pub refusing: Receiver,
+    /// Answers 200 after a delay: the backlog phase's slow neighbour.
+    pub slow: Receiver,
     pub bodies: Bodies,
     pub report: Report,
     /// How long the PostgreSQL soak runs (`--soak-secs`), and its pace (`--soak-rate`) when given.

@@ -1,8 +1,8 @@
 //! Loopback HTTP receivers for the bench, served by hyper on their own tokio runtime so their work is not
 //! scheduled behind the bench's clients.
 //!
-//! A [`Receiver`] answers 200 with an empty body at once (or, made with `hang`, never answers) and notes each
-//! request: the first arrival time of every `webhook-id`, the first request, and when the last new id came.
+//! A [`Receiver`] answers 200 with an empty body at once (or, made with `hang`, never answers; made with
+//! [`Receiver::start_delaying`], after a fixed delay) and notes each request: the first arrival time of every `webhook-id`, the first request, and when the last new id came.
 //! Throughput phases wait on the count of distinct ids; the latency phase joins the arrival times with the
 //! send times it kept itself (one process, one clock).
 
@@ -39,6 +39,8 @@ struct State {
     hang: bool,
     /// The status of every answer.
     status: u16,
+    /// How long each answer waits after the request was read (zero: at once).
+    delay: Duration,
     requests: AtomicU64,
     seen: Mutex<Seen>,
 }
@@ -59,12 +61,23 @@ impl Receiver {
 
     /// Like [`Receiver::start`], answering every request with `status` (400: every message dead at once).
     pub fn start_answering(runtime: &Handle, hang: bool, status: u16) -> Result<Receiver> {
+        Receiver::serve(runtime, hang, status, Duration::ZERO)
+    }
+
+    /// Like [`Receiver::start`], answering 200 only `delay` after each request was read: an endpoint with
+    /// `concurrency` C sending to it delivers at most C / `delay` messages a second.
+    pub fn start_delaying(runtime: &Handle, delay: Duration) -> Result<Receiver> {
+        Receiver::serve(runtime, false, 200, delay)
+    }
+
+    fn serve(runtime: &Handle, hang: bool, status: u16, delay: Duration) -> Result<Receiver> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a receiver")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             hang,
             status,
+            delay,
             requests: AtomicU64::new(0),
             seen: Mutex::new(Seen::default()),
         });
@@ -207,6 +220,9 @@ async fn answer(
     state.note(webhook_id, at);
     if state.hang {
         std::future::pending::<()>().await;
+    }
+    if !state.delay.is_zero() {
+        tokio::time::sleep(state.delay).await;
     }
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() =
