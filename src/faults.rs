@@ -7,6 +7,8 @@
 pub const ATTEMPT_PANIC: &str = "attempt_panic";
 /// Writing an attempt's outcomes fails (as a failed shared transaction would).
 pub const OUTCOME_WRITE: &str = "outcome_write";
+/// Writing a large batch's second or later chunk fails (sled backend), after earlier chunks were written.
+pub const LATER_CHUNK_WRITE: &str = "later_chunk_write";
 
 /// Whether the fault `point` strikes now (debug builds with `HOOKD_FAULTS` only).
 #[cfg(debug_assertions)]

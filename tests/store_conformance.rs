@@ -325,6 +325,50 @@ async fn enqueue_with_a_known_idempotency_key_returns_the_first_id_and_queues_no
     .await;
 }
 
+/// A batch far larger than one transaction's share (the sled backend writes it in chunks): every message
+/// answered in order, a key repeated in a later part of the batch a duplicate of its first, every message due
+/// and counted once the call has answered.
+#[tokio::test]
+async fn a_large_batch_is_answered_in_order_with_its_repeated_keys_as_duplicates() {
+    each_backend(async |store| {
+        const N: usize = 1_200;
+        let batch: Vec<NewMessage> = (0..N)
+            .map(|i| {
+                // Message 1,000 repeats the key of message 5, in another part of the batch.
+                let key = if i == 1_000 { 5 } else { i };
+                let mut message = message(E, Some(&format!("k{key}")));
+                message.payload = format!(r#"{{"n":{i}}}"#);
+                message
+            })
+            .collect();
+        let answers = store.enqueue_many(batch, 1_000).await.unwrap();
+        assert_eq!(answers.len(), N);
+        let answers: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+        assert!(answers[1_000].duplicate);
+        assert_eq!(answers[1_000].id, answers[5].id);
+        assert_eq!(answers.iter().filter(|a| a.duplicate).count(), 1);
+        for (i, answer) in answers.iter().enumerate().filter(|(i, _)| *i != 1_000) {
+            assert_eq!(
+                record(store, answer.id).await.payload,
+                format!(r#"{{"n":{i}}}"#),
+                "answer {i} names its own message"
+            );
+        }
+        assert_eq!(
+            counted(store).await,
+            counts_of(&[(E, stage_counts(N as u64 - 1, 0, 0, 0))])
+        );
+        let leased = taken(
+            store
+                .lease_due(E, 2_000, N, 2_000 + LEASE_MS)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(leased.len(), N - 1, "every message is due");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn enqueue_with_a_known_idempotency_key_is_a_duplicate_even_after_delivery() {
     each_backend(async |store| {

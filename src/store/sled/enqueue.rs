@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use super::combine::BatchResult;
+use super::large_batch::LARGE_BATCH_CHUNK;
 use super::ops::{EnqueueOp, PlannedEnqueue};
 use super::record::PayloadAt;
 use super::tx::{Name, Set};
@@ -30,22 +31,43 @@ impl SledStore {
         messages: Vec<NewMessage>,
         now: Millis,
     ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
-        self.enqueues
-            .run(EnqueueOp { messages, now }, |ops| self.apply_enqueues(ops))
+        self.enqueues.run(
+            EnqueueOp {
+                messages,
+                now,
+                publish: true,
+            },
+            |ops| self.apply_enqueues(ops),
+        )
     }
 
     /// [`SledStore::enqueue_many`] for async callers: the caller awaits its answer while a leader writes
     /// (`combine.rs`), so the enqueues of concurrent requests share transactions.
+    /// A batch of more than [`LARGE_BATCH_CHUNK`] messages is written in chunks (`large_batch.rs`).
     pub async fn enqueue_many_async(
         &self,
         messages: Vec<NewMessage>,
         now: Millis,
     ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+        if messages.len() > LARGE_BATCH_CHUNK {
+            return self.enqueue_in_chunks(messages, now).await;
+        }
+        self.enqueue_op_async(EnqueueOp {
+            messages,
+            now,
+            publish: true,
+        })
+        .await
+    }
+
+    /// Runs one enqueue operation through the combiner.
+    pub(super) async fn enqueue_op_async(
+        &self,
+        op: EnqueueOp,
+    ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
         let store = self.clone();
         self.enqueues
-            .run_async(EnqueueOp { messages, now }, move |ops| {
-                store.apply_enqueues(ops)
-            })
+            .run_async(op, move |ops| store.apply_enqueues(ops))
             .await
     }
 
@@ -110,7 +132,9 @@ impl SledStore {
             })
             .collect();
         for ((op, plans), answer) in ops.iter().zip(&planned).zip(&answers) {
-            let Ok(results) = answer else { continue };
+            let (true, Ok(results)) = (op.publish, answer) else {
+                continue;
+            };
             for (plan, result) in plans.iter().zip(results) {
                 if let Ok(Enqueued {
                     id,

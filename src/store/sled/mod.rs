@@ -26,6 +26,7 @@ mod due;
 mod endpoints;
 mod enqueue;
 mod keys;
+mod large_batch;
 mod lease;
 mod leases;
 pub(crate) mod listing;

@@ -15,6 +15,9 @@ use crate::retry::Decision;
 pub(super) struct EnqueueOp {
     pub messages: Vec<NewMessage>,
     pub now: Millis,
+    /// Whether the written messages go into the due index (and the counts) at once. A chunk of a large batch
+    /// does not: its messages are shown to the lanes only once every chunk is in (`large_batch.rs`).
+    pub publish: bool,
 }
 
 /// A message ready to be written: its new id and record, and its index keys.
