@@ -2262,6 +2262,37 @@ async fn replay_skips_ids_that_are_not_dead() {
     .await;
 }
 
+/// What a replay's admission counts: the selected dead letters per endpoint, an id named twice once, ids that
+/// are not dead letters not at all.
+#[tokio::test]
+async fn dead_by_endpoint_counts_each_selected_dead_letter_once() {
+    each_backend(async |store| {
+        let first = dead_letter(store, E, 2_000).await;
+        let second = dead_letter(store, E, 2_000).await;
+        let other = dead_letter(store, E2, 3_000).await;
+        let queued = enqueue(store, E, 4_000).await;
+
+        let counts = store
+            .dead_by_endpoint(&Selection::Ids(vec![
+                first,
+                queued,
+                second,
+                first,
+                other,
+                MessageId::new(),
+                other,
+            ]))
+            .await
+            .unwrap();
+
+        assert_eq!(
+            counts,
+            BTreeMap::from([(E.to_owned(), 2), (E2.to_owned(), 1)])
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn replay_all_of_an_endpoint_leaves_other_endpoints_dead() {
     each_backend(async |store| {

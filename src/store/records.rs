@@ -154,11 +154,21 @@ impl Store {
         }
     }
 
-    /// How many of the selected dead letters each endpoint has.
+    /// How many of the selected dead letters each endpoint has (an id named twice counts once).
     pub async fn dead_by_endpoint(
         &self,
         selection: &Selection,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let distinct;
+        let selection = match selection {
+            Selection::Ids(ids) => {
+                let mut seen = std::collections::HashSet::with_capacity(ids.len());
+                distinct =
+                    Selection::Ids(ids.iter().copied().filter(|id| seen.insert(*id)).collect());
+                &distinct
+            }
+            Selection::All { .. } => selection,
+        };
         match &self.backend {
             Backend::Sled(sled) => {
                 let (sled, selection) = (sled.clone(), selection.clone());
