@@ -3,9 +3,9 @@
 //!
 //! A TOML table and a JSON body say the same thing, so every source is read into one [`Table`] (JSON), laid
 //! over the config file's defaults (`[defaults]`, then `[defaults.<format>]`) and validated by the one set of
-//! rules in `config.rs` ([`crate::config::RawEndpoint`]). Changes are tables too: a key given replaces that key's
-//! whole value, a key given as `null` drops it (back to the default). Views show a table with every secret
-//! masked.
+//! rules in `config/endpoint.rs` ([`crate::config::RawEndpoint`]). Changes are tables too: a key given replaces
+//! that key's whole value, a key given as `null` drops it (back to the default). Views show a table with every
+//! secret masked.
 
 use std::collections::BTreeMap;
 
