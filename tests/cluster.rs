@@ -39,7 +39,7 @@ const ENDPOINT: &str = "chaos";
 const CONCURRENCY: usize = 4;
 const LEASE_TTL_MS: u64 = 3_000;
 const HEARTBEAT_MS: u64 = 1_000;
-/// The daemon's reaper interval (`SWEEP_EVERY` in src/daemon.rs).
+/// The daemon's reaper interval (`SWEEP_EVERY` in src/daemon/tasks.rs).
 const SWEEP_MS: u64 = 5_000;
 
 /// One test at a time: each runs three daemons, and the takeover time is measured.
