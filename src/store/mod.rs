@@ -4,8 +4,8 @@
 //! [`Store::lease_due`], [`Store::record_attempts`], [`Store::replay`], [`Store::purge`]... A `Store` is a
 //! cheap-to-clone handle on one backend ([`Backend`]); each verb delegates to it with a `match`, so a backend
 //! implements the same verbs with the same meaning, and `tests/store_conformance.rs` pins that meaning for
-//! every backend. Today there is one backend, sled on the local data dir (`store/sled/`, the only module that
-//! names sled); a PostgreSQL backend shared by several nodes is to come. Nothing sled-specific crosses this
+//! every backend. There are two: sled on the local data dir (`store/sled/`, the only module that names sled),
+//! and PostgreSQL shared by several nodes (`store/postgres/`, the only one that names sqlx). Nothing backend-specific crosses this
 //! boundary: the domain types are in `types.rs` and the one error type, [`StoreError`], in `error.rs`, and
 //! neither names a backend's types.
 //!
@@ -20,6 +20,12 @@
 //! [`Store::queued_endpoints`]), this process's own leases ([`Store::is_leased`]) and the commit state
 //! ([`Store::commits`], [`Store::failure`]). Opening is the backend's own: [`Store::open`] opens the sled
 //! backend in a data dir.
+//!
+//! A future is as large as its largest arm, and a PostgreSQL verb that runs a transaction through sqlx is a
+//! future of about 14 KB. Where such an arm would make the verb's future that large (an endpoint's state
+//! update, replay, purge, pruning, retiring a deleted endpoint's messages), the arm is boxed, so that a sled
+//! caller's futures stay small: an attempt task that can disable its endpoint (a 410) was 14 KB, copied at
+//! every spawn. Boxing costs a PostgreSQL call one allocation beside its round trip.
 //!
 //! The verbs live by concept: `queue.rs` (enqueue, durability, leases, attempt outcomes, a deleted endpoint's
 //! messages) and `records.rs` (reads, counts, dead letters, endpoint and token records).

@@ -206,7 +206,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.retire_queued(endpoint, how, now),
-            Backend::Postgres(pg) => pg.retire_queued(endpoint, how, now).await,
+            Backend::Postgres(pg) => Box::pin(pg.retire_queued(endpoint, how, now)).await,
         }
     }
 }

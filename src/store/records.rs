@@ -190,7 +190,7 @@ impl Store {
                 let (sled, selection) = (sled.clone(), selection.clone());
                 on_blocking_thread(move || sled.replay(&selection, now)).await
             }
-            Backend::Postgres(pg) => pg.replay(selection, now).await,
+            Backend::Postgres(pg) => Box::pin(pg.replay(selection, now)).await,
         }
     }
 
@@ -201,7 +201,7 @@ impl Store {
                 let (sled, selection) = (sled.clone(), selection.clone());
                 on_blocking_thread(move || sled.purge(&selection)).await
             }
-            Backend::Postgres(pg) => pg.purge(selection).await,
+            Backend::Postgres(pg) => Box::pin(pg.purge(selection)).await,
         }
     }
 
@@ -214,7 +214,7 @@ impl Store {
                 let pass = sled.clone();
                 on_blocking_thread(move || pass.prune_delivered(before)).await
             }
-            Backend::Postgres(pg) => pg.prune_delivered(before).await,
+            Backend::Postgres(pg) => Box::pin(pg.prune_delivered(before)).await,
         }
     }
 }
@@ -273,7 +273,7 @@ impl Store {
     ) -> Result<Result<(EndpointState, T), E>, StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.update_endpoint_state(name, change).await,
-            Backend::Postgres(pg) => pg.update_endpoint_state(name, change).await,
+            Backend::Postgres(pg) => Box::pin(pg.update_endpoint_state(name, change)).await,
         }
     }
 
