@@ -7,10 +7,12 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use uuid::timestamp::context::ContextV7;
+use uuid::{Timestamp, Uuid};
 
 /// Milliseconds since the Unix epoch, the one clock of records and keys.
 pub type Millis = u64;
@@ -28,6 +30,10 @@ pub fn rfc3339(at: Millis) -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_millis(UNIX_EPOCH + std::time::Duration::from_millis(at))
 }
 
+/// The one clock sequence of every id this process makes: ids made in a millisecond are numbered in the order
+/// they were made, and none is made at a millisecond before the last one.
+static ID_CLOCK: Mutex<ContextV7> = Mutex::new(ContextV7::new());
+
 /// A message's identity: a UUID v7, so ids sort by creation time. It is sent to receivers as
 /// `webhook-id` on every attempt, so they can de-duplicate an at-least-once delivery.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -35,9 +41,23 @@ pub fn rfc3339(at: Millis) -> humantime::Rfc3339Timestamp {
 pub struct MessageId(Uuid);
 
 impl MessageId {
-    /// A fresh, time-ordered id.
+    /// A fresh, time-ordered id, made now.
     pub fn new() -> Self {
-        Self(Uuid::now_v7())
+        Self::at(now_millis())
+    }
+
+    /// A fresh id made at `at`: its [`created_at`](Self::created_at) is `at` unless an id was already made at
+    /// a later millisecond (ids never go back in time, so one made after another sorts after it). An enqueue
+    /// makes its messages' ids at the time it makes them due, so that they are "due when made" in the sled
+    /// store's due index, which then keeps them once instead of twice (`store/sled/due.rs`).
+    pub fn at(at: Millis) -> Self {
+        let clock = ID_CLOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let nanos = (at % 1000) as u32 * 1_000_000;
+        Self(Uuid::new_v7(Timestamp::from_unix(
+            &*clock,
+            at / 1000,
+            nanos,
+        )))
     }
 
     /// The 16 bytes used in store keys (time-ordered, so key order is creation order).

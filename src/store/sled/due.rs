@@ -7,8 +7,17 @@
 //! never leases a message its record does not show as queued. A leased message keeps its entry (a lease is
 //! in memory too: `leases.rs`) and the lane's scan steps over it, so the index and the records agree whether
 //! or not anything is leased.
+//!
+//! It is read in two orders: by due time (what a lane leases) and by id (the oldest queued message, and a
+//! listing's page). Most queued messages are due at the millisecond their id was made (enqueued, not yet
+//! tried), and a UUID v7 begins with that millisecond, so for them id order *is* due order: they are kept
+//! once, in one id-ordered set. Only the others (retries, replays, records written before ids were made
+//! from the enqueue's clock) are kept twice, by due time and by id. Each order is a merge of two sets. With
+//! a million messages queued this keeps one B-tree entry of 16 bytes per message instead of two (24 and 16
+//! bytes): about 60 MiB less.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::model::{MessageId, Millis};
@@ -19,25 +28,75 @@ pub(super) struct DueIndex {
     endpoints: Mutex<HashMap<String, Slice>>,
 }
 
-/// One endpoint's queued messages: by due time (what a lane leases) and by id (what `oldest` reads, so a
-/// status read costs O(log n) under the lock every lane takes, not a walk of the backlog).
+/// One endpoint's queued messages.
 #[derive(Debug, Default)]
 struct Slice {
-    due: BTreeSet<(Millis, MessageId)>,
-    ids: BTreeSet<MessageId>,
+    /// Messages due at the millisecond their id was made: by id, which is also by due time.
+    fresh: BTreeSet<MessageId>,
+    /// Every other message, by due time...
+    later: BTreeSet<(Millis, MessageId)>,
+    /// ... and by id.
+    later_ids: BTreeSet<MessageId>,
+}
+
+/// Whether a message due at `due_at` is due when its id was made (kept in [`Slice::fresh`]).
+fn is_fresh(due_at: Millis, id: MessageId) -> bool {
+    id.created_at() == Some(due_at)
 }
 
 impl Slice {
     fn insert(&mut self, due_at: Millis, id: MessageId) {
-        self.due.insert((due_at, id));
-        self.ids.insert(id);
+        if is_fresh(due_at, id) {
+            self.fresh.insert(id);
+        } else if self.later.insert((due_at, id)) {
+            self.later_ids.insert(id);
+        }
     }
 
     fn remove(&mut self, due_at: Millis, id: MessageId) {
-        if self.due.remove(&(due_at, id)) {
-            self.ids.remove(&id);
+        if is_fresh(due_at, id) {
+            self.fresh.remove(&id);
+        } else if self.later.remove(&(due_at, id)) {
+            self.later_ids.remove(&id);
         }
     }
+
+    fn is_empty(&self) -> bool {
+        self.fresh.is_empty() && self.later.is_empty()
+    }
+
+    /// Every entry as (due time, id), earliest first.
+    fn by_due(&self) -> impl Iterator<Item = (Millis, MessageId)> + '_ {
+        let fresh = self
+            .fresh
+            .iter()
+            .map(|&id| (id.created_at().unwrap_or_default(), id));
+        merged(fresh, self.later.iter().copied())
+    }
+
+    /// The ids in `range`, smallest first.
+    fn ids_in(
+        &self,
+        range: (Bound<MessageId>, Bound<MessageId>),
+    ) -> impl Iterator<Item = MessageId> + '_ {
+        merged(
+            self.fresh.range(range).copied(),
+            self.later_ids.range(range).copied(),
+        )
+    }
+}
+
+/// Two ascending sequences as one, ascending.
+fn merged<T: Ord + Copy>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+) -> impl Iterator<Item = T> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if y < x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 /// What a scan of one endpoint's due messages found.
@@ -68,7 +127,7 @@ impl DueIndex {
         let mut endpoints = self.lock();
         if let Some(slice) = endpoints.get_mut(endpoint) {
             slice.remove(due_at, id);
-            if slice.due.is_empty() {
+            if slice.is_empty() {
                 endpoints.remove(endpoint);
             }
         }
@@ -87,7 +146,7 @@ impl DueIndex {
             return Due::Nothing;
         };
         let mut taken = Vec::new();
-        for &(due_at, id) in &slice.due {
+        for (due_at, id) in slice.by_due() {
             if taken.len() >= max {
                 break;
             }
@@ -114,9 +173,7 @@ impl DueIndex {
         let endpoints = self.lock();
         endpoints
             .get(endpoint)?
-            .ids
-            .iter()
-            .copied()
+            .ids_in((Bound::Unbounded, Bound::Unbounded))
             .find(|id| !skip(*id))
     }
 
@@ -134,7 +191,7 @@ impl DueIndex {
     pub fn of(&self, endpoint: &str) -> Vec<(Millis, MessageId)> {
         self.lock()
             .get(endpoint)
-            .map(|slice| slice.due.iter().copied().collect())
+            .map(|slice| slice.by_due().collect())
             .unwrap_or_default()
     }
 
@@ -145,9 +202,8 @@ impl DueIndex {
             .iter()
             .flat_map(|(endpoint, slice)| {
                 slice
-                    .due
-                    .iter()
-                    .map(move |(due_at, id)| (endpoint.clone(), *due_at, *id))
+                    .by_due()
+                    .map(move |(due_at, id)| (endpoint.clone(), due_at, id))
             })
             .collect()
     }
@@ -164,7 +220,6 @@ impl DueIndex {
         wanted: impl Fn(MessageId) -> bool,
         k: usize,
     ) -> (Vec<MessageId>, usize) {
-        use std::ops::Bound;
         let endpoints = self.lock();
         let Some(slice) = endpoints.get(endpoint) else {
             return (Vec::new(), 0);
@@ -172,9 +227,7 @@ impl DueIndex {
         let from = lower.map_or(Bound::Unbounded, Bound::Excluded);
         let to = upper.map_or(Bound::Unbounded, Bound::Excluded);
         let mut found: Vec<MessageId> = slice
-            .ids
-            .range((from, to))
-            .copied()
+            .ids_in((from, to))
             .filter(|id| wanted(*id))
             .take(k.saturating_add(1))
             .collect();
@@ -248,6 +301,70 @@ mod tests {
         );
         index.remove("e", 1_000_000 - 1, ids[1]);
         assert_eq!(index.oldest("e", |id| id == leased), Some(ids[2]));
+    }
+
+    #[test]
+    fn messages_due_when_made_and_the_others_read_as_one_order_by_due_time_and_by_id() {
+        let index = DueIndex::default();
+        // Made at 1,000, 2,000 and 3,000 ms; the first and the third due then, the second retried to 1,500.
+        let (a, b, c) = (made_at(1_000, 1), made_at(2_000, 2), made_at(3_000, 3));
+        // Made at 500 and due at 2,500: a replay.
+        let replayed = made_at(500, 4);
+        index.insert("e", 1_000, a);
+        index.insert("e", 1_500, b);
+        index.insert("e", 3_000, c);
+        index.insert("e", 2_500, replayed);
+        {
+            let endpoints = index.lock();
+            let slice = &endpoints["e"];
+            assert_eq!(slice.fresh.len(), 2, "a and c are kept once");
+            assert_eq!((slice.later.len(), slice.later_ids.len()), (2, 2));
+        }
+        assert_eq!(
+            index.of("e"),
+            [(1_000, a), (1_500, b), (2_500, replayed), (3_000, c)]
+        );
+        assert_eq!(
+            index.due("e", 2_600, 10, |id| id == b),
+            Due::Now(vec![(1_000, a), (2_500, replayed)])
+        );
+        assert_eq!(index.due("e", 900, 10, |_| false), Due::Later(1_000));
+        assert_eq!(index.oldest("e", |_| false), Some(replayed));
+        assert_eq!(index.oldest("e", |id| id == replayed), Some(a));
+        assert_eq!(
+            index.smallest_ids("e", Some(replayed), None, |_| true, 2),
+            (vec![a, b], 3)
+        );
+        assert_eq!(
+            index.smallest_ids("e", None, Some(c), |id| id != a, 5),
+            (vec![replayed, b], 2)
+        );
+        index.remove("e", 1_000, a);
+        index.remove("e", 1_500, b);
+        // The wrong due time removes nothing.
+        index.remove("e", 3_001, c);
+        assert_eq!(index.of("e"), [(2_500, replayed), (3_000, c)]);
+        index.remove("e", 3_000, c);
+        index.remove("e", 2_500, replayed);
+        assert!(index.lock().is_empty());
+    }
+
+    /// An id made at `ms` (process ids are never made before the last one, so a test's early times are
+    /// built directly).
+    fn made_at(ms: Millis, n: u8) -> MessageId {
+        let uuid = uuid::Builder::from_unix_timestamp_millis(ms, &[n; 10]).into_uuid();
+        MessageId::from_slice(uuid.as_bytes()).expect("16 bytes")
+    }
+
+    #[test]
+    fn ids_made_at_a_time_carry_it_and_never_go_back() {
+        let now = crate::model::now_millis();
+        let first = MessageId::at(now);
+        assert!(first.created_at() >= Some(now));
+        // Asked for an earlier time after a later one: made at the later one, and ordered after it.
+        let second = MessageId::at(now - 10_000);
+        assert!(second.created_at() >= first.created_at());
+        assert!(second > first);
     }
 
     #[test]

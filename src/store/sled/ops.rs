@@ -32,7 +32,8 @@ pub(super) struct PlannedEnqueue<'a> {
 
 impl<'a> PlannedEnqueue<'a> {
     pub fn of(new: &'a NewMessage, now: Millis) -> Self {
-        let id = MessageId::new();
+        // Made at the time the message falls due, so the due index keeps it once (`due.rs`).
+        let id = MessageId::at(now);
         let record = MessageRecord {
             idempotency_key: new.idempotency_key.clone(),
             contact: new.contact.as_ref().map(|c| c.contact.clone()),
