@@ -28,6 +28,10 @@ use crate::store::Lease;
 const LEASE_MARGIN_MS: u64 = 30_000;
 /// How often an unverified endpoint's handshake is tried again without an operator asking.
 const VERIFY_RETRY: Duration = Duration::from_secs(300);
+/// How long a lane with nothing queued or in flight lingers before it stops. An endpoint that gets a message
+/// every second or so (a customer's steady trickle, or one of ten thousand endpoints taking turns) keeps its
+/// lane instead of paying a start and a stop per message; an endpoint idle for longer holds no task.
+const IDLE_GRACE: Duration = Duration::from_secs(2);
 /// How long a lane waits before asking a failing store again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
@@ -73,6 +77,8 @@ impl Lane {
         tracing::debug!(endpoint = %self.name, "lane started");
         // New settings (a new URL or key): no sending until verified again.
         let mut reverify = false;
+        // Set while the lane has found nothing to do: it stops at that time unless work comes first.
+        let mut idle_until: Option<tokio::time::Instant> = None;
         loop {
             while let Some(ended) = attempts.try_join_next() {
                 self.note_ended(ended);
@@ -132,12 +138,15 @@ impl Lane {
             };
             let now = now_millis();
             let lease_until = now + endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
-            let sleep_for = match self
+            let leased = self
                 .context
                 .store
                 .lease_due(&self.name, now, batch_max * (1 + spare.len()), lease_until)
-                .await
-            {
+                .await;
+            if !matches!(leased, Ok(Lease::Idle)) {
+                idle_until = None;
+            }
+            let sleep_for = match leased {
                 Ok(Lease::Taken(mut messages)) if spare.is_empty() => {
                     if let Some(limiter) = &mut rate_limit {
                         limiter.take(clock.elapsed().as_micros() as u64);
@@ -159,13 +168,26 @@ impl Lane {
                 Ok(Lease::NextDueAt(due_at)) => {
                     Some(Duration::from_millis(due_at.saturating_sub(now)))
                 }
-                Ok(Lease::Idle) => {
-                    // Nothing queued or in flight: the lane stops (the next wake starts another).
-                    if attempts.is_empty() && self.lanes.retire(&self.name, &self.wake) {
-                        break;
+                Ok(Lease::Idle) if attempts.is_empty() => {
+                    // Nothing queued or in flight: the lane stops (the next wake starts another), once it
+                    // has been idle for IDLE_GRACE.
+                    let now = tokio::time::Instant::now();
+                    match idle_until {
+                        Some(until) if now >= until => {
+                            if self.lanes.retire(&self.name, &self.wake) {
+                                break;
+                            }
+                            idle_until = None;
+                            None
+                        }
+                        Some(until) => Some(until - now),
+                        None => {
+                            idle_until = Some(now + IDLE_GRACE);
+                            Some(IDLE_GRACE)
+                        }
                     }
-                    None
                 }
+                Ok(Lease::Idle) => None,
                 Err(error) => {
                     tracing::error!(endpoint = %self.name, %error, "lane cannot read the store");
                     Some(STORE_RETRY)
