@@ -298,14 +298,28 @@ impl TestDaemon {
             ));
         }
         std::fs::write(&config_path, text).unwrap();
-        let log_path = dir.path().join("hookd.log");
+        Self::launch(dir, database_url).await
+    }
+
+    /// Starts the daemon on a config file of the caller's (a fixture's, say): `config_text` is given the socket
+    /// path the harness uses and returns the whole file, which must put `socket` there.
+    pub async fn start_with_config(config_text: impl FnOnce(&Path) -> String) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let text = config_text(&dir.path().join("hookd.sock"));
+        std::fs::write(dir.path().join("hookd.toml"), text).unwrap();
+        Self::launch(dir, None).await
+    }
+
+    /// Starts the daemon on `dir/hookd.toml`, with its socket at `dir/hookd.sock` and its log in `dir/hookd.log`.
+    async fn launch(dir: tempfile::TempDir, database_url: Option<String>) -> TestDaemon {
+        let socket = dir.path().join("hookd.sock");
         let mut daemon = TestDaemon {
+            config_path: dir.path().join("hookd.toml"),
+            log_path: dir.path().join("hookd.log"),
             _dir: dir,
-            config_path,
             socket: socket.clone(),
             child: None,
             client: Client::new(&socket).unwrap(),
-            log_path,
             log_copier: None,
             faults: None,
             database_url,
@@ -422,6 +436,11 @@ impl TestDaemon {
 
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// From now on [`TestDaemon::client`], and the helpers built on it, send `token` (tokens are in force).
+    pub fn use_token(&mut self, token: &str) {
+        self.client = self.client.clone().with_token(Some(token.to_owned()));
     }
 
     /// A raw HTTP client on the socket, for requests the typed client would never send.

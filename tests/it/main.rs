@@ -30,3 +30,4 @@ mod settings;
 mod signing;
 mod tail;
 mod tokens;
+mod upgrade;
