@@ -11,7 +11,7 @@ use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 
 use super::health::Health;
-use super::lane::AttemptPlaces;
+use super::places::AttemptPlaces;
 use super::{DispatchContext, LaneShared};
 use crate::config::EndpointConfig;
 use crate::faults;

@@ -1,6 +1,6 @@
 //! A lane: the loop that feeds one endpoint's attempts, within that endpoint's concurrency limit.
 //!
-//! An attempt takes two places *before* its messages are leased ([`Places`]): a sending place for its HTTP
+//! An attempt takes two places *before* its messages are leased ([`Places`], `places.rs`): a sending place for its HTTP
 //! exchange, of which there are `concurrency`, and a leased place until its outcome is recorded, of which
 //! there are twice as many. So at most `concurrency` requests are in flight, the next request goes out while
 //! the last one's outcome is still being written, and a lane never holds the messages of more than
@@ -11,12 +11,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{AcquireError, Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::run_attempt;
 use super::health::{Admission, RateLimiter};
+use super::places::{AttemptPlaces, Places};
 use super::{
     Control, DispatchContext, LaneShared, LaneStatus, lock, read_status, verify, write_status,
 };
@@ -424,77 +425,5 @@ impl Lane {
             attempts.shutdown().await;
         }
         tracing::debug!(endpoint = name, "lane stopped");
-    }
-}
-
-/// A lane's places for attempts (module docs).
-struct Places {
-    /// The endpoint's `concurrency` these places were made for.
-    concurrency: usize,
-    /// One per HTTP exchange in flight: `concurrency` of them.
-    sending: Arc<Semaphore>,
-    /// One per attempt whose outcome is not yet recorded: `2 × concurrency` of them.
-    leased: Arc<Semaphore>,
-}
-
-/// The places one attempt holds: it gives up `sending` once its exchange has ended and its health is noted,
-/// and `leased` once its outcome is recorded.
-pub(super) struct AttemptPlaces {
-    pub sending: OwnedSemaphorePermit,
-    pub leased: OwnedSemaphorePermit,
-}
-
-impl Places {
-    fn new(concurrency: usize) -> Places {
-        Places {
-            concurrency,
-            sending: Arc::new(Semaphore::new(concurrency)),
-            leased: Arc::new(Semaphore::new(concurrency.saturating_mul(2))),
-        }
-    }
-
-    /// Waits for a leased place and then a sending place.
-    async fn take(&self) -> Result<AttemptPlaces, AcquireError> {
-        let leased = Arc::clone(&self.leased).acquire_owned().await?;
-        let sending = Arc::clone(&self.sending).acquire_owned().await?;
-        Ok(AttemptPlaces { sending, leased })
-    }
-
-    /// The places free beside those a lane already holds, taken without waiting.
-    fn spare(&self) -> Vec<AttemptPlaces> {
-        std::iter::from_fn(|| {
-            let leased = Arc::clone(&self.leased).try_acquire_owned().ok()?;
-            let sending = Arc::clone(&self.sending).try_acquire_owned().ok()?;
-            Some(AttemptPlaces { sending, leased })
-        })
-        .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn an_attempt_holds_a_sending_place_for_its_exchange_and_a_leased_place_until_recorded() {
-        let places = Places::new(2);
-        let first = places.take().await.expect("a place");
-        let second = places.take().await.expect("a place");
-        assert!(places.spare().is_empty(), "both sending places are taken");
-
-        // Both exchanges end; their outcomes are still being recorded.
-        drop(first.sending);
-        drop(second.sending);
-        let more = places.spare();
-        assert_eq!(more.len(), 2, "two more exchanges may start");
-
-        // Those two end as well: sending places are free, but all four leased places are taken.
-        let still_recording: Vec<_> = more.into_iter().map(|taken| taken.leased).collect();
-        assert!(places.spare().is_empty(), "no fifth attempt");
-
-        // A recorded outcome frees a place.
-        drop(first.leased);
-        assert_eq!(places.spare().len(), 1);
-        drop((second.leased, still_recording));
     }
 }

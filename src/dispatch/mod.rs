@@ -13,6 +13,7 @@ mod attempt;
 mod endpoint_changes;
 pub mod health;
 mod lane;
+mod places;
 mod registry;
 mod verify;
 
