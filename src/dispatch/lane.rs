@@ -7,6 +7,14 @@
 //! `2 × concurrency` requests leased. With no place free (a hanging receiver) the lane simply waits; other
 //! lanes are unaffected. When several places are free at once (the lane fell behind its attempts), one scan
 //! of the due index leases a message for each.
+//!
+//! Such a lane also lets the store read ahead (`Store::lease_due_ahead`): the PostgreSQL store claims more
+//! than asked in the same statement, since a claim costs the database about as much for thirty messages as
+//! for three, and serves the lane's next leases from them. Read-ahead messages count as in flight, so the
+//! lane gives them back (`Store::give_back_ahead`) whenever it would not send them soon: before it waits in
+//! `clear_to_send` (`clearance.rs`), when its settings change, when it stops, and when no place has freed up
+//! for [`READ_AHEAD_IDLE`] (a slow or hanging receiver; it then reads nothing ahead until places come
+//! quickly).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,25 +24,30 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::run_attempt;
-use super::health::{Admission, RateLimiter};
+use super::clearance::Cleared;
+use super::health::RateLimiter;
 use super::places::{AttemptPlaces, Places};
-use super::{
-    Control, DispatchContext, LaneShared, LaneStatus, lock, read_status, verify, write_status,
-};
+use super::{Control, DispatchContext, LaneShared, lock};
 use crate::config::EndpointConfig;
 use crate::model::{MessageRecord, now_millis};
 use crate::store::Lease;
 
 /// Extra lease time beyond the request timeout; leases only matter to a restart, which releases them all.
 const LEASE_MARGIN_MS: u64 = 30_000;
-/// How often an unverified endpoint's handshake is tried again without an operator asking.
-const VERIFY_RETRY: Duration = Duration::from_secs(300);
 /// How long a lane with nothing queued or in flight lingers before it stops. An endpoint that gets a message
 /// every second or so (a customer's steady trickle, or one of ten thousand endpoints taking turns) keeps its
 /// lane instead of paying a start and a stop per message; an endpoint idle for longer holds no task.
 const IDLE_GRACE: Duration = Duration::from_secs(2);
 /// How long a lane waits before asking a failing store again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
+/// A lane that fills its places as they free up lets the store claim this many due messages per sending
+/// place beyond what it asked for, kept for its next asks (`Store::lease_due_ahead`)...
+const READ_AHEAD_PER_PLACE: usize = 4;
+/// ...and never more than this many...
+const READ_AHEAD_MAX: usize = 256;
+/// ...and only while its places free up within this long: a lane that waits longer for a place gives back
+/// what was read ahead for it and reads none ahead until its places come quickly again.
+const READ_AHEAD_IDLE: Duration = Duration::from_millis(250);
 
 pub(super) struct Lane {
     pub context: Arc<DispatchContext>,
@@ -57,16 +70,6 @@ pub(super) struct Lane {
     pub lanes: super::Lanes,
 }
 
-/// Why a lane stopped waiting.
-enum Cleared {
-    /// Send up to this many messages in the next request.
-    Send {
-        batch_max: usize,
-        probe: bool,
-    },
-    Shutdown,
-}
-
 impl Lane {
     pub async fn run(mut self) {
         let mut places = Places::new(self.current().concurrency);
@@ -78,6 +81,9 @@ impl Lane {
         tracing::debug!(endpoint = %self.name, "lane started");
         // New settings (a new URL or key): no sending until verified again.
         let mut reverify = false;
+        // Since when the lane waits for a place, and whether the store may hold messages it read ahead.
+        let mut waiting_since = None;
+        let mut holds_ahead = false;
         // Set while the lane has found nothing to do: it stops at that time unless work comes first.
         let mut idle_until: Option<tokio::time::Instant> = None;
         loop {
@@ -88,6 +94,8 @@ impl Lane {
                 changes.borrow_and_update();
                 settings_dirty = false;
                 reverify = true;
+                // What was read ahead under the old settings goes back; the next lease reads afresh.
+                self.give_back_ahead().await;
                 // Run-time changes of the lane's own limits apply from the next request on; attempts in
                 // flight keep their places in the old limit until they end.
                 let endpoint = self.current();
@@ -99,6 +107,7 @@ impl Lane {
                 }
                 lock(&self.shared.circuit).reconfigure(endpoint.circuit_breaker);
             }
+            let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
             let taken = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
@@ -114,7 +123,17 @@ impl Lane {
                     Ok(taken) => taken,
                     Err(_) => break,
                 },
+                // No place freed up for a while (a slow or hanging receiver, or the lane is paused meanwhile):
+                // what the store read ahead would wait with the lane, counted in flight, so it goes back.
+                _ = tokio::time::sleep_until(since + READ_AHEAD_IDLE), if holds_ahead => {
+                    self.give_back_ahead().await;
+                    holds_ahead = false;
+                    continue;
+                }
             };
+            // Read ahead only for a lane whose places free up quickly: it will send what it reads soon.
+            let places_quick = since.elapsed() < READ_AHEAD_IDLE;
+            waiting_since = None;
             let settings_changed = std::mem::take(&mut reverify);
             let (batch_max, probe) = match self.clear_to_send(settings_changed).await {
                 Cleared::Send { batch_max, probe } => (batch_max, probe),
@@ -131,24 +150,41 @@ impl Lane {
             }
             let endpoint = self.current();
             // One message per request, no rate limit: every free place is filled from the same scan of the
-            // due index (one scan steps over everything this lane holds in flight).
-            let spare = if batch_max == 1 && !probe && rate_limit.is_none() {
+            // due index (one scan steps over everything this lane holds in flight), and the store may read
+            // ahead for the places that free up next.
+            let fills_places = batch_max == 1 && !probe && rate_limit.is_none();
+            let spare = if fills_places {
                 places.spare()
             } else {
                 Vec::new()
+            };
+            let ahead = if fills_places && places_quick {
+                places
+                    .concurrency
+                    .saturating_mul(READ_AHEAD_PER_PLACE)
+                    .min(READ_AHEAD_MAX)
+            } else {
+                0
             };
             let now = now_millis();
             let lease_until = now + endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
             let leased = self
                 .context
                 .store
-                .lease_due(&self.name, now, batch_max * (1 + spare.len()), lease_until)
+                .lease_due_ahead(
+                    &self.name,
+                    now,
+                    batch_max * (1 + spare.len()),
+                    ahead,
+                    lease_until,
+                )
                 .await;
             if !matches!(leased, Ok(Lease::Idle)) {
                 idle_until = None;
             }
             let sleep_for = match leased {
                 Ok(Lease::Taken(mut messages)) if spare.is_empty() => {
+                    holds_ahead |= ahead > 0;
                     if let Some(limiter) = &mut rate_limit {
                         limiter.take(clock.elapsed().as_micros() as u64);
                     }
@@ -159,6 +195,7 @@ impl Lane {
                     continue;
                 }
                 Ok(Lease::Taken(messages)) => {
+                    holds_ahead |= ahead > 0;
                     // Unused spare places go back as the iterator drops them.
                     let taken = std::iter::once(taken).chain(spare);
                     for (message, taken) in messages.into_iter().zip(taken) {
@@ -167,9 +204,11 @@ impl Lane {
                     continue;
                 }
                 Ok(Lease::NextDueAt(due_at)) => {
+                    holds_ahead = false;
                     Some(Duration::from_millis(due_at.saturating_sub(now)))
                 }
                 Ok(Lease::Idle) if attempts.is_empty() => {
+                    holds_ahead = false;
                     // Nothing queued or in flight: the lane stops (the next wake starts another), once it
                     // has been idle for IDLE_GRACE.
                     let now = tokio::time::Instant::now();
@@ -188,7 +227,10 @@ impl Lane {
                         }
                     }
                 }
-                Ok(Lease::Idle) => None,
+                Ok(Lease::Idle) => {
+                    holds_ahead = false;
+                    None
+                }
                 Err(error) => {
                     tracing::error!(endpoint = %self.name, %error, "lane cannot read the store");
                     Some(STORE_RETRY)
@@ -222,102 +264,6 @@ impl Lane {
         self.stopped.cancel();
     }
 
-    /// Waits until the operator's control, the verification handshake and the circuit breaker all let the
-    /// lane send, keeping the lane's status true meanwhile. Messages are not touched while waiting.
-    async fn clear_to_send(&mut self, mut reverify: bool) -> Cleared {
-        loop {
-            let control = self.control.borrow_and_update().clone();
-            let held = if let Some(reason) = control.disabled {
-                Some(LaneStatus::Disabled { reason })
-            } else if control.paused {
-                Some(LaneStatus::Paused)
-            } else {
-                None
-            };
-            if let Some(status) = held {
-                write_status(&self.shared.status, status);
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => return Cleared::Shutdown,
-                    _ = self.control.changed() => {}
-                }
-                // The handshake may have gone stale while paused.
-                reverify = true;
-                continue;
-            }
-            let verified_before = !reverify
-                && matches!(
-                    read_status(&self.shared.status),
-                    LaneStatus::Active
-                        | LaneStatus::CircuitOpen { .. }
-                        | LaneStatus::Probing
-                        | LaneStatus::Throttled { .. }
-                );
-            if !verified_before && !self.wait_until_verified().await {
-                return Cleared::Shutdown;
-            }
-            reverify = false;
-            let now = now_millis();
-            // The receiver asked to wait (429/503 with Retry-After): nothing is leased before then.
-            let throttled = self.shared.throttled_until(now);
-            let admission = match throttled {
-                Some(until) => {
-                    write_status(&self.shared.status, LaneStatus::Throttled { until });
-                    None
-                }
-                None => Some(lock(&self.shared.circuit).admit(now)),
-            };
-            let wait_until = match admission {
-                None => throttled,
-                Some(Admission::Send) => {
-                    write_status(&self.shared.status, LaneStatus::Active);
-                    return Cleared::Send {
-                        batch_max: self.current().batch_max,
-                        probe: false,
-                    };
-                }
-                Some(Admission::Probe) => {
-                    write_status(&self.shared.status, LaneStatus::Probing);
-                    tracing::info!(endpoint = %self.name, "circuit cooldown over: sending one probe");
-                    self.context.telemetry.endpoint_changed(
-                        &self.name,
-                        crate::telemetry::EndpointChange::CircuitHalfOpen,
-                        Some("cooldown over: sending one probe".into()),
-                    );
-                    return Cleared::Send {
-                        batch_max: 1,
-                        probe: true,
-                    };
-                }
-                Some(Admission::WaitUntil(until)) => {
-                    let failures = lock(&self.shared.circuit).consecutive_failures();
-                    write_status(
-                        &self.shared.status,
-                        LaneStatus::CircuitOpen { until, failures },
-                    );
-                    Some(until)
-                }
-                Some(Admission::AwaitProbe) => {
-                    write_status(&self.shared.status, LaneStatus::Probing);
-                    None
-                }
-            };
-            let sleep = async {
-                match wait_until {
-                    Some(until) => {
-                        tokio::time::sleep(Duration::from_millis(until.saturating_sub(now))).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return Cleared::Shutdown,
-                _ = self.control.changed() => {}
-                _ = self.shared.health_changed.notified() => {}
-                _ = sleep => {}
-            }
-        }
-    }
-
     /// One request's attempt on leased `messages`, in the places `taken` for it.
     fn attempt(
         &self,
@@ -344,34 +290,23 @@ impl Lane {
         }
     }
 
-    /// The endpoint's settings now.
-    fn current(&self) -> Arc<EndpointConfig> {
-        Arc::clone(&self.settings.borrow())
+    /// Gives back what the store read ahead for this lane (due now, no attempt counted): the lane is about
+    /// to wait, or its settings changed, or it stops. A store that cannot be reached keeps the claims,
+    /// which run out by themselves and are reaped.
+    pub(super) async fn give_back_ahead(&self) {
+        if let Err(error) = self
+            .context
+            .store
+            .give_back_ahead(&self.name, now_millis())
+            .await
+        {
+            tracing::warn!(endpoint = %self.name, %error, "could not give back the messages read ahead");
+        }
     }
 
-    /// Holds the lane until the endpoint passed its verification handshake (at once when it needs none or
-    /// passed before). Returns false when shutdown came first.
-    async fn wait_until_verified(&self) -> bool {
-        loop {
-            let endpoint = self.current();
-            if verify::already_verified(&self.context, &endpoint) {
-                write_status(&self.shared.status, LaneStatus::Active);
-                return true;
-            }
-            // A handshake may hang up to the endpoint's timeout: shutdown does not wait for it.
-            let status = tokio::select! {
-                _ = self.shutdown.cancelled() => return false,
-                status = verify::verify_now(&self.context, &endpoint, &self.shared.status) => status,
-            };
-            if status == LaneStatus::Active {
-                return true;
-            }
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return false,
-                _ = self.recheck.notified() => {}
-                _ = tokio::time::sleep(VERIFY_RETRY) => {}
-            }
-        }
+    /// The endpoint's settings now.
+    pub(super) fn current(&self) -> Arc<EndpointConfig> {
+        Arc::clone(&self.settings.borrow())
     }
 
     /// For batching formats: waits up to `batch_linger` for more due messages (woken by enqueues) so one
@@ -414,6 +349,7 @@ impl Lane {
     /// Lets in-flight attempts finish within the grace period, then aborts the rest and releases their
     /// messages back to due (no attempt counted).
     async fn finish(&self, mut attempts: JoinSet<()>) {
+        self.give_back_ahead().await;
         let name = self.name.as_str();
         let grace = self.context.shutdown_grace;
         let all_done = async { while attempts.join_next().await.is_some() {} };

@@ -10,6 +10,7 @@
 //! queued without spending their attempts.
 
 mod attempt;
+mod clearance;
 mod endpoint_changes;
 pub mod health;
 mod lane;

@@ -93,6 +93,37 @@ impl Store {
         }
     }
 
+    /// Like [`Store::lease_due`], for a lane that sends one message per request as fast as its places free
+    /// up: a backend whose every lease is a costly statement (PostgreSQL) may claim up to `ahead` more due
+    /// messages in the same statement and keep them, under this process's lease, for the lane's next calls.
+    /// They count as in flight meanwhile; the lane gives them back with [`Store::give_back_ahead`] whenever
+    /// it would wait for anything but a free place. sled leases from memory and reads nothing ahead.
+    pub async fn lease_due_ahead(
+        &self,
+        endpoint: &str,
+        now: Millis,
+        max: usize,
+        ahead: usize,
+        lease_until: Millis,
+    ) -> Result<Lease, StoreError> {
+        match &self.backend {
+            Backend::Sled(sled) => sled.lease_due(endpoint, now, max, lease_until),
+            Backend::Postgres(pg) => {
+                pg.lease_due_ahead(endpoint, now, max, ahead, lease_until)
+                    .await
+            }
+        }
+    }
+
+    /// Gives back the messages [`Store::lease_due_ahead`] read ahead for `endpoint` and has not handed out:
+    /// due at `now`, no attempt counted. Answers how many.
+    pub async fn give_back_ahead(&self, endpoint: &str, now: Millis) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sled(_) => Ok(0),
+            Backend::Postgres(pg) => pg.give_back_ahead(endpoint, now).await,
+        }
+    }
+
     /// Whether this process holds `id` leased (its outcome is not yet written).
     pub fn is_leased(&self, id: MessageId) -> bool {
         match &self.backend {

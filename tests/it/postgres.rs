@@ -148,3 +148,55 @@ async fn hookd_migrate_applies_the_schema_once() {
         "{options:?}"
     );
 }
+
+/// The PostgreSQL store reads ahead for a lane that fills its places quickly (`Store::lease_due_ahead`);
+/// those messages count as in flight only while the lane will send them soon. Here the receiver hangs: the
+/// lane's four places fill at once (a claim takes the backlog ahead), then no place frees up, so the lane
+/// gives back what was read ahead: four in flight, sixteen queued, as on sled. Paused meanwhile, they stay
+/// queued (held), and the four attempts under way are the only messages in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_read_ahead_for_a_lane_that_cannot_send_them_are_given_back() {
+    let hanging = TestReceiver::start(|_| Reply::hang()).await;
+    let daemon = TestDaemon::start_on_postgres(
+        &[endpoint(
+            "busy",
+            &hanging.url("/"),
+            "timeout_ms = 60000\nconcurrency = 4",
+        )],
+        "",
+    )
+    .await;
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "pause", "busy"]);
+    assert!(ok, "{stderr}");
+    for _ in 0..20 {
+        daemon.send("busy", "event", "{}").await;
+    }
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "resume", "busy"]);
+    assert!(ok, "{stderr}");
+    hanging.wait_for(4, Duration::from_secs(30)).await;
+    let counts = |daemon: &TestDaemon| {
+        let client = daemon.client();
+        async move {
+            let status = client.status().await.unwrap();
+            let busy = &status.endpoints["busy"];
+            (busy.in_flight, busy.queued, busy.held)
+        }
+    };
+    let settled = crate::harness::eventually(Duration::from_secs(10), || async {
+        let (in_flight, queued, held) = counts(&daemon).await;
+        (in_flight == 4 && queued == 16).then_some(held)
+    })
+    .await;
+    assert_eq!(
+        settled,
+        Some(0),
+        "four in flight, sixteen queued: {:?}",
+        counts(&daemon).await
+    );
+
+    let (ok, _, stderr) = daemon.cli(&["endpoints", "pause", "busy"]);
+    assert!(ok, "{stderr}");
+    let (in_flight, queued, held) = counts(&daemon).await;
+    assert_eq!((in_flight, queued + held), (4, 16));
+    assert_eq!(hanging.count(), 4, "no more requests than places");
+}

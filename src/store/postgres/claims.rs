@@ -6,6 +6,10 @@
 //! TTL, and the reaper ([`PgStore::release_expired`], any node's) makes the message due again with no attempt
 //! counted. An outcome's `UPDATE` matches the claim id: if the claim was reaped and the message claimed anew,
 //! the late outcome changes nothing.
+//!
+//! Leasing (`lease.rs`) claims more than a lane asks for when the lane welcomes it; the extra messages wait
+//! in the node's read-ahead, still under this node's claims, so every verb here that gives claims back
+//! gives them back too.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,9 +18,9 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::row::{self, COLUMNS};
-use super::{PgStore, distinct, lock, millis_of, sql_millis};
+use super::{PgStore, distinct, lock, sql_millis};
 use crate::model::{MessageId, MessageRecord, Millis, Stage};
-use crate::store::{CORRUPT_KIND, Lease, StoreError};
+use crate::store::{CORRUPT_KIND, StoreError};
 
 /// The `hookd_changes` notice of a node that gave up lanes and claims: `node released a,b`.
 pub const RELEASED: &str = "released";
@@ -40,6 +44,17 @@ impl Claims {
         lock(&self.held).get(&id).map(|held| held.claim)
     }
 
+    /// Forgets these claims, each only while it is still the one held on its message: a message given back
+    /// and claimed again since keeps its newer claim, whose outcome must still match.
+    fn drop_claims(&self, claims: &[(MessageId, Uuid)]) {
+        let mut held = lock(&self.held);
+        for (id, claim) in claims {
+            if held.get(id).is_some_and(|now| now.claim == *claim) {
+                held.remove(id);
+            }
+        }
+    }
+
     pub(super) fn drop_ids(&self, ids: impl IntoIterator<Item = MessageId>) {
         let mut held = lock(&self.held);
         for id in ids {
@@ -47,7 +62,21 @@ impl Claims {
         }
     }
 
-    fn of_endpoint(&self, endpoint: &str) -> Vec<(MessageId, Uuid)> {
+    /// The claim held on `id` and the deadline its renewals stop at.
+    pub(super) fn held(&self, id: MessageId) -> Option<(Uuid, Millis)> {
+        lock(&self.held)
+            .get(&id)
+            .map(|held| (held.claim, held.until))
+    }
+
+    /// Moves the deadline of the claim on `id` to `until` (a read-ahead message handed to its lane).
+    pub(super) fn extend(&self, id: MessageId, until: Millis) {
+        if let Some(held) = lock(&self.held).get_mut(&id) {
+            held.until = until;
+        }
+    }
+
+    pub(super) fn of_endpoint(&self, endpoint: &str) -> Vec<(MessageId, Uuid)> {
         lock(&self.held)
             .iter()
             .filter(|(_, held)| held.endpoint == endpoint)
@@ -55,7 +84,7 @@ impl Claims {
             .collect()
     }
 
-    fn all(&self) -> Vec<(MessageId, Uuid, Millis)> {
+    pub(super) fn all(&self) -> Vec<(MessageId, Uuid, Millis)> {
         lock(&self.held)
             .iter()
             .map(|(id, held)| (*id, held.claim, held.until))
@@ -64,42 +93,9 @@ impl Claims {
 }
 
 impl PgStore {
-    pub async fn lease_due(
-        &self,
-        endpoint: &str,
-        now: Millis,
-        max: usize,
-        lease_until: Millis,
-    ) -> Result<Lease, StoreError> {
-        if !self.own(endpoint).await? {
-            return Ok(Lease::Idle);
-        }
-        if max > 0 {
-            let taken = self.claim(endpoint, now, max, lease_until).await?;
-            if !taken.is_empty() {
-                return Ok(Lease::Taken(taken));
-            }
-        }
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT min(due_at) FROM hookd_messages WHERE endpoint = $1 AND stage = 'queued'",
-        )
-        .bind(endpoint)
-        .fetch_one(self.pool())
-        .await
-        .map_err(|e| self.failed_with(e))?;
-        match next {
-            // Due now but locked by another statement (a replay, a retire): look again shortly.
-            Some(due_at) => Ok(Lease::NextDueAt(millis_of(due_at).max(now + 1))),
-            None => {
-                if self.inner.claims.of_endpoint(endpoint).is_empty() {
-                    self.disown(endpoint).await?;
-                }
-                Ok(Lease::Idle)
-            }
-        }
-    }
-
-    async fn claim(
+    /// Claims up to `max` due messages of `endpoint` in one statement, each held until `lease_until` (renewed
+    /// by the heartbeat up to then), in due order.
+    pub(super) async fn claim(
         &self,
         endpoint: &str,
         now: Millis,
@@ -216,6 +212,8 @@ impl PgStore {
             .into_iter()
             .map(|(id, claim, _)| (id, claim))
             .collect();
+        // The read-ahead's messages are among this node's claims: released with them.
+        self.inner.ahead.forget_all();
         let (released, mut endpoints) = self.release_claims_of(&all, now).await?;
         let given_up: Vec<String> =
             sqlx::query_scalar("DELETE FROM hookd_owners WHERE owner = $1 RETURNING endpoint")
@@ -260,6 +258,7 @@ impl PgStore {
         endpoint: &str,
         now: Millis,
     ) -> Result<usize, StoreError> {
+        self.inner.ahead.forget(endpoint);
         let held = self.inner.claims.of_endpoint(endpoint);
         let released = self.release_claims(&held, now).await?;
         self.disown(endpoint).await?;
@@ -267,7 +266,7 @@ impl PgStore {
     }
 
     /// Puts these claimed messages back to due at `now`, no attempt counted; answers how many were.
-    async fn release_claims(
+    pub(super) async fn release_claims(
         &self,
         claims: &[(MessageId, Uuid)],
         now: Millis,
@@ -286,13 +285,16 @@ impl PgStore {
         if claims.is_empty() {
             return Ok((0, Vec::new()));
         }
+        // In id order, as the renewal takes them: two statements over the same rows lock them in one order.
+        let mut claims = claims.to_vec();
+        claims.sort_unstable_by_key(|(id, _)| *id);
         let ids: Vec<Uuid> = claims.iter().map(|(id, _)| row::uuid(*id)).collect();
         let claim_ids: Vec<Uuid> = claims.iter().map(|(_, claim)| *claim).collect();
         let released: Vec<(Uuid, String)> = sqlx::query_as(
             "UPDATE hookd_messages m
              SET stage = 'queued', due_at = $3, claim_id = NULL, claim_owner = NULL, claim_until = NULL
              FROM UNNEST($1::uuid[], $2::uuid[]) AS u(id, claim)
-             WHERE m.id = u.id AND m.claim_id = u.claim
+             WHERE m.id = u.id AND m.claim_id IS NOT DISTINCT FROM u.claim
              RETURNING m.id, m.endpoint",
         )
         .bind(&ids)
@@ -302,7 +304,7 @@ impl PgStore {
         .await
         .map_err(|e| self.failed_with(e))?;
         self.wrote();
-        self.inner.claims.drop_ids(claims.iter().map(|(id, _)| *id));
+        self.inner.claims.drop_claims(&claims);
         self.count_moves(&released, Stage::InFlight, Stage::Queued);
         let endpoints = distinct(released.iter().map(|(_, endpoint)| endpoint.clone()));
         Ok((released.len(), endpoints))
@@ -346,32 +348,6 @@ impl PgStore {
         Ok(endpoints)
     }
 
-    /// Renews this node's claims up to their lanes' deadlines.
-    pub(super) async fn renew_claims(&self, now: Millis) -> Result<(), StoreError> {
-        let all = self.inner.claims.all();
-        if all.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Uuid> = all.iter().map(|(id, _, _)| row::uuid(*id)).collect();
-        let claims: Vec<Uuid> = all.iter().map(|(_, claim, _)| *claim).collect();
-        let untils: Vec<i64> = all
-            .iter()
-            .map(|(_, _, until)| sql_millis((*until).min(now + self.ttl())))
-            .collect();
-        sqlx::query(
-            "UPDATE hookd_messages m SET claim_until = u.until
-             FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[]) AS u(id, claim, until)
-             WHERE m.id = u.id AND m.claim_id = u.claim AND m.claim_until < u.until",
-        )
-        .bind(&ids)
-        .bind(&claims)
-        .bind(&untils)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.failed_with(e))?;
-        Ok(())
-    }
-
     fn count_moves(&self, moved: &[(Uuid, String)], from: Stage, to: Stage) {
         let mut per_endpoint: HashMap<&str, u64> = HashMap::new();
         for (_, endpoint) in moved {
@@ -382,7 +358,7 @@ impl PgStore {
         }
     }
 
-    fn ttl(&self) -> Millis {
+    pub(super) fn ttl(&self) -> Millis {
         self.inner.options.lease_ttl.as_millis() as Millis
     }
 }

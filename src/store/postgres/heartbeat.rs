@@ -1,5 +1,5 @@
 //! The node's heartbeat: every `heartbeat` interval it marks the node alive, renews its claims and lane
-//! leases, and, while other nodes are alive, rereads the cluster's tally; now and then one node (whoever
+//! leases (giving back what it read ahead for a lane it lost), and, while other nodes are alive, rereads the cluster's tally; now and then one node (whoever
 //! takes the advisory lock) folds the tally's change rows together.
 //!
 //! A heartbeat that fails (the database is down) is logged and tried again at the next beat; the claims and
@@ -7,7 +7,9 @@
 
 use std::sync::Weak;
 
-use super::{Inner, PgStore, pg_error, sql_millis};
+use uuid::Uuid;
+
+use super::{Inner, PgStore, pg_error, row, sql_millis};
 use crate::model::{Millis, now_millis};
 use crate::store::StoreError;
 
@@ -58,6 +60,7 @@ impl PgStore {
         self.reached();
         self.renew_claims(now).await?;
         self.renew_owned().await?;
+        self.give_back_unowned_ahead(now).await?;
         if peers > 0 {
             self.reload_tally().await?;
         }
@@ -91,6 +94,42 @@ impl PgStore {
                 .map_err(pg_error)?;
         }
         tx.commit().await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    /// Renews this node's claims up to their lanes' deadlines.
+    async fn renew_claims(&self, now: Millis) -> Result<(), StoreError> {
+        let mut all = self.inner.claims.all();
+        if all.is_empty() {
+            return Ok(());
+        }
+        all.sort_unstable_by_key(|(id, _, _)| *id);
+        let ids: Vec<Uuid> = all.iter().map(|(id, _, _)| row::uuid(*id)).collect();
+        let claims: Vec<Uuid> = all.iter().map(|(_, claim, _)| *claim).collect();
+        let untils: Vec<i64> = all
+            .iter()
+            .map(|(_, _, until)| sql_millis((*until).min(now + self.ttl())))
+            .collect();
+        // A row another statement holds (an outcome or a give-back being written, which ends the claim anyway)
+        // is skipped, not waited for: the next beat renews it, well before it runs out. Waiting could deadlock
+        // with those statements, which lock the same rows in another order, and stall them for the deadlock
+        // check's second.
+        sqlx::query(
+            "WITH renewed AS (
+                 SELECT m.id, u.until
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[]) AS u(id, claim, until)
+                 JOIN hookd_messages m ON m.id = u.id
+                 WHERE m.claim_id IS NOT DISTINCT FROM u.claim AND m.claim_until < u.until
+                 FOR UPDATE OF m SKIP LOCKED)
+             UPDATE hookd_messages m SET claim_until = renewed.until
+             FROM renewed WHERE m.id = renewed.id",
+        )
+        .bind(&ids)
+        .bind(&claims)
+        .bind(&untils)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.failed_with(e))?;
         Ok(())
     }
 }
