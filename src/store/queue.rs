@@ -87,10 +87,8 @@ impl Store {
         max: usize,
         lease_until: Millis,
     ) -> Result<Lease, StoreError> {
-        match &self.backend {
-            Backend::Sled(sled) => sled.lease_due(endpoint, now, max, lease_until),
-            Backend::Postgres(pg) => pg.lease_due(endpoint, now, max, lease_until).await,
-        }
+        self.lease_due_ahead(endpoint, now, max, 0, lease_until)
+            .await
     }
 
     /// Like [`Store::lease_due`], for a lane that sends one message per request as fast as its places free

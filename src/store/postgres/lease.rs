@@ -91,19 +91,8 @@ impl ReadAhead {
 }
 
 impl PgStore {
-    pub async fn lease_due(
-        &self,
-        endpoint: &str,
-        now: Millis,
-        max: usize,
-        lease_until: Millis,
-    ) -> Result<Lease, StoreError> {
-        self.lease_due_ahead(endpoint, now, max, 0, lease_until)
-            .await
-    }
-
-    /// Like [`Self::lease_due`]; a claim statement, when one is needed, also takes up to `ahead` more due
-    /// messages, kept for this lane's next asks (module docs).
+    /// Leases up to `max` due messages of `endpoint` (`Store::lease_due`); a claim statement, when one is
+    /// needed, also takes up to `ahead` more, kept for this lane's next asks (module docs).
     pub async fn lease_due_ahead(
         &self,
         endpoint: &str,
