@@ -104,6 +104,8 @@ mod names {
     pub const PG_STMTS_ONE: &str = "postgres: statements per delivered message, 1 node";
     pub const PG_E2E_TWO: &str = "postgres: end-to-end delivery, 2 nodes";
     pub const PG_STMTS_TWO: &str = "postgres: statements per delivered message, 2 nodes";
+    pub const PG_REPEATS_ONE: &str = "postgres: repeated deliveries, 1 node";
+    pub const PG_REPEATS_TWO: &str = "postgres: repeated deliveries, 2 nodes";
     pub const PG_PIPELINE: &str = "postgres: enqueue and deliver at once, 1 node";
     pub const PG_LAT_P50: &str = "postgres: enqueue-to-delivery latency p50";
     pub const PG_LAT_P99: &str = "postgres: enqueue-to-delivery latency p99";

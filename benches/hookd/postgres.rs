@@ -41,6 +41,9 @@ const SOAK_SAMPLE: Duration = Duration::from_secs(30);
 const SOAK_DEFAULT_RATE: f64 = 2_000.0;
 /// Messages per batch of the soak's load (round robin over the endpoints).
 const SOAK_BATCH: usize = 20;
+/// How long after the last delivery every outcome must be recorded: beyond a claim's lifetime and the
+/// reaper's interval, so that a message whose outcome was lost is delivered again (a repeat) within it.
+const RECORDED_WITHIN: Duration = Duration::from_secs(60);
 /// Marks the bench's own statements, which the statement counts leave out.
 const TAG: &str = "/* hookd-bench */";
 
@@ -145,6 +148,15 @@ impl Stats {
             .collect())
     }
 
+    /// Messages the database records as delivered.
+    async fn delivered(&mut self) -> Result<i64> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM hookd_messages {TAG} WHERE stage = 'delivered'"
+        )))
+        .fetch_one(&mut self.conn)
+        .await?)
+    }
+
     /// Lanes held per node now (`hookd_owners`).
     async fn owners(&mut self) -> Result<Vec<i64>> {
         let rows: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -247,6 +259,10 @@ struct Run {
     top: Vec<String>,
     cpu: String,
     owners: Vec<i64>,
+    /// Requests beyond one per message, counted once the database recorded every message delivered.
+    repeats: u64,
+    /// From the last new webhook-id until the database recorded every message delivered.
+    recorded_after: Duration,
 }
 
 impl Bench {
@@ -319,6 +335,8 @@ impl Bench {
                 )),
         );
 
+        self.push_repeats(PG_REPEATS_ONE, &one, n);
+
         // The peak of single enqueues taken and delivered at once, then the latency at half of it.
         let pipeline_n = self.sizes.pg_pipeline;
         let bodies: Vec<Bytes> = PG_ENDPOINTS.iter().map(|e| self.bodies.single(e)).collect();
@@ -390,8 +408,21 @@ impl Bench {
                     two.per_message_delivering
                 )),
         );
+        self.push_repeats(PG_REPEATS_TWO, &two, n);
         stop(b).await?;
         stop(a).await
+    }
+
+    fn push_repeats(&mut self, name: &'static str, run: &Run, n: usize) {
+        self.report.push(
+            Figure::new(name, run.repeats as f64, "")
+                .target(Target::AtMost(0.0))
+                .note(format!(
+                    "requests beyond one per message of the {n}, counted once the database recorded all {n} \
+                     delivered ({:.0} ms after the last one arrived)",
+                    run.recorded_after.as_secs_f64() * 1e3
+                )),
+        );
     }
 
     /// `n` messages round robin over the endpoints, enqueued while they are paused (through each daemon in
@@ -464,7 +495,24 @@ impl Bench {
         let cpu = Cpu::now(cluster, daemons).since(cpu_before);
         let delivered = stats.counts().await?;
         let top = stats.top(8).await?;
+        // The receiver answers before the daemon records the outcome: wait for the outcomes, then count the
+        // requests. An outcome that found its claim gone leaves its message in flight until the reaper gives
+        // it back and it goes out again, so such a loss shows here as a repeat.
+        let recorded_by = Instant::now() + RECORDED_WITHIN;
+        while stats.delivered().await? < n as i64 {
+            if Instant::now() > recorded_by {
+                bail!(
+                    "{} of {n} messages recorded delivered {RECORDED_WITHIN:?} after the last one arrived",
+                    stats.delivered().await?
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let recorded_after = done.elapsed();
+        let repeats = self.receiver.requests().saturating_sub(n as u64);
         Ok(Run {
+            repeats,
+            recorded_after,
             enqueue_rate,
             delivery_rate: n as f64 / took,
             per_message: (delivered.statements - before.statements) / n as f64,

@@ -10,7 +10,7 @@
 //! gracefully, it deletes its leases and says so (`node released a,b` on `hookd_changes`), and the others
 //! forget it as the owner and wake those lanes at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use uuid::Uuid;
@@ -41,13 +41,22 @@ impl Owners {
             .collect()
     }
 
-    /// This node's leases were renewed until `until`, except `lost` ones.
+    /// This node's leases in the database were renewed until `until`: those are `kept`; any other this node
+    /// believed it held is lost, unless it was taken since the renewal began (its own lease runs at least
+    /// as long). An endpoint given up meanwhile (`disown`) is not taken back: the renewal read the database
+    /// before that lease was deleted, and believing it held would let two nodes run the lane.
     pub fn renewed(&self, node: Uuid, until: Millis, kept: &[String]) {
-        let mut seen = lock(&self.seen);
-        seen.retain(|_, owner| owner.node != node);
-        for name in kept {
-            seen.insert(name.clone(), Owner { node, until });
-        }
+        let kept: HashSet<&str> = kept.iter().map(String::as_str).collect();
+        lock(&self.seen).retain(|name, owner| {
+            if owner.node != node {
+                true
+            } else if kept.contains(name.as_str()) {
+                owner.until = owner.until.max(until);
+                true
+            } else {
+                owner.until >= until
+            }
+        });
     }
 
     pub fn forget(&self, endpoint: &str) {
@@ -163,5 +172,61 @@ impl PgStore {
             self.inner.owners.forget(endpoint);
         }
         Ok(reaped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owners_with(entries: &[(&str, Uuid, Millis)]) -> Owners {
+        let owners = Owners::default();
+        for (name, node, until) in entries {
+            lock(&owners.seen).insert(
+                (*name).to_owned(),
+                Owner {
+                    node: *node,
+                    until: *until,
+                },
+            );
+        }
+        owners
+    }
+
+    fn held(owners: &Owners, name: &str) -> Option<(Uuid, Millis)> {
+        lock(&owners.seen).get(name).map(|o| (o.node, o.until))
+    }
+
+    #[test]
+    fn a_renewal_extends_kept_leases_and_drops_lost_ones() {
+        let (me, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let owners = owners_with(&[
+            ("kept", me, 1_000),
+            ("lost", me, 1_000),
+            ("theirs", other, 1_000),
+        ]);
+        owners.renewed(me, 5_000, &["kept".to_owned()]);
+        assert_eq!(held(&owners, "kept"), Some((me, 5_000)));
+        assert_eq!(held(&owners, "lost"), None);
+        assert_eq!(held(&owners, "theirs"), Some((other, 1_000)));
+    }
+
+    #[test]
+    fn a_renewal_does_not_take_back_a_lane_given_up_meanwhile() {
+        let me = Uuid::now_v7();
+        let owners = Owners::default();
+        // The renewal's UPDATE returned "gone", then the lane gave it up before the answer was applied.
+        owners.renewed(me, 5_000, &["gone".to_owned()]);
+        assert_eq!(held(&owners, "gone"), None);
+        assert!(owners.mine(me).is_empty());
+    }
+
+    #[test]
+    fn a_renewal_keeps_a_lane_taken_after_it_began() {
+        let me = Uuid::now_v7();
+        // Taken at 2,000 with a 3,000 ms lease, after the renewal (until 4,900) read the database.
+        let owners = owners_with(&[("fresh", me, 5_000)]);
+        owners.renewed(me, 4_900, &[]);
+        assert_eq!(held(&owners, "fresh"), Some((me, 5_000)));
     }
 }
