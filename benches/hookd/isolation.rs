@@ -24,10 +24,11 @@ pub const ISOLATION_RATE: f64 = 100.0;
 /// Connections the healthy endpoint's enqueues go out on (each waits for its answer).
 const PACED_CLIENTS: usize = 4;
 
-/// One paced enqueue: its id and when it was sent.
+/// One paced enqueue: its id, when it was sent and how long its acknowledgement (the 202) took.
 pub(crate) struct Sent {
     pub id: u128,
     pub at: Instant,
+    pub acknowledged_after: Duration,
 }
 
 impl Bench {
@@ -110,14 +111,24 @@ impl Bench {
             );
         }
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        // How much of each latency is the enqueue's own commit: the acknowledgement's p50 / p99.
+        let acks = |from, until| {
+            let acks = acks_between(&sent, from, until);
+            format!(
+                "acknowledgement p50 / p99 {:.2} / {:.2} ms",
+                ms(percentile(&acks, 0.5)),
+                ms(percentile(&acks, 0.99))
+            )
+        };
         let quiet_p99 = ms(percentile(&quiet, 0.99));
         let busy_p99 = ms(percentile(&busy, 0.99));
         self.report.push(
             Figure::new(ISO_QUIET, quiet_p99, "ms").note(format!(
-                "{} single enqueues at {ISOLATION_RATE}/s over {:.1} s, nothing else going on; p50 {:.2} ms",
+                "{} single enqueues at {ISOLATION_RATE}/s over {:.1} s, nothing else going on; p50 {:.2} ms; {}",
                 quiet.len(),
                 busy_from.duration_since(started).as_secs_f64(),
-                ms(percentile(&quiet, 0.5))
+                ms(percentile(&quiet, 0.5)),
+                acks(started, busy_from)
             )),
         );
         self.report.push(
@@ -127,7 +138,7 @@ impl Bench {
                 .note(format!(
                     "{} enqueues over {:.1} s while `bulk` took a {n}-message batch ({:.2} s), {n} dead letters \
                      replayed ({:.2} s) and purged ({:.2} s), and /v1/stats answered {polls} times; p50 {:.2} ms, \
-                     max {:.2} ms",
+                     max {:.2} ms; {}",
                     busy.len(),
                     busy_until.duration_since(busy_from).as_secs_f64(),
                     batch_took.as_secs_f64(),
@@ -135,6 +146,7 @@ impl Bench {
                     purge_took.as_secs_f64(),
                     ms(percentile(&busy, 0.5)),
                     ms(percentile(&busy, 1.0)),
+                    acks(busy_from, busy_until),
                 )),
         );
         let now = daemon.memory()?;
@@ -167,7 +179,11 @@ pub(crate) async fn pace(
                 }
                 let at = Instant::now();
                 let id = client.enqueue(body.clone()).await?;
-                sent.push(Sent { id, at });
+                sent.push(Sent {
+                    id,
+                    at,
+                    acknowledged_after: at.elapsed(),
+                });
             }
         });
     }
@@ -179,6 +195,17 @@ pub(crate) async fn pace(
     Ok(sent)
 }
 
+/// The acknowledgement times of the paced messages sent in [`from`, `until`), sorted.
+pub(crate) fn acks_between(sent: &[Sent], from: Instant, until: Instant) -> Vec<Duration> {
+    let mut acks: Vec<Duration> = sent
+        .iter()
+        .filter(|s| s.at >= from && s.at < until)
+        .map(|s| s.acknowledged_after)
+        .collect();
+    acks.sort();
+    acks
+}
+
 /// The enqueue-to-delivery latencies of the paced messages sent in [`from`, `until`), sorted; fails when
 /// one of them never arrived.
 pub(crate) fn latencies_between(
@@ -188,7 +215,7 @@ pub(crate) fn latencies_between(
     until: Instant,
 ) -> Result<Vec<Duration>> {
     let mut latencies = Vec::new();
-    for Sent { id, at } in sent.iter().filter(|s| s.at >= from && s.at < until) {
+    for Sent { id, at, .. } in sent.iter().filter(|s| s.at >= from && s.at < until) {
         let arrived = arrivals
             .get(id)
             .with_context(|| format!("message {} never arrived", uuid::Uuid::from_u128(*id)))?;
