@@ -428,7 +428,8 @@ impl PacedRun {
 
     /// Writes the run message by message, in send order: milliseconds from the first send to this one, its
     /// enqueue-to-delivery latency and its acknowledgement time. A p99 that misses shows there as a stall
-    /// (many neighbours slow at once) or as a spread (docs/PERFORMANCE.md, "How often the targets hold").
+    /// (many neighbours slow at once) or as a spread (docs/PERFORMANCE.md, "What limits each figure",
+    /// "Latency").
     fn write_trace(&self, path: &std::path::Path) -> Result<()> {
         use std::fmt::Write as _;
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
