@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use super::messages::parse_id;
+use super::messages::{parse_id, shown_next_attempt};
 use super::tokens::Scope;
 use super::wire::{MessageItem, MessageList, Nudged as NudgedView};
 use crate::model::{MessageId, MessageRecord, Millis, Stage, State, now_millis};
@@ -165,8 +165,7 @@ fn item(state: &AppState, record: MessageRecord) -> MessageItem {
         created_at: record.created_at,
         attempts: record.total_attempts,
         cycle_attempts: record.cycle_attempts,
-        next_attempt_at: matches!(view_state, State::Queued | State::Held)
-            .then_some(record.next_attempt_at),
+        next_attempt_at: shown_next_attempt(view_state, record.next_attempt_at),
         delivered_at: record.delivered_at,
         dead_at: record.dead_at,
         dead_reason: record.dead_reason,

@@ -11,7 +11,7 @@ use super::AppState;
 use super::admission::{admit, admit_to};
 use super::error::{ApiError, ErrorDetail, parse_json, size_in_words};
 use super::wire::{BatchResponse, BatchResult, EnqueueRequest, EnqueueResponse, MessageView};
-use crate::model::{MessageId, MessageRecord, State, now_millis};
+use crate::model::{MessageId, MessageRecord, Millis, State, now_millis};
 use crate::store::{ContactLimit, Enqueued, NewMessage, StoreError, first_answer};
 
 /// Room for the envelope around a maximal payload in a single enqueue request.
@@ -286,6 +286,11 @@ pub(super) async fn show(
     Ok(Json(view(&state, record).await?))
 }
 
+/// When a message in `view_state` is next due, as the API shows it: only while it is queued or held.
+pub(super) fn shown_next_attempt(view_state: State, next_attempt_at: Millis) -> Option<Millis> {
+    matches!(view_state, State::Queued | State::Held).then_some(next_attempt_at)
+}
+
 /// The full view of a message: record, state word and every attempt.
 pub(super) async fn view(state: &AppState, record: MessageRecord) -> Result<MessageView, ApiError> {
     let attempts = state.store.attempts_of(&record).await?;
@@ -301,8 +306,7 @@ pub(super) async fn view(state: &AppState, record: MessageRecord) -> Result<Mess
         kind: record.kind,
         state: view_state,
         created_at: record.created_at,
-        next_attempt_at: matches!(view_state, State::Queued | State::Held)
-            .then_some(record.next_attempt_at),
+        next_attempt_at: shown_next_attempt(view_state, record.next_attempt_at),
         delivered_at: record.delivered_at,
         dead_reason: record.dead_reason,
         dead_at: record.dead_at,

@@ -10,7 +10,7 @@ use super::args::{Connection, DlqVerb, PurgeArgs, SelectionArgs};
 use super::confirm;
 use super::connect::connect;
 use super::messages::print_message;
-use super::output::{output, print_table, row, time};
+use super::output::{output, print_page, row, time};
 use crate::api::client::{ClientError, DlqQuery};
 use crate::api::wire::{DlqSelection, PurgeResponse, ReplayResponse};
 
@@ -55,10 +55,7 @@ pub(super) async fn run_dlq(verb: DlqVerb, connection: &Connection) -> Result<()
                         item.reason.clone(),
                     ]);
                 }
-                print_table(&rows);
-                if let Some(next) = &l.next {
-                    outln!("more: --after {next}");
-                }
+                print_page(&rows, l.next.as_deref());
             });
         }
         DlqVerb::Show { id } => {

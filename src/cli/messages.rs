@@ -6,7 +6,7 @@ use std::io::Read;
 use super::CliError;
 use super::args::{Connection, MsgVerb};
 use super::connect::connect;
-use super::output::{answer_status, output, print_table, row, time};
+use super::output::{answer_status, output, print_page, print_table, row, time};
 use crate::api::client::MessagesQuery;
 use crate::api::wire::{EnqueueRequest, MessageView};
 
@@ -90,10 +90,7 @@ pub(super) async fn run_msg(verb: MsgVerb, connection: &Connection) -> Result<()
                         item.next_attempt_at.map_or_else(|| "-".into(), time),
                     ]);
                 }
-                print_table(&rows);
-                if let Some(next) = &l.next {
-                    outln!("more: --after {next}");
-                }
+                print_page(&rows, l.next.as_deref());
             });
         }
         MsgVerb::Retry { id } => {

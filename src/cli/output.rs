@@ -71,6 +71,15 @@ pub(super) fn print_table(rows: &[Vec<String>]) {
     }
 }
 
+/// Prints a page of a listing (`dlq list`, `msg list`) as a table, then `more: --after ID` when a next page
+/// follows.
+pub(super) fn print_page(rows: &[Vec<String>], next: Option<&str>) {
+    print_table(rows);
+    if let Some(next) = next {
+        outln!("more: --after {next}");
+    }
+}
+
 /// The fewest characters a cut column keeps; below this, the line is left long instead.
 const MIN_CUT_COLUMN: usize = 8;
 

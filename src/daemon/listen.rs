@@ -83,12 +83,8 @@ impl axum::serve::Listener for Shared<UnixListener> {
     type Addr = tokio::net::unix::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok(accepted) => return accepted,
-                Err(error) => accept_failed(error).await,
-            }
-        }
+        let listener = &*self.0;
+        accept_retrying(|| listener.accept()).await
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
@@ -101,16 +97,25 @@ impl axum::serve::Listener for Shared<TcpListener> {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.0.accept().await {
-                Ok(accepted) => return accepted,
-                Err(error) => accept_failed(error).await,
-            }
-        }
+        let listener = &*self.0;
+        accept_retrying(|| listener.accept()).await
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.0.local_addr()
+    }
+}
+
+/// The first connection `accept` takes, its failures passed over or waited out as [`accept_failed`] says.
+async fn accept_retrying<T, F>(mut accept: impl FnMut() -> F) -> T
+where
+    F: Future<Output = std::io::Result<T>>,
+{
+    loop {
+        match accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => accept_failed(error).await,
+        }
     }
 }
 

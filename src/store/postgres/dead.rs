@@ -113,22 +113,7 @@ impl PgStore {
         };
         let mut sql = QueryBuilder::new(format!("SELECT {COLUMNS} FROM hookd_messages"));
         pick.push_where(&mut sql);
-        sql.push(" ORDER BY id LIMIT ")
-            .push_bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1));
-        let rows = sql
-            .build()
-            .fetch_all(self.pool())
-            .await
-            .map_err(|e| self.failed_with(e))?;
-        let mut items = rows
-            .iter()
-            .map(row::record_of)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut next = None;
-        if items.len() > limit {
-            items.truncate(limit);
-            next = items.last().map(|r| r.id);
-        }
+        let (items, next) = self.fetch_page(sql, limit).await?;
         Ok(DeadPage { items, next })
     }
 

@@ -52,20 +52,32 @@ impl PgStore {
     }
 }
 
+/// A group commit's jobs: `first` and those already waiting behind it in `jobs`, taken without waiting
+/// until they hold `max` items (as `items` counts a job's) or none is left.
+pub(super) fn with_waiting<J>(
+    first: J,
+    jobs: &mut mpsc::Receiver<J>,
+    max: usize,
+    items: impl Fn(&J) -> usize,
+) -> Vec<J> {
+    let mut size = items(&first);
+    let mut batch = vec![first];
+    while size < max {
+        match jobs.try_recv() {
+            Ok(job) => {
+                size += items(&job);
+                batch.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 pub fn spawn_batcher(store: Weak<Inner>, mut jobs: mpsc::Receiver<Job>) {
     tokio::spawn(async move {
         while let Some(first) = jobs.recv().await {
-            let mut batch = vec![first];
-            let mut size = batch[0].messages.len();
-            while size < BATCH_MAX {
-                match jobs.try_recv() {
-                    Ok(job) => {
-                        size += job.messages.len();
-                        batch.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let batch = with_waiting(first, &mut jobs, BATCH_MAX, |job| job.messages.len());
             let Some(store) = PgStore::upgrade(&store) else {
                 return;
             };

@@ -156,6 +156,18 @@ impl PgStore {
         if let Some(upper) = upper {
             sql.push(" AND id < ").push_bind(upper);
         }
+        let (items, next) = self.fetch_page(sql, limit).await?;
+        Ok(MessagePage { items, next })
+    }
+
+    /// One page of a listing whose query `sql` is built up to its `WHERE` clause: at most `limit` records in
+    /// id order, and the cursor for the next page (the page's last id) only when another row follows it.
+    pub(super) async fn fetch_page(
+        &self,
+        mut sql: QueryBuilder<Postgres>,
+        limit: usize,
+    ) -> Result<(Vec<MessageRecord>, Option<MessageId>), StoreError> {
+        // One row more than the page holds says whether another page holds something.
         sql.push(" ORDER BY id LIMIT ")
             .push_bind(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1));
         let rows = sql
@@ -174,7 +186,7 @@ impl PgStore {
             }
             false => None,
         };
-        Ok(MessagePage { items, next })
+        Ok((items, next))
     }
 
     /// An operator's retry: a queued message (held ones included) becomes due at `now`. No attempt is

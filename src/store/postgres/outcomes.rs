@@ -10,6 +10,7 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::enqueue::with_waiting;
 use super::row::{self, COLUMNS};
 use super::{Inner, PgStore};
 use crate::model::{AttemptRecord, MessageId, MessageRecord, Stage};
@@ -31,17 +32,7 @@ pub struct OutcomeJob {
 pub fn spawn_outcome_writer(store: Weak<Inner>, mut jobs: mpsc::Receiver<OutcomeJob>) {
     tokio::spawn(async move {
         while let Some(first) = jobs.recv().await {
-            let mut size = first.outcomes.len();
-            let mut batch = vec![first];
-            while size < OUTCOMES_MAX {
-                match jobs.try_recv() {
-                    Ok(job) => {
-                        size += job.outcomes.len();
-                        batch.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let batch = with_waiting(first, &mut jobs, OUTCOMES_MAX, |job| job.outcomes.len());
             let Some(store) = PgStore::upgrade(&store) else {
                 return;
             };

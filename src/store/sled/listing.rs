@@ -16,7 +16,7 @@
 //! reads more than a bounded number of records, however large the store.
 
 use std::collections::HashSet;
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 
 use serde::Deserialize;
 
@@ -128,6 +128,11 @@ impl MessageQuery {
             Wanted::Dead => stage == Stage::Dead,
         }
     }
+
+    /// Whether a message in `stage`, of `endpoint` and of type `kind`, passes every filter of the listing.
+    fn selects(&self, stage: Stage, endpoint: &str, kind: &str) -> bool {
+        self.stage_ok(stage) && self.endpoint_ok(endpoint) && self.kind_ok(kind)
+    }
 }
 
 impl Store {
@@ -200,22 +205,9 @@ impl Store {
     ) -> Result<MessagePage, StoreError> {
         let mut items: Vec<MessageRecord> = Vec::new();
         for id in ids {
-            let Some(record) = self.listed(*id)? else {
-                continue;
-            };
-            if !(query.stage_ok(record.stage)
-                && query.endpoint_ok(&record.endpoint)
-                && query.kind_ok(&record.kind))
-            {
-                continue;
+            if let ControlFlow::Break(page) = self.add_listed(*id, query, limit, &mut items)? {
+                return Ok(page);
             }
-            if items.len() == limit {
-                return Ok(MessagePage {
-                    next: items.last().map(|r| r.id),
-                    items,
-                });
-            }
-            items.push(record);
         }
         let next = match more {
             true if items.len() == limit => items.last().map(|r| r.id),
@@ -258,31 +250,40 @@ impl Store {
                     Stage::Queued if self.leases.holds(id) => Stage::InFlight,
                     stage => stage,
                 };
-                if !(query.stage_ok(stage)
-                    && query.endpoint_ok(&facts.endpoint)
-                    && query.kind_ok(&facts.kind))
-                {
+                if !query.selects(stage, &facts.endpoint, &facts.kind) {
                     continue;
                 }
             }
-            let Some(record) = self.listed(id)? else {
-                continue;
-            };
-            if !(query.stage_ok(record.stage)
-                && query.endpoint_ok(&record.endpoint)
-                && query.kind_ok(&record.kind))
-            {
-                continue;
+            if let ControlFlow::Break(page) = self.add_listed(id, query, limit, &mut items)? {
+                return Ok(page);
             }
-            if items.len() == limit {
-                return Ok(MessagePage {
-                    next: items.last().map(|r| r.id),
-                    items,
-                });
-            }
-            items.push(record);
         }
         Ok(MessagePage { items, next: None })
+    }
+
+    /// Adds the listed record of `id` to `items` when `query` selects it. When `items` already holds `limit`,
+    /// breaks with them as the page instead: a further match means a next page, after its last item.
+    fn add_listed(
+        &self,
+        id: MessageId,
+        query: &MessageQuery,
+        limit: usize,
+        items: &mut Vec<MessageRecord>,
+    ) -> Result<ControlFlow<MessagePage>, StoreError> {
+        let Some(record) = self.listed(id)? else {
+            return Ok(ControlFlow::Continue(()));
+        };
+        if !query.selects(record.stage, &record.endpoint, &record.kind) {
+            return Ok(ControlFlow::Continue(()));
+        }
+        if items.len() == limit {
+            return Ok(ControlFlow::Break(MessagePage {
+                next: items.last().map(|r| r.id),
+                items: std::mem::take(items),
+            }));
+        }
+        items.push(record);
+        Ok(ControlFlow::Continue(()))
     }
 
     /// A record as a listing shows it: without its payload, `in_flight` while leased.
