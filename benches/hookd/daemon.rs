@@ -363,3 +363,43 @@ pub fn kill_all() {
             .status();
     }
 }
+
+/// utime + stime of `/proc/{pid}/stat` (`"self"` for this process), seconds (clock ticks of 100 Hz).
+pub fn cpu_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds used so far by a daemon and by this bench process (its clients and receivers).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    pub daemon: f64,
+    pub bench: f64,
+}
+
+impl CpuUse {
+    pub fn now(daemon: &BenchDaemon) -> CpuUse {
+        let daemon = daemon
+            .pid()
+            .ok()
+            .and_then(|pid| cpu_of(&pid.to_string()))
+            .unwrap_or(0.0);
+        CpuUse {
+            daemon,
+            bench: cpu_of("self").unwrap_or(0.0),
+        }
+    }
+
+    /// The CPU used since `earlier`, per message of `messages`, in microseconds: (daemon, bench).
+    pub fn per_message_since(self, earlier: CpuUse, messages: usize) -> (f64, f64) {
+        let per = |now: f64, then: f64| (now - then) * 1e6 / messages.max(1) as f64;
+        (
+            per(self.daemon, earlier.daemon),
+            per(self.bench, earlier.bench),
+        )
+    }
+}

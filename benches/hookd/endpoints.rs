@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 
-use crate::daemon::{BenchDaemon, ENDPOINT_CONCURRENCY};
+use crate::daemon::{BenchDaemon, CpuUse, ENDPOINT_CONCURRENCY};
 use crate::names::*;
 use crate::phases::{
     BATCH_CLIENTS, BATCH_SIZE, Bench, CLIENTS, MIB, delivery_deadline, enqueue_batches, stop,
@@ -124,6 +124,7 @@ impl Bench {
             )))
             .await?;
         self.receiver.reset();
+        let cpu_before = CpuUse::now(&daemon);
         let started = Instant::now();
         enqueue_batches(&daemon, &self.bodies, "one", total, BATCH_CLIENTS).await?;
         let done = self
@@ -131,6 +132,8 @@ impl Bench {
             .wait_distinct(total, delivery_deadline(total))
             .await?;
         let one = total as f64 / done.saturating_duration_since(started).as_secs_f64();
+        let (one_daemon_us, one_bench_us) =
+            CpuUse::now(&daemon).per_message_since(cpu_before, total);
 
         let names: Vec<String> = (0..spread).map(name).collect();
         let order: Vec<String> = (0..total).map(|i| names[i % spread].clone()).collect();
@@ -139,6 +142,7 @@ impl Bench {
             .map(|chunk| self.bodies.spread(chunk))
             .collect();
         self.receiver.reset();
+        let cpu_before = CpuUse::now(&daemon);
         let started = Instant::now();
         send_batches(&daemon, bodies, BATCH_CLIENTS).await?;
         let done = self
@@ -146,10 +150,13 @@ impl Bench {
             .wait_distinct(total, delivery_deadline(total))
             .await?;
         let many = total as f64 / done.saturating_duration_since(started).as_secs_f64();
+        let (many_daemon_us, many_bench_us) =
+            CpuUse::now(&daemon).per_message_since(cpu_before, total);
         self.report
             .push(Figure::new(EP_ONE, one, "/s").note(format!(
                 "{total} messages to one endpoint (concurrency {ENDPOINT_CONCURRENCY}), batches of \
-                 {BATCH_SIZE} by {BATCH_CLIENTS} clients; first send to the last new webhook-id"
+                 {BATCH_SIZE} by {BATCH_CLIENTS} clients; first send to the last new webhook-id; CPU per \
+                 message: hookd {one_daemon_us:.0} µs, bench clients+receiver {one_bench_us:.0} µs"
             )));
         self.report.push(
             Figure::new(EP_SPREAD, many, "/s")
@@ -157,7 +164,11 @@ impl Bench {
                 .target(Target::RatioAtLeast(0.7))
                 .note(format!(
                     "{per} messages to each of {spread} endpoints (concurrency {SPREAD_CONCURRENCY} each), \
-                     round robin in batches of {BATCH_SIZE} by {BATCH_CLIENTS} clients, {n} registered"
+                     round robin in batches of {BATCH_SIZE} by {BATCH_CLIENTS} clients, {n} registered; CPU \
+                     per message: hookd {many_daemon_us:.0} µs ({:.2} × one endpoint's), bench \
+                     clients+receiver {many_bench_us:.0} µs ({:.2} ×)",
+                    many_daemon_us / one_daemon_us.max(f64::MIN_POSITIVE),
+                    many_bench_us / one_bench_us.max(f64::MIN_POSITIVE),
                 )),
         );
         let now = daemon.memory()?;

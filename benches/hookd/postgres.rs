@@ -19,7 +19,7 @@ use bytes::Bytes;
 use sqlx::{Connection as _, PgConnection};
 
 use crate::ceilings::percentile;
-use crate::daemon::{BenchDaemon, EndpointSpec};
+use crate::daemon::{BenchDaemon, EndpointSpec, cpu_of};
 use crate::endpoints::send_batches;
 use crate::names::*;
 use crate::phases::{
@@ -236,16 +236,6 @@ impl Cpu {
             self.daemons, self.postgres, self.bench
         )
     }
-}
-
-/// utime + stime of `/proc/{pid}/stat`, seconds (clock ticks of 100 Hz).
-fn cpu_of(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
 
 /// One delivery run's figures.
