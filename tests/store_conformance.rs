@@ -11,7 +11,7 @@
 
 mod backends;
 
-use backends::{each_backend, in_own_runtime, open_sled};
+use backends::{each_backend, in_own_runtime, open_sled, sled_once_released};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -799,40 +799,13 @@ fn apart_payload(format: u8, id: MessageId) -> String {
     format!(r#"{{"v{format}":"{id}"}}"#)
 }
 
-/// Opens the store in `dir` once the sled database that wrote it there has let go of it. Dropping a sled `Db`
-/// joins its flusher, but a write job on sled's I/O pool can hold the log file (and with it the lock) a moment
-/// longer, and sled gives no event to wait for; so this asks again every 10 ms, up to 10 s.
-fn open_once_released(dir: &Path) -> Store {
-    once_released(
-        || Store::open(dir, backends::CACHE_BYTES),
-        |e| matches!(e, StoreError::Locked(_)),
-    )
-}
-
-/// Runs `open` until it stops failing with an error `locked` recognises as sled's lock (every 10 ms, up to
-/// 10 s), and answers what it opened.
-fn once_released<T, E: std::fmt::Debug>(
-    open: impl Fn() -> Result<T, E>,
-    locked: impl Fn(&E) -> bool,
-) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match open() {
-            Err(e) if locked(&e) && std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other.expect("open the data dir"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_as_they_change() {
     let dir = tempfile::tempdir().unwrap();
     let (queued, in_flight, dead) = first_format_dir(dir.path());
     let payload_of = |id: MessageId| format!(r#"{{"legacy":"{id}"}}"#);
 
-    let store = open_once_released(dir.path());
+    let store = open_sled(dir.path());
     assert_eq!(
         std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
         "hookd data dir, format 5\n",
@@ -895,7 +868,7 @@ fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due
     let (queued, delivered) = payloads_apart_dir(dir.path(), 2);
 
     in_own_runtime(async {
-        let store = open_once_released(dir.path());
+        let store = open_sled(dir.path());
         assert_eq!(
             std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
             "hookd data dir, format 5\n",
@@ -945,7 +918,7 @@ fn a_third_format_data_dir_keeps_its_payloads_apart_and_is_pruned_from_its_recor
     let payload_of = |id: MessageId| apart_payload(3, id);
 
     in_own_runtime(async {
-        let store = open_once_released(dir.path());
+        let store = open_sled(dir.path());
         assert_eq!(
             std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
             "hookd data dir, format 5\n",
@@ -991,15 +964,6 @@ fn a_third_format_data_dir_keeps_its_payloads_apart_and_is_pruned_from_its_recor
         !payload.contains_key(delivered.as_bytes()).unwrap(),
         "pruning removes a payload kept apart"
     );
-}
-
-/// Opens the data dir with sled directly once the store that had it has let go of it (see
-/// [`open_once_released`]).
-fn sled_once_released(dir: &Path) -> sled::Db {
-    once_released(
-        || sled::open(dir),
-        |e| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock")),
-    )
 }
 
 /// Larger than the store keeps in a record (`store/record.rs`: 1 KiB).
@@ -1213,7 +1177,7 @@ fn the_latest_attempt_lives_in_its_record_and_earlier_ones_in_the_attempt_tree()
 
     // The histories read back whole after a reopen: the latest attempt came back with its record.
     in_own_runtime(async {
-        let store = open_once_released(dir.path());
+        let store = open_sled(dir.path());
         for id in [first_time, retried] {
             assert_eq!(store.attempts(id).await.unwrap(), made[&id]);
             assert_eq!(
@@ -1261,7 +1225,7 @@ fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
         bytes.extend_from_slice(&u32::try_from(json.len()).unwrap().to_le_bytes());
         bytes.extend_from_slice(json.as_bytes());
         bytes.extend_from_slice(payload.as_bytes());
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_once_released(dir.path());
         db.open_tree("msg")
             .unwrap()
             .insert(id.as_bytes(), bytes)
@@ -1287,7 +1251,7 @@ fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
     }
 
     let delivered = in_own_runtime(async {
-        let store = open_once_released(dir.path());
+        let store = open_sled(dir.path());
         assert_eq!(
             std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
             "hookd data dir, format 5\n"
@@ -1327,7 +1291,7 @@ fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
     );
     drop(db);
     in_own_runtime(async {
-        let store = open_once_released(dir.path());
+        let store = open_sled(dir.path());
         assert_eq!(
             store.attempts(id).await.unwrap(),
             [old[0].clone(), old[1].clone(), delivered]

@@ -4,7 +4,7 @@
 
 mod backends;
 
-use backends::{each_backend, in_own_runtime, open_sled};
+use backends::{each_backend, in_own_runtime, open_sled, sled_once_released};
 
 use hookd::model::{Millis, Stage};
 use hookd::store::{EndpointState, NewMessage, Retire, Selection, Store};
@@ -102,7 +102,7 @@ fn an_endpoint_record_of_the_previous_release_reads_as_overrides() {
     in_own_runtime(async { drop(open_sled(dir.path())) });
     {
         // What the previous release wrote for `hookd endpoints set hook --url ...` and a pause.
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_once_released(dir.path());
         let tree = db.open_tree("endpoint").unwrap();
         tree.insert(
             "hook",

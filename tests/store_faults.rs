@@ -3,7 +3,7 @@
 
 mod backends;
 
-use backends::{each_backend, in_own_runtime, open_sled};
+use backends::{each_backend, in_own_runtime, open_sled, sled_once_released};
 
 use hookd::model::{MessageId, Stage};
 use hookd::store::{CORRUPT_KIND, Lease, NewMessage};
@@ -39,7 +39,7 @@ fn an_unreadable_queued_record_is_quarantined_and_the_rest_of_the_scan_leased() 
     let bad = ids[1];
     {
         // The record's header still reads (endpoint, stage, due time), its payload is no longer UTF-8.
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_once_released(dir.path());
         let msg = db.open_tree("msg").unwrap();
         let mut bytes = msg.get(bad.as_bytes()).unwrap().unwrap().to_vec();
         bytes.extend_from_slice(&[0xff, 0xfe]);

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use hookd::store::{PgOptions, Store};
+use hookd::store::{PgOptions, Store, StoreError};
 
 #[path = "../support/postgres_cluster.rs"]
 pub mod postgres_cluster;
@@ -88,9 +88,15 @@ impl Drop for Failed {
     }
 }
 
-/// Opens (or creates) the sled store in `dir`: for the sled-only tests, which reopen a data dir.
+/// Opens (or creates) the sled store in `dir`, for the sled-only tests, which reopen a data dir: once the
+/// store or sled database that had it before has let go of it. Dropping a sled `Db` joins its flusher, but
+/// a write job on sled's I/O pool can hold the log file (and with it the lock) a moment longer, and sled
+/// gives no event to wait for; so this asks again every 10 ms, up to 10 s.
 pub fn open_sled(dir: &Path) -> Store {
-    Store::open(dir, CACHE_BYTES).expect("open the store")
+    once_released(
+        || Store::open(dir, CACHE_BYTES),
+        |e| matches!(e, StoreError::Locked(_)),
+    )
 }
 
 /// Runs `work` on a runtime of its own and drops that runtime before returning.
@@ -103,4 +109,30 @@ pub fn in_own_runtime<T>(work: impl Future<Output = T>) -> T {
     let out = runtime.block_on(work);
     drop(runtime);
     out
+}
+
+/// Runs `open` until it stops failing with an error `locked` recognises as sled's lock (every 10 ms, up to
+/// 10 s), and answers what it opened.
+pub fn once_released<T, E: std::fmt::Debug>(
+    open: impl Fn() -> Result<T, E>,
+    locked: impl Fn(&E) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e) if locked(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.expect("open the data dir"),
+        }
+    }
+}
+
+/// Opens the data dir with sled directly once the store that had it has let go of it (see
+/// [`open_sled`]).
+pub fn sled_once_released(dir: &Path) -> sled::Db {
+    once_released(
+        || sled::open(dir),
+        |e| matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock")),
+    )
 }
