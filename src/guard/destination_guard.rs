@@ -1,29 +1,14 @@
-//! The destination guard: hookd posts to URLs that customers typed, so it must not be turned against the
-//! network it runs in (SSRF).
-//!
-//! Every address a request would go to is checked: loopback, private, link-local (which includes cloud
-//! metadata at 169.254.169.254), shared, multicast, broadcast, documentation, reserved and unspecified
-//! addresses are refused unless a CIDR of `[destinations] allow` covers them. IPv6 addresses that carry an
-//! IPv4 address are judged by it: IPv4-mapped (`::ffff:127.0.0.1`, judged exactly as the IPv4 address, since
-//! the kernel connects to that very address), IPv4-compatible (`::127.0.0.1`, deprecated, always refused),
-//! IPv4-translated (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`); outside those, only
-//! global unicast (`2000::/3`) minus its special-purpose blocks passes. Host names are checked after
-//! resolution by [`GuardedResolver`], whose vetted addresses are the ones the connection uses (no second
-//! lookup to race). IP-literal URLs skip the resolver, so [`DestinationGuard::check_url`] checks them before
-//! sending; the `url` crate has already turned decimal, hex, octal and short IPv4 notations (and full-width
-//! digits, percent-encoding and a trailing dot) into an IPv4 host by then, which the tests below pin.
-//!
-//! An allow-list entry opens exactly the addresses it contains: `127.0.0.0/8` opens `127.0.0.1` and
-//! `::ffff:127.0.0.1` (the same socket address), but not `::1`, nor `64:ff9b::7f00:1` or `2002:7f00:1::`,
-//! which reach another machine's idea of 127.0.0.1 through a translator or relay.
+//! The guard's verdict on one address: allowed, or refused with its category and the IPv4 address it carries.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use reqwest::Url;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::address_categories::{
+    IPV4_COMPATIBLE, canonical, embedded_v4, v4_category, v6_category,
+};
 
 /// A destination the guard refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -111,122 +96,6 @@ impl DestinationGuard {
             Some(url::Host::Ipv6(v6)) => self.check(IpAddr::V6(v6)),
             _ => Ok(()),
         }
-    }
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`) are judged as the IPv4 address they carry: a socket
-/// connecting to one connects to that IPv4 address.
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
-
-const IPV4_COMPATIBLE: &str = "IPv4-compatible";
-
-/// The IPv4 address carried by an IPv6 address of a scheme that embeds one (`::1` and `::` excluded).
-fn embedded_v4(ip: Ipv6Addr) -> Option<Embedded> {
-    let s = ip.segments();
-    let [.., a, b, c, d] = ip.octets();
-    let low = Ipv4Addr::new(a, b, c, d);
-    let embedded = |scheme, address| Some(Embedded { address, scheme });
-    match s {
-        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
-        [0, 0, 0, 0, 0, 0, _, _] => embedded(IPV4_COMPATIBLE, low),
-        [0, 0, 0, 0, 0xffff, 0, _, _] => embedded("IPv4-translated", low),
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => embedded("NAT64", low),
-        [0x2002, hi, lo, ..] => {
-            let [a, b] = hi.to_be_bytes();
-            let [c, d] = lo.to_be_bytes();
-            embedded("6to4", Ipv4Addr::new(a, b, c, d))
-        }
-        _ => None,
-    }
-}
-
-fn v4_category(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, c, _] = ip.octets();
-    if ip.is_unspecified() || a == 0 {
-        Some("unspecified")
-    } else if ip.is_loopback() {
-        Some("loopback")
-    } else if ip.is_private() {
-        Some("private")
-    } else if ip.is_link_local() {
-        Some("link-local")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("shared (carrier-grade NAT)")
-    } else if ip.is_multicast() || ip.is_broadcast() || a >= 240 {
-        Some("multicast or reserved")
-    } else if ip.is_documentation() || (a == 198 && (b == 18 || b == 19)) {
-        Some("documentation or benchmarking")
-    } else if a == 192 && b == 0 && c == 0 {
-        Some("reserved (IETF protocol assignments)")
-    } else {
-        None
-    }
-}
-
-/// IPv6 addresses that carry no IPv4 address: only global unicast outside its special blocks passes.
-fn v6_category(ip: Ipv6Addr) -> Option<&'static str> {
-    let s = ip.segments();
-    if ip.is_unspecified() {
-        Some("unspecified")
-    } else if ip.is_loopback() {
-        Some("loopback")
-    } else if (s[0] & 0xfe00) == 0xfc00 {
-        Some("private (unique local)")
-    } else if (s[0] & 0xffc0) == 0xfe80 {
-        Some("link-local")
-    } else if (s[0] & 0xffc0) == 0xfec0 {
-        Some("private (deprecated site-local)")
-    } else if ip.is_multicast() {
-        Some("multicast or reserved")
-    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
-        Some("private (local-use NAT64)")
-    } else if s[..4] == [0x100, 0, 0, 0] {
-        Some("reserved (discard-only)")
-    } else if (s[0] == 0x2001 && s[1] == 0x0db8) || (s[0] == 0x3fff && s[1] < 0x1000) {
-        Some("documentation or benchmarking")
-    } else if s[0] == 0x2001 && s[1] < 0x0200 {
-        Some("reserved (IETF protocol assignments, Teredo, benchmarking)")
-    } else if (s[0] & 0xe000) != 0x2000 {
-        Some("reserved (not global unicast)")
-    } else {
-        None
-    }
-}
-
-/// A reqwest resolver that refuses a name if any of its addresses is refused, and otherwise hands reqwest
-/// exactly the addresses it vetted.
-#[derive(Debug, Clone)]
-pub struct GuardedResolver {
-    guard: Arc<DestinationGuard>,
-}
-
-impl GuardedResolver {
-    pub fn new(guard: Arc<DestinationGuard>) -> Self {
-        Self { guard }
-    }
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let guard = Arc::clone(&self.guard);
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addresses: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            for address in &addresses {
-                guard.check(address.ip())?;
-            }
-            let addrs: Addrs = Box::new(addresses.into_iter());
-            Ok(addrs)
-        })
     }
 }
 
@@ -514,26 +383,5 @@ mod tests {
                 && err.contains("127.0.0.1 carried by NAT64"),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn the_resolver_refuses_a_name_with_a_refused_address() {
-        let resolver = GuardedResolver::new(Arc::new(DestinationGuard::default()));
-        let error = match resolver.resolve("localhost".parse().unwrap()).await {
-            Ok(addrs) => panic!("localhost resolved to {:?}", addrs.collect::<Vec<_>>()),
-            Err(error) => error,
-        };
-        let refused = error.downcast_ref::<Refused>().expect("a Refused error");
-        assert_eq!(refused.category, "loopback");
-
-        let open = GuardedResolver::new(Arc::new(DestinationGuard::new(vec![
-            "127.0.0.0/8".parse().unwrap(),
-            "::1/128".parse().unwrap(),
-        ])));
-        let addrs: Vec<SocketAddr> = match open.resolve("localhost".parse().unwrap()).await {
-            Ok(addrs) => addrs.collect(),
-            Err(error) => panic!("allow-listed localhost refused: {error}"),
-        };
-        assert!(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()));
     }
 }
