@@ -16,8 +16,9 @@ use super::wire::{MessageItem, MessageList, Nudged as NudgedView};
 use crate::model::{MessageId, MessageRecord, Millis, Stage, State, now_millis};
 use crate::store::{MessageQuery, Nudged, Wanted};
 
+/// Items on a page of messages or dead letters when the request gives no `limit`, and the most it may ask.
 const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1_000;
+pub(super) const MAX_PAGE: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +52,31 @@ pub(super) fn parse_time(field: &str, text: &str) -> Result<Millis, ApiError> {
 }
 
 /// Whether `name` is an endpoint the daemon knows: registered, or with messages in the store.
+/// A listing's page size (`limit`, [`DEFAULT_PAGE`] when absent, 1 to [`MAX_PAGE`]), once the caller may list
+/// `endpoint`: a token scoped to one endpoint lists that endpoint's messages only.
+pub(super) fn page_limit(
+    scope: Option<&axum::Extension<Scope>>,
+    endpoint: Option<&str>,
+    limit: Option<usize>,
+) -> Result<usize, ApiError> {
+    if let Some(axum::Extension(Scope(own))) = scope
+        && endpoint != Some(own.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token is scoped to endpoint `{own}`: list with endpoint={own}"),
+        ));
+    }
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid(format!(
+            "limit: {limit} must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(limit)
+}
+
 pub(super) fn known_endpoint(state: &AppState, name: &str) -> Result<bool, ApiError> {
     Ok(
         state.lanes.endpoint(name).is_some()
@@ -64,21 +90,7 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<MessageList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if let Some(axum::Extension(Scope(own))) = &scope
-        && query.endpoint.as_deref() != Some(own.as_str())
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this token is scoped to endpoint `{own}`: list with endpoint={own}"),
-        ));
-    }
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid(format!(
-            "limit: {limit} must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(scope.as_ref(), query.endpoint.as_deref(), query.limit)?;
     let wanted_state = query
         .state
         .as_deref()

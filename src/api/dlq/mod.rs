@@ -15,15 +15,13 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, parse_json};
+use super::message_list::{MAX_PAGE, page_limit};
 use super::messages::{parse_id, read_body, view};
 use super::wire::{DeadItem, DeadList, DlqSelection, MessageView, PurgeResponse, ReplayResponse};
 use crate::model::{Stage, now_millis};
 use crate::store::Selection;
 use bulk::{Bulk, dead_counts, in_chunks, selection};
 use filter::{DeadFilter, scan};
-
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,21 +43,7 @@ pub(super) async fn list(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeadList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if let Some(axum::Extension(super::tokens::Scope(own))) = &scope
-        && query.endpoint.as_deref() != Some(own.as_str())
-    {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this token is scoped to endpoint `{own}`: list with endpoint={own}"),
-        ));
-    }
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid(format!(
-            "limit: {limit} must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = page_limit(scope.as_ref(), query.endpoint.as_deref(), query.limit)?;
     let after = query.after.as_deref().map(parse_id).transpose()?;
     let time = |field: &str, text: &Option<String>| {
         text.as_deref()
