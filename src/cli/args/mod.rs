@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 /// Where the CLI looks for a config when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "config/hookd.toml";
 
-/// The exit status of every verb, by kind of failure: `--help`, the man page and docs/API.md list these.
+/// The exit status of every verb, by kind of failure: `--help`, the man page and docs/api/cli.md list these.
 pub const EXIT_CODES: [(u8, &str); 6] = [
     (0, "success"),
     (
