@@ -15,7 +15,7 @@
 //! `--only` names it: dead tuples under a steady load for `--soak-secs`). Every figure is
 //! printed with its baseline, the ratio, its target and pass/fail. A phase that fails (every wait has a
 //! deadline) is reported and makes the exit code 1; a missed target does not. What each figure means:
-//! docs/PERFORMANCE.md.
+//! docs/performance/method.md.
 
 #[path = "hookd/backlog.rs"]
 mod backlog;

@@ -1,6 +1,6 @@
 //! What a message's writes cost sled, by how they are made: the measurement behind store format 4
-//! (docs/PERFORMANCE.md, "Why the store and the dispatcher are laid out as they are": its opening paragraph
-//! and "1 KiB inline").
+//! (docs/performance/design-notes.md, "Why the store and the dispatcher are laid out as they are": its
+//! opening paragraph and "1 KiB inline").
 //!
 //! `cargo bench --bench sled_writes [-- MESSAGES]` writes MESSAGES messages (default 200,000) on one thread,
 //! without fsync, once per layout, into a fresh sled in a temporary directory, and prints each layout's rate

@@ -11,8 +11,8 @@ use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
 /// jemalloc, not the C library's malloc: the daemon allocates and frees a few dozen small buffers per message
 /// (records, requests, sled nodes), and glibc's malloc took about 14% of its CPU in the end-to-end profile.
-/// jemalloc delivered 15% more per second (docs/PERFORMANCE.md, "Why the store and the dispatcher are laid
-/// out as they are": "jemalloc, one arena per CPU"). Its arenas: `.cargo/config.toml`.
+/// jemalloc delivered 15% more per second (docs/performance/design-notes.md, "Why the store and the
+/// dispatcher are laid out as they are": "jemalloc, one arena per CPU"). Its arenas: `.cargo/config.toml`.
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -264,8 +264,8 @@ impl Bench {
     /// Enqueue-to-delivery latency of single enqueues paced at half the peak rate of their path: half the rate
     /// at which single enqueues are taken *and* delivered at once (the end-to-end phase measures it). When
     /// the lower of the two separate peaks (single enqueues alone, delivery alone) is well above that, a
-    /// second run paces at half of it too; its figures are reported without a target (docs/PERFORMANCE.md,
-    /// "The latency phase's rate").
+    /// second run paces at half of it too; its figures are reported without a target
+    /// (docs/performance/method.md, "The latency phase's rate").
     pub async fn latency(&mut self) -> Result<()> {
         let separate = match (self.report.value(ENQ_SINGLE), self.report.value(E2E)) {
             (Some(single), Some(e2e)) => Some(single.min(e2e) / 2.0),

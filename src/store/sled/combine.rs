@@ -3,8 +3,8 @@
 //! Why: every sled 0.34 transaction seals and writes the log's I/O buffer twice, whatever it holds
 //! (`PageCache::pin_log` rolls the buffer before and after reserving the transaction's batch manifest), and
 //! each of those writes is a `pwrite` plus a blocking `sync_file_range`. One transaction per message therefore
-//! cost two synchronous disk writes per enqueue and two more per attempt (docs/PERFORMANCE.md, "Why the store
-//! and the dispatcher are laid out as they are": "Writes that need a transaction share one").
+//! cost two synchronous disk writes per enqueue and two more per attempt (docs/performance/design-notes.md,
+//! "Why the store and the dispatcher are laid out as they are": "Writes that need a transaction share one").
 //! A [`Combiner`] queues each caller's operation. When nobody is leading, one leader takes the lead and runs
 //! everything queued, batch after batch, until the queue is empty; each caller gets its answer as soon as its
 //! batch is written. For async callers the leader is a blocking task of its own (spawned only when nobody

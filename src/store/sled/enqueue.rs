@@ -76,9 +76,9 @@ impl SledStore {
     /// small payload: [`PlannedEnqueue::record_alone`]) is compare-and-swapped in from nothing: a fresh key
     /// needs no transaction. That matters beyond the writes saved: a sled 0.34 transaction holds sled's
     /// global lock exclusively while it applies, so every lease and outcome elsewhere waits for it
-    /// (docs/PERFORMANCE.md, "Why the store and the dispatcher are laid out as they are": "A single-message
-    /// enqueue that writes only its record is compare-and-swapped in from nothing"). The other operations
-    /// share one transaction.
+    /// (docs/performance/design-notes.md, "Why the store and the dispatcher are laid out as they are": "A
+    /// single-message enqueue that writes only its record is compare-and-swapped in from nothing"). The other
+    /// operations share one transaction.
     fn apply_enqueues(&self, ops: &[EnqueueOp]) -> BatchResult<Vec<Result<Enqueued, StoreError>>> {
         let planned: Vec<Vec<PlannedEnqueue<'_>>> = ops
             .iter()

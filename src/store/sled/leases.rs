@@ -5,10 +5,10 @@
 //! record on disk still says `queued` and its due-index entry stays where it was; the store lays the lease
 //! over both: [`SledStore::get`](super::SledStore::get) reports it `in_flight`, and its lane's scans of the due
 //! index step over it. The attempt's outcome then moves the record on. This took one of the three sled
-//! transactions each delivered message cost (docs/PERFORMANCE.md, "Why the store and the dispatcher are laid
-//! out as they are": "Leases in memory"). A lease also keeps the record's bytes as it read them, which the
-//! outcome's swap is made against (there: "An outcome that changes only its record is compare-and-swapped
-//! in by the attempt itself", "Against the lease's bytes, not a fresh read").
+//! transactions each delivered message cost (docs/performance/design-notes.md, "Why the store and the
+//! dispatcher are laid out as they are": "Leases in memory"). A lease also keeps the record's bytes as it
+//! read them, which the outcome's swap is made against (there: "An outcome that changes only its record is
+//! compare-and-swapped in by the attempt itself", "Against the lease's bytes, not a fresh read").
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -21,9 +21,10 @@ use crate::model::{MessageId, Millis};
 pub(super) type Read = (sled::IVec, PayloadAt);
 
 /// One lease: its deadline, and the record as the lease read it. An outcome that changes only the record is
-/// swapped in against those bytes, so it need not read and decode the record again (docs/PERFORMANCE.md,
-/// "Why the store and the dispatcher are laid out as they are": "An outcome that changes only its record is
-/// compare-and-swapped in by the attempt itself", "Against the lease's bytes, not a fresh read").
+/// swapped in against those bytes, so it need not read and decode the record again
+/// (docs/performance/design-notes.md, "Why the store and the dispatcher are laid out as they are": "An outcome
+/// that changes only its record is compare-and-swapped in by the attempt itself", "Against the lease's bytes,
+/// not a fresh read").
 #[derive(Debug)]
 struct Held {
     /// Past it, the lease's attempt is taken for lost (its task ended without giving the message back) and

@@ -56,9 +56,9 @@ impl SledStore {
     /// [`SledStore::record_attempts`] for async callers. An outcome that changes only its record (most of them: a
     /// first attempt delivered or retried) is compare-and-swapped right here, by the caller: one sled write
     /// that takes no lock another writer waits for. Handing it to a leader thread instead cost a thread wake-up
-    /// and a reply per batch (docs/PERFORMANCE.md, "Why the store and the dispatcher are laid out as they are":
-    /// "An outcome that changes only its record is compare-and-swapped in by the attempt itself", "On the
-    /// attempt's task, not the combiner's thread"). The other outcomes, and any whose record changed
+    /// and a reply per batch (docs/performance/design-notes.md, "Why the store and the dispatcher are laid out
+    /// as they are": "An outcome that changes only its record is compare-and-swapped in by the attempt itself",
+    /// "On the attempt's task, not the combiner's thread"). The other outcomes, and any whose record changed
     /// since it was read, go to the combiner, where the outcomes of concurrent attempts share transactions
     /// (`combine.rs`). Should a swap fail, the outcomes swapped before it are kept and the error is returned;
     /// the messages not recorded stay leased until the next start, as after any failed write.

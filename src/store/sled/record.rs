@@ -5,8 +5,9 @@
 //! therefore lives in its record: one insert per enqueue, and the record's rewrites carry it along. A rewrite
 //! costs more the larger the value, so only payloads up to [`INLINE_PAYLOAD_MAX`] do; a larger one lives in
 //! the `payload` tree, written once and never rewritten. `cargo bench --bench sled_writes` measures both
-//! sides of that choice (docs/PERFORMANCE.md, "Why the store and the dispatcher are laid out as they are":
-//! its opening paragraph, "Two sled writes per delivered message, both of its own key" and "1 KiB inline").
+//! sides of that choice (docs/performance/design-notes.md, "Why the store and the dispatcher are laid out as
+//! they are": its opening paragraph, "Two sled writes per delivered message, both of its own key" and "1 KiB
+//! inline").
 //!
 //! The first byte says which layout a stored record has:
 //! - [`RECORD_INLINE`] (formats 4 and 5): the tag, the record's JSON length (4 bytes, little-endian), the JSON, then
