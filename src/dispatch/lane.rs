@@ -26,18 +26,19 @@ use tokio_util::sync::CancellationToken;
 use super::attempt::run_attempt;
 use super::clearance::Cleared;
 use super::health::RateLimiter;
+use super::lane_wait::{Woken, note_ended};
 use super::places::{AttemptPlaces, Places};
 use super::{Control, DispatchContext, LaneShared, lock};
 use crate::config::EndpointConfig;
 use crate::model::{MessageRecord, now_millis};
-use crate::store::Lease;
+use crate::store::{Lease, Remaining};
 
 /// Extra lease time beyond the request timeout; leases only matter to a restart, which releases them all.
 const LEASE_MARGIN_MS: u64 = 30_000;
 /// How long a lane with nothing queued or in flight lingers before it stops. An endpoint that gets a message
 /// every second or so (a customer's steady trickle, or one of ten thousand endpoints taking turns) keeps its
 /// lane instead of paying a start and a stop per message; an endpoint idle for longer holds no task.
-const IDLE_GRACE: Duration = Duration::from_secs(2);
+pub(super) const IDLE_GRACE: Duration = Duration::from_secs(2);
 /// How long a lane waits before asking a failing store again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 /// A lane that fills its places as they free up lets the store claim this many due messages per sending
@@ -88,7 +89,7 @@ impl Lane {
         let mut idle_until: Option<tokio::time::Instant> = None;
         loop {
             while let Some(ended) = attempts.try_join_next() {
-                self.note_ended(ended);
+                note_ended(&self.name, ended);
             }
             if settings_dirty || changes.has_changed().unwrap_or(false) {
                 changes.borrow_and_update();
@@ -168,38 +169,51 @@ impl Lane {
             };
             let now = now_millis();
             let lease_until = now + endpoint.timeout.as_millis() as u64 + LEASE_MARGIN_MS;
-            let leased = self
+            let (leased, remaining) = match self
                 .context
                 .store
-                .lease_due_ahead(
+                .lease_for_lane(
                     &self.name,
                     now,
                     batch_max * (1 + spare.len()),
                     ahead,
                     lease_until,
                 )
-                .await;
+                .await
+            {
+                Ok((lease, remaining)) => (Ok(lease), remaining),
+                Err(error) => (Err(error), Remaining::Unknown),
+            };
             if !matches!(leased, Ok(Lease::Idle)) {
                 idle_until = None;
             }
+            // The lease took the last of the endpoint's queue: once these are sent, another lease would find
+            // nothing until something wakes the lane, so the lane waits for that instead.
+            let drained = fills_places && remaining == Remaining::Nothing;
             let sleep_for = match leased {
-                Ok(Lease::Taken(mut messages)) if spare.is_empty() => {
+                Ok(Lease::Taken(mut messages)) => {
                     holds_ahead |= ahead > 0;
-                    if let Some(limiter) = &mut rate_limit {
-                        limiter.take(clock.elapsed().as_micros() as u64);
+                    if spare.is_empty() {
+                        if let Some(limiter) = &mut rate_limit {
+                            limiter.take(clock.elapsed().as_micros() as u64);
+                        }
+                        if messages.len() < batch_max {
+                            self.fill_batch(&endpoint, batch_max, &mut messages).await;
+                        }
+                        attempts.spawn(self.attempt(&endpoint, messages, taken));
+                    } else {
+                        // Unused spare places go back as the iterator drops them.
+                        let taken = std::iter::once(taken).chain(spare);
+                        for (message, taken) in messages.into_iter().zip(taken) {
+                            attempts.spawn(self.attempt(&endpoint, vec![message], taken));
+                        }
                     }
-                    if messages.len() < batch_max {
-                        self.fill_batch(&endpoint, batch_max, &mut messages).await;
-                    }
-                    attempts.spawn(self.attempt(&endpoint, messages, taken));
-                    continue;
-                }
-                Ok(Lease::Taken(messages)) => {
-                    holds_ahead |= ahead > 0;
-                    // Unused spare places go back as the iterator drops them.
-                    let taken = std::iter::once(taken).chain(spare);
-                    for (message, taken) in messages.into_iter().zip(taken) {
-                        attempts.spawn(self.attempt(&endpoint, vec![message], taken));
+                    if drained {
+                        match self.wait_drained(&mut changes, &mut idle_until).await {
+                            Woken::Shutdown => break,
+                            Woken::Settings => settings_dirty = true,
+                            Woken::Work | Woken::Timer | Woken::AttemptEnded => {}
+                        }
                     }
                     continue;
                 }
@@ -240,24 +254,14 @@ impl Lane {
                 lock(&self.shared.circuit).probe_not_sent(now);
             }
             drop(taken);
-            let sleep = async {
-                match sleep_for {
-                    Some(duration) => tokio::time::sleep(duration).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = self.wake.notified() => {}
-                _ = self.control.changed() => {}
-                _ = sleep => {}
-                // An attempt ended: the lane may have nothing left and stop.
-                Some(ended) = attempts.join_next(), if !attempts.is_empty() => self.note_ended(ended),
-                changed = changes.changed() => match changed {
-                    Ok(()) => settings_dirty = true,
-                    // The API is gone (shutdown): no more changes can come.
-                    Err(_) => break,
-                },
+            match self
+                .wait(sleep_for, Some(&mut attempts), &mut changes)
+                .await
+            {
+                Woken::Shutdown => break,
+                Woken::Settings => settings_dirty = true,
+                // An ended attempt: the lane may have nothing left and stop.
+                Woken::Work | Woken::Timer | Woken::AttemptEnded => {}
             }
         }
         self.finish(attempts).await;
@@ -279,15 +283,6 @@ impl Lane {
             Arc::clone(&self.shared),
             taken,
         )
-    }
-
-    /// Logs an attempt task that did not end normally (its guard gave its messages back).
-    fn note_ended(&self, ended: Result<(), tokio::task::JoinError>) {
-        if let Err(error) = ended
-            && error.is_panic()
-        {
-            tracing::error!(endpoint = %self.name, "an attempt panicked; its messages are due again");
-        }
     }
 
     /// Gives back what the store read ahead for this lane (due now, no attempt counted): the lane is about

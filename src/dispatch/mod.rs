@@ -14,6 +14,7 @@ mod clearance;
 mod endpoint_changes;
 pub mod health;
 mod lane;
+mod lane_wait;
 mod places;
 mod registry;
 mod verify;

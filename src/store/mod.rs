@@ -44,7 +44,7 @@ pub use postgres::{Change, PgOptions};
 pub use sled::listing::{MessagePage, MessageQuery, Nudged, SCAN_BUDGET, Wanted};
 pub use types::{
     AttemptOutcome, CORRUPT_KIND, ContactLimit, Counts, DeadPage, EndpointState, Enqueued, Lease,
-    MARKER_FILE, NewMessage, Retire, Selection, StageCounts, TokenRecord, first_answer,
+    MARKER_FILE, NewMessage, Remaining, Retire, Selection, StageCounts, TokenRecord, first_answer,
 };
 
 /// The queue. Cheap to clone; all clones share one backend (for sled: one database and one group-commit task).

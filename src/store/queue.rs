@@ -1,7 +1,9 @@
 //! The queue's verbs: enqueue, durability, leases, attempt outcomes, and a deleted endpoint's messages. Each
 //! delegates to the backend (the rule for which are `async` is in the module doc of `store/`).
 
-use super::{AttemptOutcome, Backend, Enqueued, Lease, NewMessage, Retire, Store, StoreError};
+use super::{
+    AttemptOutcome, Backend, Enqueued, Lease, NewMessage, Remaining, Retire, Store, StoreError,
+};
 use crate::model::{AttemptRecord, MessageId, Millis};
 use crate::retry::Decision;
 
@@ -104,12 +106,28 @@ impl Store {
         ahead: usize,
         lease_until: Millis,
     ) -> Result<Lease, StoreError> {
+        self.lease_for_lane(endpoint, now, max, ahead, lease_until)
+            .await
+            .map(|(lease, _)| lease)
+    }
+
+    /// [`Store::lease_due_ahead`], telling also whether the endpoint has anything queued beyond what was
+    /// taken and what is in flight, so that a lane whose lease took the last of it waits for a wake instead
+    /// of leasing again. sled tells from its due index; PostgreSQL answers [`Remaining::Unknown`].
+    pub async fn lease_for_lane(
+        &self,
+        endpoint: &str,
+        now: Millis,
+        max: usize,
+        ahead: usize,
+        lease_until: Millis,
+    ) -> Result<(Lease, Remaining), StoreError> {
         match &self.backend {
             Backend::Sled(sled) => sled.lease_due(endpoint, now, max, lease_until),
-            Backend::Postgres(pg) => {
-                pg.lease_due_ahead(endpoint, now, max, ahead, lease_until)
-                    .await
-            }
+            Backend::Postgres(pg) => pg
+                .lease_due_ahead(endpoint, now, max, ahead, lease_until)
+                .await
+                .map(|lease| (lease, Remaining::Unknown)),
         }
     }
 

@@ -44,6 +44,18 @@ pub enum Lease {
     Idle,
 }
 
+/// What a lane's lease tells about the endpoint's queue beyond the messages it took ([`Store::lease_for_lane`]).
+///
+/// [`Store::lease_for_lane`]: crate::store::Store::lease_for_lane
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remaining {
+    /// Every other queued message of the endpoint is in flight. Until something is enqueued, replayed,
+    /// retried or given back (each of which wakes the lane), another lease would find nothing.
+    Nothing,
+    /// More may be queued, due now or later, or the backend cannot tell cheaply.
+    Unknown,
+}
+
 /// Which dead letters a replay or purge applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {

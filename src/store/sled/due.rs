@@ -102,8 +102,13 @@ fn merged<T: Ord + Copy>(
 /// What a scan of one endpoint's due messages found.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Due {
-    /// These are due, earliest first, with their due times (never empty).
-    Now(Vec<(Millis, MessageId)>),
+    /// These are due, earliest first, with their due times (never empty). `more`: the scan stopped before the
+    /// end of the endpoint's queue (at `max`, or at a message due later), so more may be queued beyond these
+    /// and those skipped; `false` when every other queued message of the endpoint was skipped.
+    Now {
+        due: Vec<(Millis, MessageId)>,
+        more: bool,
+    },
     /// Nothing is due yet; the earliest is due at this time.
     Later(Millis),
     /// The endpoint has nothing queued that the scan may take.
@@ -146,14 +151,17 @@ impl DueIndex {
             return Due::Nothing;
         };
         let mut taken = Vec::new();
+        let mut more = false;
         for (due_at, id) in slice.by_due() {
             if taken.len() >= max {
+                more = true;
                 break;
             }
             if due_at > now {
                 if taken.is_empty() {
                     return Due::Later(due_at);
                 }
+                more = true;
                 break;
             }
             if !skip(id) {
@@ -163,7 +171,7 @@ impl DueIndex {
         if taken.is_empty() {
             Due::Nothing
         } else {
-            Due::Now(taken)
+            Due::Now { due: taken, more }
         }
     }
 
@@ -259,11 +267,17 @@ mod tests {
         index.insert("e2", 0, MessageId::new());
         assert_eq!(
             index.due("e", 40, 2, |_| false),
-            Due::Now(vec![(10, ids[1]), (20, ids[2])])
+            Due::Now {
+                due: vec![(10, ids[1]), (20, ids[2])],
+                more: true
+            }
         );
         assert_eq!(
             index.due("e", 40, 5, |id| id == ids[2]),
-            Due::Now(vec![(10, ids[1]), (30, ids[0])])
+            Due::Now {
+                due: vec![(10, ids[1]), (30, ids[0])],
+                more: true
+            }
         );
         assert_eq!(index.due("e", 5, 5, |_| false), Due::Later(10));
         assert_eq!(index.due("e", 40, 0, |_| false), Due::Nothing);
@@ -271,11 +285,47 @@ mod tests {
         index.remove("e", 10, ids[1]);
         assert_eq!(
             index.due("e", 40, 1, |_| false),
-            Due::Now(vec![(20, ids[2])])
+            Due::Now {
+                due: vec![(20, ids[2])],
+                more: true
+            }
         );
         assert_eq!(index.oldest("e", |_| false), Some(ids[0]));
         assert_eq!(index.oldest("e", |id| id == ids[0]), Some(ids[2]));
         assert_eq!(index.entries().len(), 4);
+    }
+
+    #[test]
+    fn due_says_more_unless_every_other_queued_message_was_skipped() {
+        let index = DueIndex::default();
+        let ids: Vec<MessageId> = (0..3).map(|_| MessageId::new()).collect();
+        index.insert("e", 10, ids[0]);
+        index.insert("e", 20, ids[1]);
+        index.insert("e", 30, ids[2]);
+        let in_flight = |id| id == ids[0];
+        // Up to 5 wanted, all due: the scan reaches the end of the queue.
+        assert_eq!(
+            index.due("e", 30, 5, in_flight),
+            Due::Now {
+                due: vec![(20, ids[1]), (30, ids[2])],
+                more: false
+            }
+        );
+        // Stopped by a message due later, or by `max`: more is queued.
+        assert_eq!(
+            index.due("e", 25, 5, in_flight),
+            Due::Now {
+                due: vec![(20, ids[1])],
+                more: true
+            }
+        );
+        assert_eq!(
+            index.due("e", 30, 1, in_flight),
+            Due::Now {
+                due: vec![(20, ids[1])],
+                more: true
+            }
+        );
     }
 
     #[test]
@@ -326,7 +376,10 @@ mod tests {
         );
         assert_eq!(
             index.due("e", 2_600, 10, |id| id == b),
-            Due::Now(vec![(1_000, a), (2_500, replayed)])
+            Due::Now {
+                due: vec![(1_000, a), (2_500, replayed)],
+                more: true
+            }
         );
         assert_eq!(index.due("e", 900, 10, |_| false), Due::Later(1_000));
         assert_eq!(index.oldest("e", |_| false), Some(replayed));

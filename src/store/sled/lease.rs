@@ -7,7 +7,7 @@ use super::due::Due;
 use super::ops::Moved;
 use super::record::{self, PayloadAt};
 use super::tx::{Name, Set, Tx};
-use super::{Lease, SledStore, StoreError};
+use super::{Lease, Remaining, SledStore, StoreError};
 use crate::model::{MessageId, MessageRecord, Millis, Stage};
 
 impl SledStore {
@@ -15,23 +15,43 @@ impl SledStore {
     /// `lease_until` (`max` 0 leases nothing). Only the endpoint's own lane calls this, so it never races
     /// with itself. A lease writes nothing to disk (`leases.rs`): the messages it takes stay in the due index,
     /// and the scan steps over those already leased.
+    ///
+    /// Tells also whether the endpoint has anything queued beyond what was taken and what was already leased:
+    /// [`Remaining::Nothing`] when the last scan of the due index reached the end of the endpoint's queue.
     pub fn lease_due(
         &self,
         endpoint: &str,
         now: Millis,
         max: usize,
         lease_until: Millis,
-    ) -> Result<Lease, StoreError> {
+    ) -> Result<(Lease, Remaining), StoreError> {
         let mut taken = Vec::new();
+        let mut remaining;
         loop {
             let wanted = max - taken.len();
             let due = match self
                 .due
                 .due(endpoint, now, wanted, |id| self.leases.holds(id))
             {
-                Due::Now(due) => due,
-                Due::Later(due_at) if taken.is_empty() => return Ok(Lease::NextDueAt(due_at)),
-                Due::Later(_) | Due::Nothing => break,
+                Due::Now { due, more } => {
+                    remaining = if more {
+                        Remaining::Unknown
+                    } else {
+                        Remaining::Nothing
+                    };
+                    due
+                }
+                Due::Later(due_at) if taken.is_empty() => {
+                    return Ok((Lease::NextDueAt(due_at), Remaining::Unknown));
+                }
+                Due::Later(_) => {
+                    remaining = Remaining::Unknown;
+                    break;
+                }
+                Due::Nothing => {
+                    remaining = Remaining::Nothing;
+                    break;
+                }
             };
             let mut dropped = false;
             for (due_at, id) in due {
@@ -79,11 +99,12 @@ impl SledStore {
                 break;
             }
         }
-        Ok(if taken.is_empty() {
+        let lease = if taken.is_empty() {
             Lease::Idle
         } else {
             Lease::Taken(taken)
-        })
+        };
+        Ok((lease, remaining))
     }
 
     /// A stored record decoded with its payload, and the bytes read (kept by the lease); on failure, the

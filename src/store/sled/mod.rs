@@ -46,8 +46,8 @@ use sled::Tree;
 
 use super::{
     AttemptOutcome, CORRUPT_KIND, CommitError, ContactLimit, Counts, DeadPage, EndpointState,
-    Enqueued, Lease, MARKER_FILE, NewMessage, Retire, Selection, StageCounts, StoreError,
-    TokenRecord, first_answer,
+    Enqueued, Lease, MARKER_FILE, NewMessage, Remaining, Retire, Selection, StageCounts,
+    StoreError, TokenRecord, first_answer,
 };
 use combine::Combiner;
 use commit::GroupCommit;

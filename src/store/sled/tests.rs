@@ -1,7 +1,7 @@
 //! Tests of the store's internals (the due index and the contact tree laid over the records); the verbs'
 //! contract is pinned by `tests/store_conformance.rs`.
 
-use super::{ContactLimit, Lease, NewMessage, Selection, SledStore};
+use super::{ContactLimit, Lease, NewMessage, Remaining, Selection, SledStore};
 use crate::model::{AttemptRecord, AttemptResult, MessageId, Millis, Stage};
 use crate::retry::Decision;
 
@@ -37,7 +37,7 @@ fn plain_message() -> NewMessage {
 }
 
 fn lease_one(store: &SledStore, now: Millis) -> MessageId {
-    match store.lease_due("e", now, 1, now + 1_000).unwrap() {
+    match store.lease_due("e", now, 1, now + 1_000).unwrap().0 {
         Lease::Taken(records) if records.len() == 1 => records[0].id,
         other => panic!("expected one leased message, got {other:?}"),
     }
@@ -119,4 +119,33 @@ async fn a_contact_message_keeps_its_contact_entry_through_every_verb() {
     let again = store.enqueue(&new, 6_000).unwrap();
     assert!(again.duplicate);
     assert_eq!(again.id, id);
+}
+
+/// A lease says [`Remaining::Nothing`] only when every other queued message of the endpoint is in flight: a
+/// message due later (a scheduled retry) or one left behind by `max` makes it [`Remaining::Unknown`], so a
+/// lane never waits past a due time it was not told of.
+#[tokio::test]
+async fn a_lease_says_nothing_remains_only_when_the_rest_is_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+    let new = plain_message();
+    let first = store.enqueue(&new, 1_000).unwrap().id;
+    let second = store.enqueue(&new, 1_000).unwrap().id;
+
+    // Two queued, one asked for: the other is left behind.
+    let (lease, remaining) = store.lease_due("e", 1_000, 1, 10_000).unwrap();
+    assert!(matches!(lease, Lease::Taken(ref taken) if taken.len() == 1));
+    assert_eq!(remaining, Remaining::Unknown);
+    // The last one, with the first in flight: nothing remains.
+    let (lease, remaining) = store.lease_due("e", 1_000, 4, 10_000).unwrap();
+    assert!(matches!(lease, Lease::Taken(ref taken) if taken.len() == 1));
+    assert_eq!(remaining, Remaining::Nothing);
+
+    // One of them is retried later; a new message is leased while the retry waits: the retry remains.
+    try_once(&store, first, Decision::RetryAt(5_000), 1_100);
+    let third = store.enqueue(&new, 1_200).unwrap().id;
+    let (lease, remaining) = store.lease_due("e", 1_200, 4, 10_000).unwrap();
+    assert!(matches!(lease, Lease::Taken(ref taken) if taken.iter().map(|m| m.id).eq([third])));
+    assert_eq!(remaining, Remaining::Unknown);
+    assert!(store.leases.holds(second));
 }
