@@ -14,13 +14,14 @@ mod backends;
 use backends::{each_backend, in_own_runtime, open_sled, sled_once_released};
 
 use std::collections::BTreeMap;
+use std::panic::Location;
 use std::path::Path;
 
 use hookd::model::{AttemptRecord, AttemptResult, MessageId, MessageRecord, Millis, Stage};
 use hookd::retry::Decision;
 use hookd::store::{
-    AttemptOutcome, ContactLimit, Counts, DeadPage, Lease, NewMessage, Selection, StageCounts,
-    Store, StoreError,
+    AttemptOutcome, ContactLimit, Counts, DeadPage, Enqueued, Lease, NewMessage, Selection,
+    StageCounts, Store, StoreError,
 };
 
 /// How long a lease lasts in these tests; no verb under test reads the deadline back.
@@ -29,15 +30,43 @@ const E: &str = "e";
 /// Shares `E` as a byte prefix, so a prefix scan that forgets the separator would mix the two.
 const E2: &str = "e2";
 
+/// Where a test called an asserting async helper. `#[track_caller]` does not reach into an `async fn`'s body,
+/// so such a helper is a `#[track_caller]` function that captures its caller and returns the future, and its
+/// failure message starts with the test's line. Helpers that build on one another pass the caller on through
+/// the `…_for(…, caller)` variants.
+type Caller = &'static Location<'static>;
+
 /// The store's live counts, after checking them against a fresh count from the indexes.
-async fn counted(store: &Store) -> hookd::store::Counts {
+#[track_caller]
+fn counted(store: &Store) -> impl Future<Output = Counts> + '_ {
+    counted_for(store, Location::caller())
+}
+
+async fn counted_for(store: &Store, caller: Caller) -> Counts {
     let live = store.counts().unwrap();
     assert_eq!(
         live,
         store.recount().await.unwrap(),
-        "the live tally drifted from the indexes"
+        "{caller}: the live tally drifted from the indexes"
     );
     live
+}
+
+/// Checks that the store's live counts (themselves checked against a recount) are `expected`, by endpoint.
+#[track_caller]
+fn assert_counts<'a>(
+    store: &'a Store,
+    expected: &'a [(&'a str, StageCounts)],
+) -> impl Future<Output = ()> + 'a {
+    let caller = Location::caller();
+    async move {
+        let live = counted_for(store, caller).await;
+        assert_eq!(
+            live,
+            counts_of(expected),
+            "{caller}: the counts by endpoint"
+        );
+    }
 }
 
 fn message(endpoint: &str, idempotency_key: Option<&str>) -> NewMessage {
@@ -51,39 +80,68 @@ fn message(endpoint: &str, idempotency_key: Option<&str>) -> NewMessage {
 }
 
 /// Enqueues a fresh message (no idempotency key), due at `now`.
-async fn enqueue(store: &Store, endpoint: &str, now: Millis) -> MessageId {
+#[track_caller]
+fn enqueue<'a>(
+    store: &'a Store,
+    endpoint: &'a str,
+    now: Millis,
+) -> impl Future<Output = MessageId> + 'a {
+    enqueue_for(store, endpoint, now, Location::caller())
+}
+
+async fn enqueue_for(store: &Store, endpoint: &str, now: Millis, caller: Caller) -> MessageId {
     let enqueued = store.enqueue(&message(endpoint, None), now).await.unwrap();
     assert!(
         !enqueued.duplicate,
-        "a message without key is never a duplicate"
+        "{caller}: a message without key is never a duplicate"
     );
     enqueued.id
 }
 
-async fn record(store: &Store, id: MessageId) -> MessageRecord {
+/// Enqueues a message with idempotency key `key`, due at `now`, and answers the store's answer (which may be
+/// a duplicate): the tests of keys check it themselves.
+async fn enqueue_keyed(store: &Store, endpoint: &str, key: &str, now: Millis) -> Enqueued {
+    enqueue_message(store, &message(endpoint, Some(key)), now).await
+}
+
+#[track_caller]
+fn record(store: &Store, id: MessageId) -> impl Future<Output = MessageRecord> + '_ {
+    record_for(store, id, Location::caller())
+}
+
+#[track_caller]
+fn records<'a>(
+    store: &'a Store,
+    ids: &'a [MessageId],
+) -> impl Future<Output = Vec<MessageRecord>> + 'a {
+    let caller = Location::caller();
+    async move {
+        let mut records = Vec::new();
+        for id in ids {
+            records.push(record_for(store, *id, caller).await);
+        }
+        records
+    }
+}
+
+async fn record_for(store: &Store, id: MessageId, caller: Caller) -> MessageRecord {
     store
         .get(id)
         .await
         .unwrap()
-        .unwrap_or_else(|| panic!("no record for {id}"))
+        .unwrap_or_else(|| panic!("{caller}: no record for {id}"))
 }
 
-async fn records(store: &Store, ids: &[MessageId]) -> Vec<MessageRecord> {
-    let mut records = Vec::new();
-    for id in ids {
-        records.push(record(store, *id).await);
-    }
-    records
+#[track_caller]
+fn stage(store: &Store, id: MessageId) -> impl Future<Output = Stage> + '_ {
+    let caller = Location::caller();
+    async move { record_for(store, id, caller).await.stage }
 }
 
-async fn stage(store: &Store, id: MessageId) -> Stage {
-    record(store, id).await.stage
-}
-
-fn taken(lease: Lease) -> Vec<MessageRecord> {
+fn taken_for(lease: Lease, caller: Caller) -> Vec<MessageRecord> {
     match lease {
         Lease::Taken(records) => records,
-        other => panic!("expected Lease::Taken, got {other:?}"),
+        other => panic!("{caller}: expected Lease::Taken, got {other:?}"),
     }
 }
 
@@ -91,15 +149,109 @@ fn ids(records: &[MessageRecord]) -> Vec<MessageId> {
     records.iter().map(|r| r.id).collect()
 }
 
+/// How many due messages a test's lease takes at most when the test does not care: more than any test queues
+/// on one endpoint at one time.
+const PLENTY: usize = 10;
+
+/// Leases the due messages of `endpoint` at `now` (at most [`PLENTY`]), whatever the lease's answer.
+async fn lease(store: &Store, endpoint: &str, now: Millis) -> Lease {
+    lease_at_most(store, endpoint, now, PLENTY).await
+}
+
+/// Leases at most `max` due messages of `endpoint` at `now`, whatever the lease's answer.
+async fn lease_at_most(store: &Store, endpoint: &str, now: Millis, max: usize) -> Lease {
+    store
+        .lease_due(endpoint, now, max, now + LEASE_MS)
+        .await
+        .unwrap()
+}
+
+/// Leases the due messages of `endpoint` at `now` (at most [`PLENTY`]), which must be a `Lease::Taken`.
+#[track_caller]
+fn take_due<'a>(
+    store: &'a Store,
+    endpoint: &'a str,
+    now: Millis,
+) -> impl Future<Output = Vec<MessageRecord>> + 'a {
+    take_at_most(store, endpoint, now, PLENTY)
+}
+
+/// Leases at most `max` due messages of `endpoint` at `now`, which must be a `Lease::Taken`.
+#[track_caller]
+fn take_at_most<'a>(
+    store: &'a Store,
+    endpoint: &'a str,
+    now: Millis,
+    max: usize,
+) -> impl Future<Output = Vec<MessageRecord>> + 'a {
+    let caller = Location::caller();
+    async move { taken_for(lease_at_most(store, endpoint, now, max).await, caller) }
+}
+
 /// Leases the one due message of `endpoint` and checks that it is `id`.
-async fn lease_exactly(store: &Store, endpoint: &str, id: MessageId, now: Millis) {
-    let records = taken(
-        store
-            .lease_due(endpoint, now, 1, now + LEASE_MS)
-            .await
-            .unwrap(),
-    );
-    assert_eq!(ids(&records), [id], "leased the wrong message");
+#[track_caller]
+fn lease_exactly<'a>(
+    store: &'a Store,
+    endpoint: &'a str,
+    id: MessageId,
+    now: Millis,
+) -> impl Future<Output = ()> + 'a {
+    lease_exactly_for(store, endpoint, id, now, Location::caller())
+}
+
+async fn lease_exactly_for(
+    store: &Store,
+    endpoint: &str,
+    id: MessageId,
+    now: Millis,
+    caller: Caller,
+) {
+    let records = taken_for(lease_at_most(store, endpoint, now, 1).await, caller);
+    assert_eq!(ids(&records), [id], "{caller}: leased the wrong message");
+}
+
+/// Enqueues a fresh message due at `now` and leases it at `now`: a message in flight.
+/// The endpoint must have nothing else due at `now`.
+#[track_caller]
+fn enqueued_and_leased<'a>(
+    store: &'a Store,
+    endpoint: &'a str,
+    now: Millis,
+) -> impl Future<Output = MessageId> + 'a {
+    let caller = Location::caller();
+    async move {
+        let id = enqueue_for(store, endpoint, now, caller).await;
+        lease_exactly_for(store, endpoint, id, now, caller).await;
+        id
+    }
+}
+
+/// The message ids the dead-letter queue lists first (every endpoint, up to [`PLENTY`]).
+async fn dead_ids(store: &Store) -> Vec<MessageId> {
+    ids(&store.list_dead(None, None, PLENTY).await.unwrap().items)
+}
+
+/// Enqueues `new` at `now`, which the store must accept (it may answer a duplicate).
+async fn enqueue_message(store: &Store, new: &NewMessage, now: Millis) -> Enqueued {
+    store.enqueue(new, now).await.unwrap()
+}
+
+/// Replays the messages `ids` at `now` (those that are dead letters), answering the endpoints of those replayed.
+async fn replay_ids(store: &Store, ids: &[MessageId], now: Millis) -> Vec<String> {
+    store
+        .replay(&Selection::Ids(ids.to_vec()), now)
+        .await
+        .unwrap()
+}
+
+/// Purges the messages `ids` (those that are dead letters), answering how many it deleted.
+async fn purge_ids(store: &Store, ids: &[MessageId]) -> usize {
+    store.purge(&Selection::Ids(ids.to_vec())).await.unwrap()
+}
+
+/// What the data dir's marker file says (its format).
+fn marker(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(hookd::store::MARKER_FILE)).unwrap()
 }
 
 /// The attempt the dispatcher would record next for `id` (number = `total_attempts + 1`).
@@ -249,15 +401,10 @@ async fn enqueue_records_the_message_queued_and_due_now() {
         assert!(store.attempts(enqueued.id).await.unwrap().is_empty());
         // Due at `now`, and not a millisecond earlier.
         assert!(matches!(
-            store.lease_due(E, 999, 10, 999 + LEASE_MS).await.unwrap(),
+            lease(store, E, 999).await,
             Lease::NextDueAt(1_000)
         ));
-        let leased = taken(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let leased = take_due(store, E, 1_000).await;
         assert_eq!(
             leased,
             [MessageRecord {
@@ -276,15 +423,7 @@ async fn enqueue_gives_every_message_its_own_id() {
         let b = enqueue(store, E, 1_000).await;
 
         assert_ne!(a, b);
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            [a, b]
-        );
+        assert_eq!(ids(&take_due(store, E, 1_000).await), [a, b]);
     })
     .await;
 }
@@ -292,7 +431,7 @@ async fn enqueue_gives_every_message_its_own_id() {
 #[tokio::test]
 async fn enqueue_with_a_known_idempotency_key_returns_the_first_id_and_queues_nothing() {
     each_backend(async |store| {
-        let first = store.enqueue(&message(E, Some("k")), 1_000).await.unwrap();
+        let first = enqueue_keyed(store, E, "k", 1_000).await;
         let mut again = message(E, Some("k"));
         again.payload = r#"{"order":43}"#.to_owned();
 
@@ -308,19 +447,8 @@ async fn enqueue_with_a_known_idempotency_key_returns_the_first_id_and_queues_no
             "the first message is kept as it was"
         );
         assert_eq!(kept.created_at, 1_000);
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
-        );
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 5_000, 10, 5_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            [first.id]
-        );
+        assert_counts(store, &[(E, stage_counts(1, 0, 0, 0))]).await;
+        assert_eq!(ids(&take_due(store, E, 5_000).await), [first.id]);
     })
     .await;
 }
@@ -354,16 +482,8 @@ async fn a_large_batch_is_answered_in_order_with_its_repeated_keys_as_duplicates
                 "answer {i} names its own message"
             );
         }
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(N as u64 - 1, 0, 0, 0))])
-        );
-        let leased = taken(
-            store
-                .lease_due(E, 2_000, N, 2_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        assert_counts(store, &[(E, stage_counts(N as u64 - 1, 0, 0, 0))]).await;
+        let leased = take_at_most(store, E, 2_000, N).await;
         assert_eq!(leased.len(), N - 1, "every message is due");
     })
     .await;
@@ -372,25 +492,15 @@ async fn a_large_batch_is_answered_in_order_with_its_repeated_keys_as_duplicates
 #[tokio::test]
 async fn enqueue_with_a_known_idempotency_key_is_a_duplicate_even_after_delivery() {
     each_backend(async |store| {
-        let first = store
-            .enqueue(&message(E, Some("k")), 1_000)
-            .await
-            .unwrap()
-            .id;
+        let first = enqueue_keyed(store, E, "k", 1_000).await.id;
         lease_exactly(store, E, first, 1_000).await;
         attempt(store, first, &Decision::Delivered, 1_100).await;
 
-        let again = store.enqueue(&message(E, Some("k")), 2_000).await.unwrap();
+        let again = enqueue_keyed(store, E, "k", 2_000).await;
 
         assert!(again.duplicate);
         assert_eq!(again.id, first);
-        assert!(matches!(
-            store
-                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
-                .await
-                .unwrap(),
-            Lease::Idle
-        ));
+        assert!(matches!(lease(store, E, 2_000).await, Lease::Idle));
     })
     .await;
 }
@@ -398,8 +508,8 @@ async fn enqueue_with_a_known_idempotency_key_is_a_duplicate_even_after_delivery
 #[tokio::test]
 async fn idempotency_keys_are_scoped_to_their_endpoint() {
     each_backend(async |store| {
-        let on_e = store.enqueue(&message(E, Some("k")), 1_000).await.unwrap();
-        let on_e2 = store.enqueue(&message(E2, Some("k")), 1_000).await.unwrap();
+        let on_e = enqueue_keyed(store, E, "k", 1_000).await;
+        let on_e2 = enqueue_keyed(store, E2, "k", 1_000).await;
 
         assert!(!on_e.duplicate);
         assert!(
@@ -408,30 +518,17 @@ async fn idempotency_keys_are_scoped_to_their_endpoint() {
         );
         assert_ne!(on_e.id, on_e2.id);
         assert_eq!(record(store, on_e2.id).await.endpoint, E2);
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[
+        assert_counts(
+            store,
+            &[
                 (E, stage_counts(1, 0, 0, 0)),
-                (E2, stage_counts(1, 0, 0, 0))
-            ])
-        );
+                (E2, stage_counts(1, 0, 0, 0)),
+            ],
+        )
+        .await;
         // And each endpoint still deduplicates its own key.
-        assert_eq!(
-            store
-                .enqueue(&message(E, Some("k")), 2_000)
-                .await
-                .unwrap()
-                .id,
-            on_e.id
-        );
-        assert_eq!(
-            store
-                .enqueue(&message(E2, Some("k")), 2_000)
-                .await
-                .unwrap()
-                .id,
-            on_e2.id
-        );
+        assert_eq!(enqueue_keyed(store, E, "k", 2_000).await.id, on_e.id);
+        assert_eq!(enqueue_keyed(store, E2, "k", 2_000).await.id, on_e2.id);
     })
     .await;
 }
@@ -470,7 +567,7 @@ async fn concurrent_enqueues_of_every_kind_are_each_answered_and_queued_once() {
                     barrier.wait().await;
                     let mut answers = Vec::new();
                     for i in 0..EACH {
-                        let answer: Vec<hookd::store::Enqueued> = store
+                        let answer: Vec<Enqueued> = store
                             .enqueue_many(kind(i), 1_000)
                             .await
                             .unwrap()
@@ -483,7 +580,7 @@ async fn concurrent_enqueues_of_every_kind_are_each_answered_and_queued_once() {
                 })
             })
             .collect();
-        let mut answers: Vec<Vec<Vec<hookd::store::Enqueued>>> = Vec::new();
+        let mut answers: Vec<Vec<Vec<Enqueued>>> = Vec::new();
         for task in tasks {
             answers.push(task.await.unwrap());
         }
@@ -505,18 +602,11 @@ async fn concurrent_enqueues_of_every_kind_are_each_answered_and_queued_once() {
             .collect();
         let expected = EACH * (2 + 1 + 1 + 1 + 3);
         assert_eq!(queued.len(), expected);
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(expected as u64, 0, 0, 0))])
-        );
-        let leased: std::collections::BTreeSet<MessageId> = ids(&taken(
-            store
-                .lease_due(E, 1_000, 10_000, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        ))
-        .into_iter()
-        .collect();
+        assert_counts(store, &[(E, stage_counts(expected as u64, 0, 0, 0))]).await;
+        let leased: std::collections::BTreeSet<MessageId> =
+            ids(&take_at_most(store, E, 1_000, 10_000).await)
+                .into_iter()
+                .collect();
         assert_eq!(leased, queued, "every queued message is due, once");
         for enqueued in &answers[5] {
             assert_eq!(record(store, enqueued[0].id).await.payload, large_payload());
@@ -544,11 +634,7 @@ fn committed_state_survives_closing_and_reopening_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let before = in_own_runtime(async {
         let store = open_sled(dir.path());
-        let with_key = store
-            .enqueue(&message(E, Some("k")), 1_000)
-            .await
-            .unwrap()
-            .id;
+        let with_key = enqueue_keyed(&store, E, "k", 1_000).await.id;
         let mut attempts = vec![];
         lease_exactly(&store, E, with_key, 1_000).await;
         attempts.push(attempt(&store, with_key, &Decision::RetryAt(5_000), 1_100).await);
@@ -573,30 +659,16 @@ fn committed_state_survives_closing_and_reopening_the_data_dir() {
         }
         assert_eq!(store.attempts(records[0].id).await.unwrap(), attempts);
         assert_eq!(counted(&store).await, counts);
-        assert_eq!(
-            ids(&store.list_dead(None, None, 10).await.unwrap().items),
-            [records[1].id]
-        );
+        assert_eq!(dead_ids(&store).await, [records[1].id]);
         // The indexes survive too: the idempotency key still dedups, the retry is due at its time.
-        let again = store.enqueue(&message(E, Some("k")), 9_000).await.unwrap();
+        let again = enqueue_keyed(&store, E, "k", 9_000).await;
         assert!(again.duplicate);
         assert_eq!(again.id, records[0].id);
         assert!(matches!(
-            store
-                .lease_due(E, 4_999, 10, 4_999 + LEASE_MS)
-                .await
-                .unwrap(),
+            lease(&store, E, 4_999).await,
             Lease::NextDueAt(5_000)
         ));
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E2, 9_000, 10, 9_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            [records[3].id]
-        );
+        assert_eq!(ids(&take_due(&store, E2, 9_000).await), [records[3].id]);
     });
 }
 
@@ -605,8 +677,7 @@ fn a_message_in_flight_at_a_restart_is_due_again_with_no_attempt_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (leased, waiting) = in_own_runtime(async {
         let store = open_sled(dir.path());
-        let leased = enqueue(&store, E, 1_000).await;
-        lease_exactly(&store, E, leased, 1_000).await;
+        let leased = enqueued_and_leased(&store, E, 1_000).await;
         let waiting = enqueue(&store, E, 2_000).await;
         store.commit().await.unwrap();
         (leased, waiting)
@@ -625,24 +696,13 @@ fn a_message_in_flight_at_a_restart_is_due_again_with_no_attempt_counted() {
             ),
             (Stage::Queued, 1_000, 0, 0)
         );
-        assert_eq!(
-            counted(&store).await,
-            counts_of(&[(E, stage_counts(2, 0, 0, 0))])
-        );
+        assert_counts(&store, &[(E, stage_counts(2, 0, 0, 0))]).await;
         assert_eq!(
             store.release_all_leases(5_000).await.unwrap(),
             0,
             "nothing of the previous run is left leased"
         );
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 5_000, 10, 5_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            [leased, waiting]
-        );
+        assert_eq!(ids(&take_due(&store, E, 5_000).await), [leased, waiting]);
     });
 }
 
@@ -653,13 +713,14 @@ async fn release_all_leases_puts_every_message_this_process_leased_back_due_now(
         let b = enqueue(store, E2, 1_000).await;
         lease_exactly(store, E, a, 1_000).await;
         lease_exactly(store, E2, b, 1_000).await;
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[
+        assert_counts(
+            store,
+            &[
                 (E, stage_counts(0, 1, 0, 0)),
-                (E2, stage_counts(0, 1, 0, 0))
-            ])
-        );
+                (E2, stage_counts(0, 1, 0, 0)),
+            ],
+        )
+        .await;
 
         assert_eq!(store.release_all_leases(3_000).await.unwrap(), 2);
 
@@ -670,13 +731,14 @@ async fn release_all_leases_puts_every_message_this_process_leased_back_due_now(
                 (Stage::Queued, 3_000, 0)
             );
         }
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[
+        assert_counts(
+            store,
+            &[
                 (E, stage_counts(1, 0, 0, 0)),
-                (E2, stage_counts(1, 0, 0, 0))
-            ])
-        );
+                (E2, stage_counts(1, 0, 0, 0)),
+            ],
+        )
+        .await;
         assert_eq!(store.release_all_leases(3_000).await.unwrap(), 0);
     })
     .await;
@@ -807,32 +869,21 @@ async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_
 
     let store = open_sled(dir.path());
     assert_eq!(
-        std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
+        marker(dir.path()),
         "hookd data dir, format 5\n",
         "an older hookd must not open the dir once new records may be in it"
     );
-    assert_eq!(
-        counted(&store).await,
-        counts_of(&[(E, stage_counts(1, 1, 0, 1))])
-    );
+    assert_counts(&store, &[(E, stage_counts(1, 1, 0, 1))]).await;
     for id in [queued, in_flight, dead] {
         assert_eq!(record(&store, id).await.payload, payload_of(id));
     }
 
     // The lease the old format persisted is released like any other.
     assert_eq!(store.release_all_leases(2_000).await.unwrap(), 1);
-    assert_eq!(
-        counted(&store).await,
-        counts_of(&[(E, stage_counts(2, 0, 0, 1))])
-    );
+    assert_counts(&store, &[(E, stage_counts(2, 0, 0, 1))]).await;
 
     // Leased, attempted, replayed: each rewrite keeps the payload (now in its own tree).
-    let leased = taken(
-        store
-            .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
-            .await
-            .unwrap(),
-    );
+    let leased = take_due(&store, E, 2_000).await;
     assert_eq!(ids(&leased), [queued, in_flight]);
     assert_eq!(leased[0].payload, payload_of(queued));
     for id in [queued, in_flight] {
@@ -847,18 +898,9 @@ async fn a_first_format_data_dir_is_read_and_its_records_move_to_the_new_format_
             (Stage::Delivered, 2, payload_of(id))
         );
     }
-    assert_eq!(
-        store
-            .replay(&Selection::Ids(vec![dead]), 3_000)
-            .await
-            .unwrap(),
-        [E]
-    );
+    assert_eq!(replay_ids(&store, &[dead], 3_000).await, [E]);
     assert_eq!(record(&store, dead).await.payload, payload_of(dead));
-    assert_eq!(
-        counted(&store).await,
-        counts_of(&[(E, stage_counts(1, 0, 2, 0))])
-    );
+    assert_counts(&store, &[(E, stage_counts(1, 0, 2, 0))]).await;
     store.commit().await.unwrap();
 }
 
@@ -870,22 +912,14 @@ fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due
     in_own_runtime(async {
         let store = open_sled(dir.path());
         assert_eq!(
-            std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
+            marker(dir.path()),
             "hookd data dir, format 5\n",
             "an older hookd would look for the due index on disk"
         );
-        assert_eq!(
-            counted(&store).await,
-            counts_of(&[(E, stage_counts(1, 0, 1, 0))])
-        );
+        assert_counts(&store, &[(E, stage_counts(1, 0, 1, 0))]).await;
         // The queued message is due although the old `due` tree did not list it; the delivered one is not,
         // although it did.
-        let leased = taken(
-            store
-                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let leased = take_due(&store, E, 2_000).await;
         assert_eq!(ids(&leased), [queued]);
         assert_eq!(leased[0].payload, apart_payload(2, queued));
         assert_eq!(record(&store, delivered).await.stage, Stage::Delivered);
@@ -895,19 +929,8 @@ fn a_second_format_data_dir_gets_its_due_index_from_the_records_not_from_its_due
     // Reopened (the lease died with the process): the same again.
     in_own_runtime(async {
         let store = open_sled(dir.path());
-        assert_eq!(
-            counted(&store).await,
-            counts_of(&[(E, stage_counts(1, 0, 1, 0))])
-        );
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            [queued]
-        );
+        assert_counts(&store, &[(E, stage_counts(1, 0, 1, 0))]).await;
+        assert_eq!(ids(&take_due(&store, E, 2_000).await), [queued]);
     });
 }
 
@@ -920,20 +943,12 @@ fn a_third_format_data_dir_keeps_its_payloads_apart_and_is_pruned_from_its_recor
     in_own_runtime(async {
         let store = open_sled(dir.path());
         assert_eq!(
-            std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
+            marker(dir.path()),
             "hookd data dir, format 5\n",
             "an older hookd cannot read the records this one writes"
         );
-        assert_eq!(
-            counted(&store).await,
-            counts_of(&[(E, stage_counts(1, 0, 1, 0))])
-        );
-        let leased = taken(
-            store
-                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        assert_counts(&store, &[(E, stage_counts(1, 0, 1, 0))]).await;
+        let leased = take_due(&store, E, 2_000).await;
         assert_eq!(ids(&leased), [queued]);
         assert_eq!(leased[0].payload, payload_of(queued));
         // A rewrite of the record leaves the payload where it is, and it still reads back.
@@ -946,10 +961,7 @@ fn a_third_format_data_dir_keeps_its_payloads_apart_and_is_pruned_from_its_recor
         // Pruned by its record's delivery time: nothing reads the old `done` tree.
         assert_eq!(store.prune_delivered(2_000).await.unwrap(), 1);
         assert_eq!(store.get(delivered).await.unwrap(), None);
-        assert_eq!(
-            counted(&store).await,
-            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
-        );
+        assert_counts(&store, &[(E, stage_counts(1, 0, 0, 0))]).await;
         store.commit().await.unwrap();
     });
 
@@ -1010,12 +1022,7 @@ fn a_small_payload_lives_in_its_record_and_a_large_one_apart_through_every_verb(
         assert_eq!(payloads(&store).await, expected);
 
         // Leased, retried, leased again, dead, replayed: every rewrite keeps the payload.
-        let leased = taken(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let leased = take_due(&store, E, 1_000).await;
         assert_eq!(ids(&leased), [small_id, large_id]);
         assert_eq!(
             leased.iter().map(|r| r.payload.clone()).collect::<Vec<_>>(),
@@ -1025,12 +1032,7 @@ fn a_small_payload_lives_in_its_record_and_a_large_one_apart_through_every_verb(
             attempt(&store, id, &Decision::RetryAt(1_500), 1_100).await;
         }
         assert_eq!(payloads(&store).await, expected);
-        taken(
-            store
-                .lease_due(E, 1_500, 10, 1_500 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        take_due(&store, E, 1_500).await;
         for id in [small_id, large_id] {
             attempt(&store, id, &dead("HTTP 400"), 1_600).await;
         }
@@ -1114,23 +1116,13 @@ fn the_latest_attempt_lives_in_its_record_and_earlier_ones_in_the_attempt_tree()
                 .push(attempt(&store, id, decision, now).await);
         };
 
-        let leased = taken(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let leased = take_due(&store, E, 1_000).await;
         assert_eq!(ids(&leased), [first_time, retried, purged]);
         record_one(&mut made, first_time, &Decision::Delivered, 1_100).await;
         for id in [retried, purged] {
             record_one(&mut made, id, &Decision::RetryAt(1_500), 1_100).await;
         }
-        taken(
-            store
-                .lease_due(E, 1_500, 10, 1_500 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        take_due(&store, E, 1_500).await;
         for id in [retried, purged] {
             record_one(&mut made, id, &dead("HTTP 400"), 1_600).await;
         }
@@ -1145,13 +1137,10 @@ fn the_latest_attempt_lives_in_its_record_and_earlier_ones_in_the_attempt_tree()
                 made[&id].last()
             );
         }
-        store
-            .replay(&Selection::Ids(vec![retried]), 2_000)
-            .await
-            .unwrap();
+        replay_ids(&store, &[retried], 2_000).await;
         lease_exactly(&store, E, retried, 2_000).await;
         record_one(&mut made, retried, &Decision::Delivered, 2_100).await;
-        assert_eq!(store.purge(&Selection::Ids(vec![purged])).await.unwrap(), 1);
+        assert_eq!(purge_ids(&store, &[purged]).await, 1);
 
         for id in [first_time, retried] {
             assert_eq!(store.attempts(id).await.unwrap(), made[&id]);
@@ -1252,10 +1241,7 @@ fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
 
     let delivered = in_own_runtime(async {
         let store = open_sled(dir.path());
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join(hookd::store::MARKER_FILE)).unwrap(),
-            "hookd data dir, format 5\n"
-        );
+        assert_eq!(marker(dir.path()), "hookd data dir, format 5\n");
         let dead_letter = record(&store, id).await;
         assert_eq!(
             (
@@ -1270,10 +1256,7 @@ fn a_fourth_format_data_dir_keeps_reading_its_attempts_from_the_attempt_tree() {
             old.last()
         );
 
-        store
-            .replay(&Selection::Ids(vec![id]), 2_000)
-            .await
-            .unwrap();
+        replay_ids(&store, &[id], 2_000).await;
         lease_exactly(&store, E, id, 2_000).await;
         let delivered = attempt(&store, id, &Decision::Delivered, 2_100).await;
         assert_eq!(delivered.number, 3);
@@ -1321,34 +1304,15 @@ async fn opening_a_data_dir_that_is_open_fails_with_locked() {
 #[tokio::test]
 async fn lease_due_on_an_endpoint_with_nothing_queued_is_idle() {
     each_backend(async |store| {
-        assert!(matches!(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-            Lease::Idle
-        ));
+        assert!(matches!(lease(store, E, 1_000).await, Lease::Idle));
 
         // Only other endpoints' messages, or only in-flight, delivered or dead ones: still idle.
         enqueue(store, E2, 1_000).await;
-        let in_flight = enqueue(store, E, 1_000).await;
-        lease_exactly(store, E, in_flight, 1_000).await;
-        assert!(matches!(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-            Lease::Idle
-        ));
+        let in_flight = enqueued_and_leased(store, E, 1_000).await;
+        assert!(matches!(lease(store, E, 1_000).await, Lease::Idle));
         attempt(store, in_flight, &Decision::Delivered, 1_100).await;
         dead_letter(store, E, 2_000).await;
-        assert!(matches!(
-            store
-                .lease_due(E, 3_000, 10, 3_000 + LEASE_MS)
-                .await
-                .unwrap(),
-            Lease::Idle
-        ));
+        assert!(matches!(lease(store, E, 3_000).await, Lease::Idle));
     })
     .await;
 }
@@ -1360,10 +1324,7 @@ async fn lease_due_reports_the_earliest_due_time_when_nothing_is_due_yet() {
         let early = enqueue(store, E, 2_000).await;
         enqueue(store, E2, 500).await;
 
-        let lease = store
-            .lease_due(E, 1_999, 10, 1_999 + LEASE_MS)
-            .await
-            .unwrap();
+        let lease = lease(store, E, 1_999).await;
 
         assert!(matches!(lease, Lease::NextDueAt(2_000)), "{lease:?}");
         assert_eq!(
@@ -1383,20 +1344,12 @@ async fn lease_due_takes_only_what_is_due_and_leaves_later_messages_queued() {
         let exactly_due = enqueue(store, E, 2_000).await;
         let later = enqueue(store, E, 2_001).await;
 
-        let leased = taken(
-            store
-                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let leased = take_due(store, E, 2_000).await;
 
         assert_eq!(ids(&leased), [due, exactly_due]);
         assert_eq!(stage(store, later).await, Stage::Queued);
         assert!(matches!(
-            store
-                .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
-                .await
-                .unwrap(),
+            lease(store, E, 2_000).await,
             Lease::NextDueAt(2_001)
         ));
     })
@@ -1413,22 +1366,9 @@ async fn lease_due_takes_at_most_max_earliest_due_first() {
         let d2 = enqueue(store, E, 102).await;
         let d4 = enqueue(store, E, 104).await;
 
-        let first = taken(
-            store
-                .lease_due(E, 1_000, 3, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
-        let second = taken(
-            store
-                .lease_due(E, 1_000, 3, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
-        let third = store
-            .lease_due(E, 1_000, 3, 1_000 + LEASE_MS)
-            .await
-            .unwrap();
+        let first = take_at_most(store, E, 1_000, 3).await;
+        let second = take_at_most(store, E, 1_000, 3).await;
+        let third = lease_at_most(store, E, 1_000, 3).await;
 
         assert_eq!(ids(&first), [d1, d2, d3]);
         assert_eq!(ids(&second), [d4, d5]);
@@ -1442,10 +1382,7 @@ async fn lease_due_with_max_zero_leases_nothing() {
     each_backend(async |store| {
         let id = enqueue(store, E, 1_000).await;
 
-        let lease = store
-            .lease_due(E, 1_000, 0, 1_000 + LEASE_MS)
-            .await
-            .unwrap();
+        let lease = lease_at_most(store, E, 1_000, 0).await;
 
         assert!(
             !matches!(&lease, Lease::Taken(r) if !r.is_empty()),
@@ -1464,34 +1401,18 @@ async fn lease_takes_only_due_messages_of_its_endpoint() {
         let e2_late = enqueue(store, E2, 300).await;
         let other = enqueue(store, "f", 50).await;
 
-        let for_e = taken(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let for_e = take_due(store, E, 1_000).await;
         assert_eq!(
             ids(&for_e),
             [e_msg],
             "`e` must not see `e2`'s or `f`'s messages"
         );
-        assert!(matches!(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-            Lease::Idle
-        ));
+        assert!(matches!(lease(store, E, 1_000).await, Lease::Idle));
         assert_eq!(stage(store, e2_early).await, Stage::Queued);
         assert_eq!(stage(store, e2_late).await, Stage::Queued);
         assert_eq!(stage(store, other).await, Stage::Queued);
 
-        let for_e2 = taken(
-            store
-                .lease_due(E2, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let for_e2 = take_due(store, E2, 1_000).await;
         assert_eq!(ids(&for_e2), [e2_early, e2_late]);
         assert_eq!(stage(store, other).await, Stage::Queued);
     })
@@ -1504,12 +1425,7 @@ async fn lease_due_marks_taken_messages_in_flight_once() {
         let a = enqueue(store, E, 1_000).await;
         let b = enqueue(store, E, 1_000).await;
 
-        let leased = taken(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let leased = take_due(store, E, 1_000).await;
 
         assert!(
             leased.iter().all(|r| r.stage == Stage::InFlight),
@@ -1523,18 +1439,9 @@ async fn lease_due_marks_taken_messages_in_flight_once() {
             (0, 0),
             "a lease is not an attempt"
         );
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(0, 2, 0, 0))])
-        );
+        assert_counts(store, &[(E, stage_counts(0, 2, 0, 0))]).await;
         assert!(
-            matches!(
-                store
-                    .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
-                    .await
-                    .unwrap(),
-                Lease::Idle
-            ),
+            matches!(lease(store, E, 9_000).await, Lease::Idle),
             "never leased twice"
         );
     })
@@ -1546,8 +1453,7 @@ async fn lease_due_marks_taken_messages_in_flight_once() {
 #[tokio::test]
 async fn delivered_attempt_marks_the_message_delivered_and_keeps_the_attempt() {
     each_backend(async |store| {
-        let id = enqueue(store, E, 1_000).await;
-        lease_exactly(store, E, id, 1_000).await;
+        let id = enqueued_and_leased(store, E, 1_000).await;
 
         let made = attempt(store, id, &Decision::Delivered, 1_250).await;
 
@@ -1557,17 +1463,8 @@ async fn delivered_attempt_marks_the_message_delivered_and_keeps_the_attempt() {
         assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
         assert_eq!((r.dead_reason, r.dead_at), (None, None));
         assert_eq!(store.attempts(id).await.unwrap(), [made]);
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(0, 0, 1, 0))])
-        );
-        assert!(matches!(
-            store
-                .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
-                .await
-                .unwrap(),
-            Lease::Idle
-        ));
+        assert_counts(store, &[(E, stage_counts(0, 0, 1, 0))]).await;
+        assert!(matches!(lease(store, E, 9_000).await, Lease::Idle));
     })
     .await;
 }
@@ -1575,8 +1472,7 @@ async fn delivered_attempt_marks_the_message_delivered_and_keeps_the_attempt() {
 #[tokio::test]
 async fn retry_attempt_makes_the_message_due_again_at_the_retry_time_and_not_before() {
     each_backend(async |store| {
-        let id = enqueue(store, E, 1_000).await;
-        lease_exactly(store, E, id, 1_000).await;
+        let id = enqueued_and_leased(store, E, 1_000).await;
 
         let made = attempt(store, id, &Decision::RetryAt(5_000), 1_100).await;
 
@@ -1588,26 +1484,12 @@ async fn retry_attempt_makes_the_message_due_again_at_the_retry_time_and_not_bef
             (None, None, None)
         );
         assert_eq!(store.attempts(id).await.unwrap(), [made]);
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
-        );
+        assert_counts(store, &[(E, stage_counts(1, 0, 0, 0))]).await;
         assert!(matches!(
-            store
-                .lease_due(E, 4_999, 10, 4_999 + LEASE_MS)
-                .await
-                .unwrap(),
+            lease(store, E, 4_999).await,
             Lease::NextDueAt(5_000)
         ));
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 5_000, 10, 5_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            [id]
-        );
+        assert_eq!(ids(&take_due(store, E, 5_000).await), [id]);
     })
     .await;
 }
@@ -1615,8 +1497,7 @@ async fn retry_attempt_makes_the_message_due_again_at_the_retry_time_and_not_bef
 #[tokio::test]
 async fn dead_attempt_parks_the_message_with_its_reason() {
     each_backend(async |store| {
-        let id = enqueue(store, E, 1_000).await;
-        lease_exactly(store, E, id, 1_000).await;
+        let id = enqueued_and_leased(store, E, 1_000).await;
 
         let made = attempt(store, id, &dead("HTTP 410 gone"), 1_300).await;
 
@@ -1627,21 +1508,9 @@ async fn dead_attempt_parks_the_message_with_its_reason() {
         assert_eq!(r.delivered_at, None);
         assert_eq!((r.cycle_attempts, r.total_attempts), (1, 1));
         assert_eq!(store.attempts(id).await.unwrap(), [made]);
-        assert_eq!(
-            ids(&store.list_dead(None, None, 10).await.unwrap().items),
-            [id]
-        );
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(0, 0, 0, 1))])
-        );
-        assert!(matches!(
-            store
-                .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
-                .await
-                .unwrap(),
-            Lease::Idle
-        ));
+        assert_eq!(dead_ids(store).await, [id]);
+        assert_counts(store, &[(E, stage_counts(0, 0, 0, 1))]).await;
+        assert!(matches!(lease(store, E, 9_000).await, Lease::Idle));
     })
     .await;
 }
@@ -1682,12 +1551,7 @@ async fn attempt_histories_of_messages_do_not_mix() {
     each_backend(async |store| {
         let a = enqueue(store, E, 1_000).await;
         let b = enqueue(store, E, 1_000).await;
-        let leased = taken(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let leased = take_due(store, E, 1_000).await;
         assert_eq!(ids(&leased), [a, b]);
 
         let on_a = attempt(store, a, &Decision::Delivered, 1_100).await;
@@ -1757,24 +1621,16 @@ async fn one_async_batch_of_outcomes_with_their_leased_records_applies_each_the_
 async fn one_batch_of_outcomes(how: Recording) {
     each_backend(async |store| {
         // More than the record: a message attempted before, a dead letter, a message with a contact.
-        let second_try = enqueue(store, E, 500).await;
-        lease_exactly(store, E, second_try, 500).await;
+        let second_try = enqueued_and_leased(store, E, 500).await;
         let first_of_second = attempt(store, second_try, &Decision::RetryAt(1_000), 600).await;
         let dead_now = enqueue(store, E, 1_000).await;
-        let capped = store
-            .enqueue(&for_contact(E, "alice", 1), 1_000)
+        let capped = enqueue_message(store, &for_contact(E, "alice", 1), 1_000)
             .await
-            .unwrap()
             .id;
         // Only the record changes: a first attempt delivered, a first attempt retried.
         let delivered = enqueue(store, E, 1_000).await;
         let retried = enqueue(store, E, 1_000).await;
-        let leased = taken(
-            store
-                .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                .await
-                .unwrap(),
-        );
+        let leased = take_due(store, E, 1_000).await;
         assert_eq!(leased.len(), 5);
 
         let mut made = Vec::new();
@@ -1834,24 +1690,12 @@ async fn one_batch_of_outcomes(how: Recording) {
         }
         // The due index, the dead-letter index, the contact's place and the counts agree with the records.
         assert!(matches!(
-            store
-                .lease_due(E, 4_999, 10, 4_999 + LEASE_MS)
-                .await
-                .unwrap(),
+            lease(store, E, 4_999).await,
             Lease::NextDueAt(5_000)
         ));
-        assert_eq!(
-            ids(&store.list_dead(None, None, 10).await.unwrap().items),
-            [dead_now]
-        );
-        store
-            .enqueue(&for_contact(E, "alice", 1), 1_200)
-            .await
-            .unwrap();
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(2, 0, 3, 1))])
-        );
+        assert_eq!(dead_ids(store).await, [dead_now]);
+        enqueue_message(store, &for_contact(E, "alice", 1), 1_200).await;
+        assert_counts(store, &[(E, stage_counts(2, 0, 3, 1))]).await;
     })
     .await;
 }
@@ -1902,8 +1746,7 @@ async fn an_outcome_is_committed(how: Recording) {
 #[tokio::test]
 async fn release_puts_a_leased_message_back_due_now_without_counting_an_attempt() {
     each_backend(async |store| {
-        let id = enqueue(store, E, 1_000).await;
-        lease_exactly(store, E, id, 1_000).await;
+        let id = enqueued_and_leased(store, E, 1_000).await;
 
         store.release(id, 2_000).await.unwrap();
 
@@ -1911,26 +1754,12 @@ async fn release_puts_a_leased_message_back_due_now_without_counting_an_attempt(
         assert_eq!((r.stage, r.next_attempt_at), (Stage::Queued, 2_000));
         assert_eq!((r.cycle_attempts, r.total_attempts), (0, 0));
         assert!(store.attempts(id).await.unwrap().is_empty());
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
-        );
+        assert_counts(store, &[(E, stage_counts(1, 0, 0, 0))]).await;
         assert!(matches!(
-            store
-                .lease_due(E, 1_999, 10, 1_999 + LEASE_MS)
-                .await
-                .unwrap(),
+            lease(store, E, 1_999).await,
             Lease::NextDueAt(2_000)
         ));
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 2_000, 10, 2_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            [id]
-        );
+        assert_eq!(ids(&take_due(store, E, 2_000).await), [id]);
     })
     .await;
 }
@@ -1950,19 +1779,8 @@ async fn release_of_a_message_that_is_not_leased_changes_nothing() {
         for r in &before {
             assert_eq!(&record(store, r.id).await, r);
         }
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(1, 0, 1, 1))])
-        );
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            [queued]
-        );
+        assert_counts(store, &[(E, stage_counts(1, 0, 1, 1))]).await;
+        assert_eq!(ids(&take_due(store, E, 9_000).await), [queued]);
     })
     .await;
 }
@@ -1974,17 +1792,8 @@ async fn release_all_leases_requeues_every_leased_message_and_counts_them() {
             enqueue(store, E, 1_000).await,
             enqueue(store, E, 1_000).await,
         ];
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 1_000, 10, 1_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            e_leased
-        );
-        let e2_leased = enqueue(store, E2, 1_000).await;
-        lease_exactly(store, E2, e2_leased, 1_000).await;
+        assert_eq!(ids(&take_due(store, E, 1_000).await), e_leased);
+        let e2_leased = enqueued_and_leased(store, E2, 1_000).await;
         let e2_queued = enqueue(store, E2, 5_000).await;
         let e2_done = delivered(store, E2, 1_600, 1_700).await;
 
@@ -2001,27 +1810,20 @@ async fn release_all_leases_requeues_every_leased_message_and_counts_them() {
         }
         assert_eq!(record(store, e2_queued).await.next_attempt_at, 5_000);
         assert_eq!(stage(store, e2_done).await, Stage::Delivered);
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[
+        assert_counts(
+            store,
+            &[
                 (E, stage_counts(2, 0, 0, 0)),
-                (E2, stage_counts(2, 0, 1, 0))
-            ])
-        );
+                (E2, stage_counts(2, 0, 1, 0)),
+            ],
+        )
+        .await;
         assert_eq!(
             store.release_all_leases(4_000).await.unwrap(),
             0,
             "nothing is leased any more"
         );
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 3_000, 10, 3_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            e_leased
-        );
+        assert_eq!(ids(&take_due(store, E, 3_000).await), e_leased);
     })
     .await;
 }
@@ -2045,10 +1847,7 @@ async fn list_dead_filters_by_endpoint_oldest_first() {
             ids(&store.list_dead(Some(E2), None, 10).await.unwrap().items),
             [e2_first]
         );
-        assert_eq!(
-            ids(&store.list_dead(None, None, 10).await.unwrap().items),
-            [e_first, e2_first, e_second]
-        );
+        assert_eq!(dead_ids(store).await, [e_first, e2_first, e_second]);
         let none = store.list_dead(Some("unknown"), None, 10).await.unwrap();
         assert!(none.items.is_empty() && none.next.is_none(), "{none:?}");
         let page = store.list_dead(Some(E), None, 10).await.unwrap();
@@ -2131,16 +1930,12 @@ async fn list_dead_has_no_cursor_after_the_last_page() {
 #[tokio::test]
 async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_history() {
     each_backend(async |store| {
-        let id = enqueue(store, E, 1_000).await;
-        lease_exactly(store, E, id, 1_000).await;
+        let id = enqueued_and_leased(store, E, 1_000).await;
         let first = attempt(store, id, &Decision::RetryAt(2_000), 1_100).await;
         lease_exactly(store, E, id, 2_000).await;
         let second = attempt(store, id, &dead("gave up"), 2_100).await;
 
-        let endpoints = store
-            .replay(&Selection::Ids(vec![id]), 9_000)
-            .await
-            .unwrap();
+        let endpoints = replay_ids(store, &[id], 9_000).await;
 
         assert_eq!(endpoints, [E]);
         let r = record(store, id).await;
@@ -2158,23 +1953,10 @@ async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_histor
             store.attempts(id).await.unwrap(),
             [first.clone(), second.clone()]
         );
-        assert!(
-            store
-                .list_dead(None, None, 10)
-                .await
-                .unwrap()
-                .items
-                .is_empty()
-        );
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(1, 0, 0, 0))])
-        );
+        assert!(dead_ids(store).await.is_empty());
+        assert_counts(store, &[(E, stage_counts(1, 0, 0, 0))]).await;
         assert!(matches!(
-            store
-                .lease_due(E, 8_999, 10, 8_999 + LEASE_MS)
-                .await
-                .unwrap(),
+            lease(store, E, 8_999).await,
             Lease::NextDueAt(9_000)
         ));
 
@@ -2196,8 +1978,7 @@ async fn replay_by_ids_requeues_dead_letters_with_a_fresh_cycle_and_their_histor
 async fn replay_skips_ids_that_are_not_dead() {
     each_backend(async |store| {
         let done = delivered(store, E, 1_000, 1_100).await;
-        let in_flight = enqueue(store, E, 2_000).await;
-        lease_exactly(store, E, in_flight, 2_000).await;
+        let in_flight = enqueued_and_leased(store, E, 2_000).await;
         let queued = enqueue(store, E, 3_000).await;
         let gone = dead_letter(store, E2, 3_000).await;
         let before: Vec<MessageRecord> = records(store, &[done, in_flight, queued]).await;
@@ -2215,13 +1996,14 @@ async fn replay_skips_ids_that_are_not_dead() {
             assert_eq!(&record(store, r.id).await, r);
         }
         assert_eq!(stage(store, gone).await, Stage::Queued);
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[
+        assert_counts(
+            store,
+            &[
                 (E, stage_counts(1, 1, 1, 0)),
-                (E2, stage_counts(1, 0, 0, 0))
-            ])
-        );
+                (E2, stage_counts(1, 0, 0, 0)),
+            ],
+        )
+        .await;
     })
     .await;
 }
@@ -2290,19 +2072,8 @@ async fn replay_all_of_an_endpoint_leaves_other_endpoints_dead() {
             );
         }
         assert_eq!(stage(store, e2_dead).await, Stage::Dead);
-        assert_eq!(
-            ids(&store.list_dead(None, None, 10).await.unwrap().items),
-            [e2_dead]
-        );
-        assert_eq!(
-            ids(&taken(
-                store
-                    .lease_due(E, 9_000, 10, 9_000 + LEASE_MS)
-                    .await
-                    .unwrap()
-            )),
-            e_dead
-        );
+        assert_eq!(dead_ids(store).await, [e2_dead]);
+        assert_eq!(ids(&take_due(store, E, 9_000).await), e_dead);
     })
     .await;
 }
@@ -2327,21 +2098,15 @@ async fn replay_all_without_endpoint_replays_every_dead_letter() {
             assert_eq!(stage(store, id).await, Stage::Queued);
         }
         assert_eq!(stage(store, done).await, Stage::Delivered);
-        assert!(
-            store
-                .list_dead(None, None, 10)
-                .await
-                .unwrap()
-                .items
-                .is_empty()
-        );
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[
+        assert!(dead_ids(store).await.is_empty());
+        assert_counts(
+            store,
+            &[
                 (E, stage_counts(2, 0, 1, 0)),
-                (E2, stage_counts(1, 0, 0, 0))
-            ])
-        );
+                (E2, stage_counts(1, 0, 0, 0)),
+            ],
+        )
+        .await;
         assert!(
             store
                 .replay(&Selection::All { endpoint: None }, 9_500)
@@ -2358,38 +2123,25 @@ async fn replay_all_without_endpoint_replays_every_dead_letter() {
 #[tokio::test]
 async fn purge_deletes_the_record_and_its_attempts() {
     each_backend(async |store| {
-        let id = enqueue(store, E, 1_000).await;
-        lease_exactly(store, E, id, 1_000).await;
+        let id = enqueued_and_leased(store, E, 1_000).await;
         attempt(store, id, &Decision::RetryAt(2_000), 1_100).await;
         lease_exactly(store, E, id, 2_000).await;
         attempt(store, id, &dead("HTTP 400"), 2_100).await;
         let kept = dead_letter(store, E, 3_000).await;
 
-        let purged = store.purge(&Selection::Ids(vec![id])).await.unwrap();
+        let purged = purge_ids(store, &[id]).await;
 
         assert_eq!(purged, 1);
         assert_eq!(store.get(id).await.unwrap(), None);
         assert!(store.attempts(id).await.unwrap().is_empty());
-        assert_eq!(
-            ids(&store.list_dead(None, None, 10).await.unwrap().items),
-            [kept]
-        );
+        assert_eq!(dead_ids(store).await, [kept]);
         assert_eq!(
             store.attempts(kept).await.unwrap().len(),
             1,
             "other messages' attempts stay"
         );
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(0, 0, 0, 1))])
-        );
-        assert!(
-            store
-                .replay(&Selection::Ids(vec![id]), 9_000)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert_counts(store, &[(E, stage_counts(0, 0, 0, 1))]).await;
+        assert!(replay_ids(store, &[id], 9_000).await.is_empty());
     })
     .await;
 }
@@ -2397,16 +2149,12 @@ async fn purge_deletes_the_record_and_its_attempts() {
 #[tokio::test]
 async fn purge_frees_the_idempotency_key() {
     each_backend(async |store| {
-        let first = store
-            .enqueue(&message(E, Some("k")), 1_000)
-            .await
-            .unwrap()
-            .id;
+        let first = enqueue_keyed(store, E, "k", 1_000).await.id;
         lease_exactly(store, E, first, 1_000).await;
         attempt(store, first, &dead("HTTP 400"), 1_100).await;
-        assert_eq!(store.purge(&Selection::Ids(vec![first])).await.unwrap(), 1);
+        assert_eq!(purge_ids(store, &[first]).await, 1);
 
-        let again = store.enqueue(&message(E, Some("k")), 2_000).await.unwrap();
+        let again = enqueue_keyed(store, E, "k", 2_000).await;
 
         assert!(
             !again.duplicate,
@@ -2420,14 +2168,7 @@ async fn purge_frees_the_idempotency_key() {
         );
         assert!(store.attempts(again.id).await.unwrap().is_empty());
         // The new message now owns the key.
-        assert_eq!(
-            store
-                .enqueue(&message(E, Some("k")), 3_000)
-                .await
-                .unwrap()
-                .id,
-            again.id
-        );
+        assert_eq!(enqueue_keyed(store, E, "k", 3_000).await.id, again.id);
     })
     .await;
 }
@@ -2436,24 +2177,11 @@ async fn purge_frees_the_idempotency_key() {
 async fn purge_skips_messages_that_are_not_dead() {
     each_backend(async |store| {
         let done = delivered(store, E, 1_000, 1_100).await;
-        let in_flight = enqueue(store, E, 2_000).await;
-        lease_exactly(store, E, in_flight, 2_000).await;
-        let queued = store
-            .enqueue(&message(E, Some("k")), 3_000)
-            .await
-            .unwrap()
-            .id;
+        let in_flight = enqueued_and_leased(store, E, 2_000).await;
+        let queued = enqueue_keyed(store, E, "k", 3_000).await.id;
         let before: Vec<MessageRecord> = records(store, &[done, in_flight, queued]).await;
 
-        let purged = store
-            .purge(&Selection::Ids(vec![
-                done,
-                in_flight,
-                queued,
-                MessageId::new(),
-            ]))
-            .await
-            .unwrap();
+        let purged = purge_ids(store, &[done, in_flight, queued, MessageId::new()]).await;
 
         assert_eq!(purged, 0);
         for r in &before {
@@ -2461,17 +2189,10 @@ async fn purge_skips_messages_that_are_not_dead() {
         }
         assert_eq!(store.attempts(done).await.unwrap().len(), 1);
         assert!(
-            store
-                .enqueue(&message(E, Some("k")), 4_000)
-                .await
-                .unwrap()
-                .duplicate,
+            enqueue_keyed(store, E, "k", 4_000).await.duplicate,
             "the key is still held"
         );
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(1, 1, 1, 0))])
-        );
+        assert_counts(store, &[(E, stage_counts(1, 1, 1, 0))]).await;
     })
     .await;
 }
@@ -2498,10 +2219,7 @@ async fn purge_all_of_an_endpoint_leaves_other_endpoints_dead() {
         for id in e_dead {
             assert_eq!(store.get(id).await.unwrap(), None);
         }
-        assert_eq!(
-            ids(&store.list_dead(None, None, 10).await.unwrap().items),
-            [e2_dead]
-        );
+        assert_eq!(dead_ids(store).await, [e2_dead]);
         assert_eq!(
             store
                 .purge(&Selection::All { endpoint: None })
@@ -2544,23 +2262,21 @@ async fn prune_delivered_removes_only_messages_delivered_before_the_cutoff() {
         assert_eq!(store.attempts(recent).await.unwrap().len(), 1);
         assert_eq!(stage(store, gone).await, Stage::Dead);
         assert_eq!(stage(store, queued).await, Stage::Queued);
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[
+        assert_counts(
+            store,
+            &[
                 (E, stage_counts(1, 0, 1, 1)),
-                (E2, stage_counts(0, 0, 1, 0))
-            ])
-        );
+                (E2, stage_counts(0, 0, 1, 0)),
+            ],
+        )
+        .await;
         assert_eq!(
             store.prune_delivered(2_000).await.unwrap(),
             0,
             "pruning again finds nothing"
         );
         assert_eq!(store.prune_delivered(u64::MAX).await.unwrap(), 2);
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[(E, stage_counts(1, 0, 0, 1))])
-        );
+        assert_counts(store, &[(E, stage_counts(1, 0, 0, 1))]).await;
     })
     .await;
 }
@@ -2575,27 +2291,25 @@ async fn counts_report_every_endpoint_by_stage() {
         delivered(store, E, 100, 150).await;
         delivered(store, E, 200, 250).await;
         dead_letter(store, E, 300).await;
-        let in_flight = enqueue(store, E, 400).await;
-        lease_exactly(store, E, in_flight, 400).await;
-        let retried = enqueue(store, E, 500).await;
-        lease_exactly(store, E, retried, 500).await;
+        enqueued_and_leased(store, E, 400).await;
+        let retried = enqueued_and_leased(store, E, 500).await;
         attempt(store, retried, &Decision::RetryAt(10_000), 550).await;
         enqueue(store, E, 600).await;
         enqueue(store, E, 1_000_000).await;
         dead_letter(store, E2, 100).await;
         dead_letter(store, E2, 200).await;
-        let e2_in_flight = enqueue(store, E2, 300).await;
-        lease_exactly(store, E2, e2_in_flight, 300).await;
+        enqueued_and_leased(store, E2, 300).await;
         delivered(store, "f", 100, 150).await;
 
-        assert_eq!(
-            counted(store).await,
-            counts_of(&[
+        assert_counts(
+            store,
+            &[
                 (E, stage_counts(3, 1, 2, 1)),
                 (E2, stage_counts(0, 1, 0, 2)),
                 ("f", stage_counts(0, 0, 1, 0)),
-            ])
-        );
+            ],
+        )
+        .await;
     })
     .await;
 }
@@ -2613,36 +2327,36 @@ fn for_contact(endpoint: &str, contact: &str, max_pending: usize) -> NewMessage 
 #[tokio::test]
 async fn a_contact_at_its_cap_is_refused_until_one_of_its_messages_is_settled() {
     each_backend(async |store| {
-    let first = store
-        .enqueue(&for_contact(E, "alice", 2), 1_000).await
-        .unwrap()
-        .id;
-    store.enqueue(&for_contact(E, "alice", 2), 1_000).await.unwrap();
+        let first = enqueue_message(store, &for_contact(E, "alice", 2), 1_000)
+            .await
+            .id;
+        enqueue_message(store, &for_contact(E, "alice", 2), 1_000).await;
 
-    let refused = store
-        .enqueue(&for_contact(E, "alice", 2), 1_000).await
-        .unwrap_err();
-    assert!(
-        matches!(&refused, StoreError::ContactFull { contact, max: 2, .. } if contact == "alice"),
-        "{refused:?}"
-    );
-    // Other contacts, and the same contact on another endpoint, have their own count.
-    store.enqueue(&for_contact(E, "bob", 2), 1_000).await.unwrap();
-    store.enqueue(&for_contact(E2, "alice", 2), 1_000).await.unwrap();
-    assert_eq!(
-        counts_queued(store, E),
-        3,
-        "the refused enqueue queued nothing"
-    );
+        let refused = store
+            .enqueue(&for_contact(E, "alice", 2), 1_000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::ContactFull { contact, max: 2, .. } if contact == "alice"),
+            "{refused:?}"
+        );
+        // Other contacts, and the same contact on another endpoint, have their own count.
+        enqueue_message(store, &for_contact(E, "bob", 2), 1_000).await;
+        enqueue_message(store, &for_contact(E2, "alice", 2), 1_000).await;
+        assert_eq!(
+            counts_queued(store, E),
+            3,
+            "the refused enqueue queued nothing"
+        );
 
-    // A retry keeps the message pending; delivery frees its place.
-    lease_exactly(store, E, first, 1_000).await;
-    attempt(store, first, &Decision::RetryAt(2_000), 1_000).await;
-    assert!(store.enqueue(&for_contact(E, "alice", 2), 1_500).await.is_err());
-    let leased = taken(store.lease_due(E, 2_000, 10, 2_000 + LEASE_MS).await.unwrap());
-    assert!(ids(&leased).contains(&first));
-    attempt(store, first, &Decision::Delivered, 2_000).await;
-    store.enqueue(&for_contact(E, "alice", 2), 2_000).await.unwrap();
+        // A retry keeps the message pending; delivery frees its place.
+        lease_exactly(store, E, first, 1_000).await;
+        attempt(store, first, &Decision::RetryAt(2_000), 1_000).await;
+        assert!(store.enqueue(&for_contact(E, "alice", 2), 1_500).await.is_err());
+        let leased = take_due(store, E, 2_000).await;
+        assert!(ids(&leased).contains(&first));
+        attempt(store, first, &Decision::Delivered, 2_000).await;
+        enqueue_message(store, &for_contact(E, "alice", 2), 2_000).await;
     })
     .await;
 }
@@ -2650,23 +2364,16 @@ async fn a_contact_at_its_cap_is_refused_until_one_of_its_messages_is_settled() 
 #[tokio::test]
 async fn a_dead_letter_frees_its_contact_place_and_a_replay_takes_it_again() {
     each_backend(async |store| {
-        let id = store
-            .enqueue(&for_contact(E, "carol", 1), 1_000)
+        let id = enqueue_message(store, &for_contact(E, "carol", 1), 1_000)
             .await
-            .unwrap()
             .id;
         lease_exactly(store, E, id, 1_000).await;
         attempt(store, id, &dead("HTTP 400"), 1_000).await;
-        let second = store
-            .enqueue(&for_contact(E, "carol", 1), 1_100)
+        let second = enqueue_message(store, &for_contact(E, "carol", 1), 1_100)
             .await
-            .unwrap()
             .id;
         assert_ne!(second, id);
-        store
-            .replay(&Selection::Ids(vec![id]), 1_200)
-            .await
-            .unwrap();
+        replay_ids(store, &[id], 1_200).await;
         let refused = store.enqueue(&for_contact(E, "carol", 1), 1_300).await;
         assert!(
             matches!(refused, Err(StoreError::ContactFull { .. })),

@@ -12,14 +12,11 @@ use hookd::api::wire::MessageView;
 use hookd::model::AttemptResult;
 
 use crate::harness::{
-    Backend, FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, endpoint, eventually,
+    Backend, FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, answers_handshakes, body_json,
+    endpoint, error_message, eventually, format_endpoint,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn body_json(r: &Received) -> Value {
-    serde_json::from_slice(&r.body).unwrap()
-}
 
 async fn enqueue_status(
     daemon: &TestDaemon,
@@ -59,23 +56,20 @@ pub async fn notification_reads_the_status_code_model_on(backend: Backend) {
         if code == "garbage" {
             return Reply::ok().header("content-type", "text/plain");
         }
-        let mut reply = Reply::ok().header("content-type", "application/json");
-        reply.body = json!({
+        Reply::json(&json!({
             "status_code": code,
             "status_desc": "desc",
             "error_message": if code == "901" { "phone number missing" } else { "" },
             "delivery_id": format!("D-{}", r.nth_for_id),
-        })
-        .to_string();
-        reply
+        }))
     })
     .await;
     let daemon = TestDaemon::start_on(
         backend,
-        &[endpoint(
+        &[format_endpoint(
             "notify",
             &receiver.url("/"),
-            &format!("format = \"notification\"\n{FAST_RETRY}"),
+            "notification",
         )],
         "",
     )
@@ -152,12 +146,7 @@ pub async fn notification_reads_the_status_code_model_on(backend: Backend) {
 
     let (status, answer) = enqueue_status(&daemon, "notify", "dlr", json!({})).await;
     assert_eq!(status, 422, "a type the format cannot carry: {answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("type")
-    );
+    assert!(error_message(&answer).contains("type"));
 }
 
 // ---- seed 001: sms-status-xml ----
@@ -182,14 +171,13 @@ fn ids_in(body: &[u8]) -> Vec<i64> {
 }
 
 fn ack(ids: &[i64]) -> Reply {
-    let mut reply = Reply::ok().header("content-type", "application/xml");
     let items: String = ids
         .iter()
         .map(|id| format!("<id_sms>{id}</id_sms>"))
         .collect();
-    reply.body =
-        format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<response>{items}</response>");
-    reply
+    Reply::xml(format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<response>{items}</response>"
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,22 +215,7 @@ pub async fn sms_status_xml_batches_and_resends_what_was_not_echoed_on(backend: 
         messages.push(json!({"endpoint":"dlr-xml","type":"sms_status",
             "payload":{"id_sms": id_sms, "time":"2011-01-01 12:57:46","sms":"deliver"}}));
     }
-    let answer: Value = daemon
-        .raw()
-        .post("http://hookd/v1/messages/batch")
-        .json(&json!({ "messages": messages }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<String> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = daemon.send_batch(messages).await;
     for id in &ids {
         daemon.wait_state(id, "delivered", WAIT).await;
     }
@@ -284,6 +257,18 @@ pub async fn sms_status_xml_batches_and_resends_what_was_not_echoed_on(backend: 
     }
 }
 
+/// A daemon with one `sms-status-xml` endpoint, `xml`, that sends to `receiver`, and the id of the status
+/// `payload` enqueued on it.
+async fn one_status_to(receiver: &TestReceiver, payload: &str) -> (TestDaemon, String) {
+    let daemon = TestDaemon::start(
+        &[format_endpoint("xml", &receiver.url("/"), "sms-status-xml")],
+        "",
+    )
+    .await;
+    let id = daemon.send("xml", "sms_status", payload).await;
+    (daemon, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sms_status_xml_garbage_acknowledges_nothing_and_gives_up_after_five() {
     let receiver = TestReceiver::start(|_| {
@@ -292,22 +277,7 @@ async fn sms_status_xml_garbage_acknowledges_nothing_and_gives_up_after_five() {
         reply
     })
     .await;
-    let daemon = TestDaemon::start(
-        &[endpoint(
-            "xml",
-            &receiver.url("/"),
-            &format!("format = \"sms-status-xml\"\n{FAST_RETRY}"),
-        )],
-        "",
-    )
-    .await;
-    let id = daemon
-        .send(
-            "xml",
-            "sms_status",
-            r#"{"id_sms":7,"time":"","sms":"send"}"#,
-        )
-        .await;
+    let (daemon, id) = one_status_to(&receiver, r#"{"id_sms":7,"time":"","sms":"send"}"#).await;
     let view = daemon.wait_state(&id, "dead", WAIT).await;
     assert_eq!(view.attempts.len(), 5, "the seed's 5 attempts");
     let (status, answer) = enqueue_status(
@@ -318,13 +288,7 @@ async fn sms_status_xml_garbage_acknowledges_nothing_and_gives_up_after_five() {
     )
     .await;
     assert_eq!(status, 422, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("payload.sms"),
-        "{answer}"
-    );
+    assert!(error_message(&answer).contains("payload.sms"), "{answer}");
 }
 
 /// Waits until the message is delivered or dead (whichever comes first) and returns its view.
@@ -353,22 +317,11 @@ async fn sms_status_xml_retries_a_404_without_echo_and_delivers_on_attempt_three
         }
     })
     .await;
-    let daemon = TestDaemon::start(
-        &[endpoint(
-            "xml",
-            &receiver.url("/"),
-            &format!("format = \"sms-status-xml\"\n{FAST_RETRY}"),
-        )],
-        "",
+    let (daemon, id) = one_status_to(
+        &receiver,
+        r#"{"id_sms":3234,"time":"2011-01-01 12:57:46","sms":"deliver"}"#,
     )
     .await;
-    let id = daemon
-        .send(
-            "xml",
-            "sms_status",
-            r#"{"id_sms":3234,"time":"2011-01-01 12:57:46","sms":"deliver"}"#,
-        )
-        .await;
     let view = wait_settled(&daemon, &id).await;
     assert_eq!(view.state.as_str(), "delivered", "{view:#?}");
     assert_eq!(view.attempts.len(), 3, "{view:#?}");
@@ -399,22 +352,7 @@ async fn sms_status_xml_gives_up_after_five_answers_without_echo_whatever_their_
         })
     })
     .await;
-    let daemon = TestDaemon::start(
-        &[endpoint(
-            "xml",
-            &receiver.url("/"),
-            &format!("format = \"sms-status-xml\"\n{FAST_RETRY}"),
-        )],
-        "",
-    )
-    .await;
-    let id = daemon
-        .send(
-            "xml",
-            "sms_status",
-            r#"{"id_sms":3235,"time":"","sms":"send"}"#,
-        )
-        .await;
+    let (daemon, id) = one_status_to(&receiver, r#"{"id_sms":3235,"time":"","sms":"send"}"#).await;
     let view = wait_settled(&daemon, &id).await;
     assert_eq!(view.state.as_str(), "dead", "{view:#?}");
     let statuses: Vec<_> = view.attempts.iter().map(|a| a.status).collect();
@@ -446,22 +384,7 @@ async fn sms_status_xml_gone_disables_the_endpoint_and_keeps_the_status_as_a_ret
         }
     })
     .await;
-    let daemon = TestDaemon::start(
-        &[endpoint(
-            "xml",
-            &receiver.url("/"),
-            &format!("format = \"sms-status-xml\"\n{FAST_RETRY}"),
-        )],
-        "",
-    )
-    .await;
-    let id = daemon
-        .send(
-            "xml",
-            "sms_status",
-            r#"{"id_sms":41,"time":"","sms":"send"}"#,
-        )
-        .await;
+    let (daemon, id) = one_status_to(&receiver, r#"{"id_sms":41,"time":"","sms":"send"}"#).await;
     let client = daemon.client();
     let view = eventually(WAIT, || {
         let client = client.clone();
@@ -509,17 +432,10 @@ pub async fn dlr_json_verifies_first_and_sends_the_bearer_secret_on(backend: Bac
                 .get("authorization")
                 .map(|v| v.to_str().unwrap().to_owned()),
         );
-        if body.get("challenge").is_some() {
-            if !flag.load(Ordering::SeqCst) {
-                return Reply::status(500);
-            }
-            let mut reply = Reply::ok().header("content-type", "application/json");
-            reply.body =
-                json!({"validation_key": body["validation_key"], "challenge": body["challenge"]})
-                    .to_string();
-            return reply;
+        if body.get("challenge").is_some() && !flag.load(Ordering::SeqCst) {
+            return Reply::status(500);
         }
-        Reply::ok()
+        answers_handshakes(r)
     })
     .await;
     let extra = format!(
@@ -578,11 +494,7 @@ pub async fn gateway_json_sends_device_status_and_incoming_sms_as_is_on(backend:
     let receiver = TestReceiver::start(|_| Reply::ok()).await;
     let daemon = TestDaemon::start_on(
         backend,
-        &[endpoint(
-            "gw",
-            &receiver.url("/"),
-            &format!("format = \"gateway-json\"\n{FAST_RETRY}"),
-        )],
+        &[format_endpoint("gw", &receiver.url("/"), "gateway-json")],
         "",
     )
     .await;
@@ -606,10 +518,7 @@ pub async fn gateway_json_sends_device_status_and_incoming_sms_as_is_on(backend:
     let (code, answer) = enqueue_status(&daemon, "gw", "device_status", unknown).await;
     assert_eq!(code, 422);
     assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("payload.status_id"),
+        error_message(&answer).contains("payload.status_id"),
         "{answer}"
     );
     assert_eq!(receiver.count(), 2);
@@ -694,10 +603,7 @@ pub async fn app_inbox_answers_by_the_seed_table_with_basic_auth_on(backend: Bac
     .await;
     assert_eq!(status, 422);
     assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("externalCustomerId"),
+        error_message(&answer).contains("externalCustomerId"),
         "{answer}"
     );
 }
@@ -725,12 +631,7 @@ pub async fn app_inbox_refuses_a_contact_over_its_pending_cap_on(backend: Backen
     let (status, answer) = enqueue_status(&daemon, "inbox", "app_inbox", message("alice")).await;
     assert_eq!(status, 429, "{answer}");
     assert_eq!(answer["error"]["code"], "contact_limit");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("alice")
-    );
+    assert!(error_message(&answer).contains("alice"));
     let (status, _) = enqueue_status(&daemon, "inbox", "app_inbox", message("bob")).await;
     assert_eq!(status, 202, "other contacts are not affected");
     let stats = daemon.client().stats().await.unwrap();
@@ -744,12 +645,8 @@ pub async fn app_inbox_refuses_a_contact_over_its_pending_cap_on(backend: Backen
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlr_json_verifies_again_after_the_url_changes() {
-    let answer_handshake = |r: &Received| {
-        let body = body_json(r);
-        let mut reply = Reply::ok().header("content-type", "application/json");
-        reply.body = json!({"validation_key": body["validation_key"]}).to_string();
-        reply
-    };
+    let answer_handshake =
+        |r: &Received| Reply::json(&json!({"validation_key": body_json(r)["validation_key"]}));
     let first = TestReceiver::start(move |r| {
         if body_json(r).get("challenge").is_some() {
             answer_handshake(r)

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use hookd::api::client::Client;
 use hookd::api::wire::{EnqueueRequest, MessageView};
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 #[path = "../support/postgres_cluster.rs"]
@@ -75,6 +76,41 @@ impl Reply {
         self.delay = Some(delay);
         self
     }
+    /// 200 with `body` as `application/json`: how the JSON formats' customers answer.
+    pub fn json(body: &Value) -> Reply {
+        Reply {
+            body: body.to_string(),
+            ..Reply::ok().header("content-type", "application/json")
+        }
+    }
+    /// 200 with `body` as `application/xml`: how the XML format's customers answer.
+    pub fn xml(body: String) -> Reply {
+        Reply {
+            body,
+            ..Reply::ok().header("content-type", "application/xml")
+        }
+    }
+}
+
+/// A request's body read as JSON (it must be JSON).
+pub fn body_json(r: &Received) -> Value {
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+/// A request's header as text, if it has it.
+pub fn header<'a>(r: &'a Received, name: &str) -> Option<&'a str> {
+    r.headers.get(name).map(|v| v.to_str().unwrap())
+}
+
+/// Answers seed 002's handshake (echoing key and challenge) and 200 to anything else.
+pub fn answers_handshakes(r: &Received) -> Reply {
+    let body = body_json(r);
+    if body.get("challenge").is_some() {
+        return Reply::json(
+            &json!({"validation_key": body["validation_key"], "challenge": body["challenge"]}),
+        );
+    }
+    Reply::ok()
 }
 
 type Script = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
@@ -209,6 +245,16 @@ pub fn endpoint(name: &str, url: &str, extra: &str) -> EndpointSpec {
         url: url.into(),
         extra: extra.into(),
     }
+}
+
+/// An endpoint that speaks `format`, with [`FAST_RETRY`] and nothing else set.
+pub fn format_endpoint(name: &str, url: &str, format: &str) -> EndpointSpec {
+    endpoint(name, url, &format!("format = \"{format}\"\n{FAST_RETRY}"))
+}
+
+/// The `error.message` of an API error answer (it must have one).
+pub fn error_message(answer: &Value) -> &str {
+    answer["error"]["message"].as_str().unwrap()
 }
 
 /// The store a test daemon keeps its queue in.
@@ -484,6 +530,53 @@ impl TestDaemon {
             .await
             .unwrap()
             .id
+    }
+
+    /// Enqueues `messages` (each `{"endpoint", "type", "payload"}`) in one batch on the raw socket and
+    /// returns their ids, in order.
+    pub async fn send_batch(&self, messages: Vec<Value>) -> Vec<String> {
+        let answer: Value = self
+            .raw()
+            .post("http://hookd/v1/messages/batch")
+            .json(&json!({ "messages": messages }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// A JSON request on the socket, with `token` if any: (status, body, or `null` when it is not JSON).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut builder = self.raw().request(method, format!("http://hookd{path}"));
+        if let Some(token) = token {
+            builder = builder.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let response = builder.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A GET on the socket without token: (status, body, or `null` when it is not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, None, None).await
     }
 
     pub async fn message(&self, id: &str) -> MessageView {

@@ -8,52 +8,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    FAST_RETRY, HOOKD, Received, Reply, TestDaemon, TestReceiver, cli_at, endpoint, eventually,
+    FAST_RETRY, HOOKD, Received, Reply, TestDaemon, TestReceiver, answers_handshakes, body_json,
+    cli_at, endpoint, error_message, eventually, format_endpoint, header,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn body_json(r: &Received) -> Value {
-    serde_json::from_slice(&r.body).unwrap()
-}
-
-fn header(r: &Received, name: &str) -> Option<String> {
-    r.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
-}
-
-/// A JSON request on the socket: (status, body).
-async fn request(
-    daemon: &TestDaemon,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut builder = daemon.raw().request(method, format!("http://hookd{path}"));
-    if let Some(token) = token {
-        builder = builder.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        builder = builder.json(&body);
-    }
-    let response = builder.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// Answers seed 002's handshake (echoing key and challenge) and 200 to anything else.
-fn answers_handshakes(r: &Received) -> Reply {
-    let body = body_json(r);
-    if body.get("challenge").is_some() {
-        let mut reply = Reply::ok().header("content-type", "application/json");
-        reply.body =
-            json!({"validation_key": body["validation_key"], "challenge": body["challenge"]})
-                .to_string();
-        return reply;
-    }
-    Reply::ok()
-}
 
 // ---- seed 002: verify before use ----
 
@@ -123,14 +82,7 @@ async fn verification_none_sends_at_once_and_start_up_warns_about_it() {
     assert_eq!(received.len(), 1, "no handshake, the DLR only");
     assert_eq!(received[0].webhook_id, id);
     assert_eq!(received[0].body, payload.as_bytes());
-    let (_, view) = request(
-        &daemon,
-        reqwest::Method::GET,
-        "/v1/endpoints/dlr",
-        None,
-        None,
-    )
-    .await;
+    let (_, view) = daemon.get("/v1/endpoints/dlr").await;
     assert_eq!(view["state"], "active", "{view}");
     assert_eq!(view["verification"], "none", "{view}");
     assert_eq!(view["settings"]["verification"], "none", "{view}");
@@ -145,38 +97,31 @@ async fn the_api_refuses_a_dlr_json_endpoint_that_does_not_say_how_it_is_verifie
     let daemon = TestDaemon::start(&[], "").await;
     let post = reqwest::Method::POST;
     let patch = reqwest::Method::PATCH;
-    let (status, answer) = request(
-        &daemon,
-        post.clone(),
-        "/v1/endpoints",
-        None,
-        Some(json!({"name": "dlr", "format": "dlr-json", "url": receiver.url("/cb")})),
-    )
-    .await;
+    let (status, answer) = daemon
+        .request(
+            post.clone(),
+            "/v1/endpoints",
+            None,
+            Some(json!({"name": "dlr", "format": "dlr-json", "url": receiver.url("/cb")})),
+        )
+        .await;
     assert_eq!(status, 422, "{answer}");
-    let message = answer["error"]["message"].as_str().unwrap();
+    let message = error_message(&answer);
     assert!(message.starts_with("verification:"), "{message}");
-    let (status, _) = request(
-        &daemon,
-        reqwest::Method::GET,
-        "/v1/endpoints/dlr",
-        None,
-        None,
-    )
-    .await;
+    let (status, _) = daemon.get("/v1/endpoints/dlr").await;
     assert_eq!(status, 404, "nothing was created");
 
-    let (status, answer) = request(
-        &daemon,
-        post.clone(),
-        "/v1/endpoints",
-        None,
-        Some(
-            json!({"name": "dlr", "format": "dlr-json", "url": receiver.url("/cb"),
+    let (status, answer) = daemon
+        .request(
+            post.clone(),
+            "/v1/endpoints",
+            None,
+            Some(
+                json!({"name": "dlr", "format": "dlr-json", "url": receiver.url("/cb"),
                     "verification": "none", "retry": {"initial_ms": 50, "jitter": 0.0}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(
         answer["state"], "active",
@@ -189,31 +134,28 @@ async fn the_api_refuses_a_dlr_json_endpoint_that_does_not_say_how_it_is_verifie
     assert_eq!(receiver.count(), 1, "the DLR, no handshake");
 
     // Dropping the key is dropping the declaration: refused, the endpoint unchanged.
-    let (status, answer) = request(
-        &daemon,
-        patch.clone(),
-        "/v1/endpoints/dlr",
-        None,
-        Some(json!({"verification": null})),
-    )
-    .await;
+    let (status, answer) = daemon
+        .request(
+            patch.clone(),
+            "/v1/endpoints/dlr",
+            None,
+            Some(json!({"verification": null})),
+        )
+        .await;
     assert_eq!(status, 422, "{answer}");
     assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("verification:"),
+        error_message(&answer).starts_with("verification:"),
         "{answer}"
     );
     // Turning the handshake on runs it, and the DLRs go on once it passed.
-    let (status, answer) = request(
-        &daemon,
-        patch,
-        "/v1/endpoints/dlr",
-        None,
-        Some(json!({"verification": {"validation_key": "k2"}})),
-    )
-    .await;
+    let (status, answer) = daemon
+        .request(
+            patch,
+            "/v1/endpoints/dlr",
+            None,
+            Some(json!({"verification": {"validation_key": "k2"}})),
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     receiver.wait_for(2, WAIT).await;
     assert_eq!(
@@ -264,14 +206,7 @@ async fn an_endpoint_created_without_verification_by_an_earlier_release_keeps_se
         log.contains("old-dlr") && log.contains("recorded as verification = \"none\""),
         "the upgrade says what it did:\n{log}"
     );
-    let (status, view) = request(
-        &daemon,
-        reqwest::Method::GET,
-        "/v1/endpoints/old-dlr",
-        None,
-        None,
-    )
-    .await;
+    let (status, view) = daemon.get("/v1/endpoints/old-dlr").await;
     assert_eq!(status, 200, "the endpoint is still there: {view}");
     assert_eq!(view["settings"]["verification"], "none", "{view}");
     let id = daemon
@@ -310,23 +245,10 @@ async fn gateway_json_sends_each_message_type_to_its_own_url() {
     assert_eq!(fallback.count(), 0, "every type had a URL of its own");
     assert_eq!(got_status[0].webhook_id, a);
     assert_eq!(body_json(&got_status[0]), status);
-    assert_eq!(
-        header(&got_status[0], "hookd-type").as_deref(),
-        Some("device_status")
-    );
+    assert_eq!(header(&got_status[0], "hookd-type"), Some("device_status"));
     assert_eq!(got_sms[0].webhook_id, b);
-    assert_eq!(
-        header(&got_sms[0], "hookd-type").as_deref(),
-        Some("incoming_sms")
-    );
-    let (_, view) = request(
-        &daemon,
-        reqwest::Method::GET,
-        "/v1/endpoints/gw",
-        None,
-        None,
-    )
-    .await;
+    assert_eq!(header(&got_sms[0], "hookd-type"), Some("incoming_sms"));
+    let (_, view) = daemon.get("/v1/endpoints/gw").await;
     assert_eq!(
         view["urls"]["incoming_sms"],
         incoming.url("/incoming"),
@@ -343,14 +265,14 @@ async fn gateway_json_sends_each_message_type_to_its_own_url() {
     );
 
     // At run time: one type's URL only; the other type falls back to `url`.
-    let (code, answer) = request(
-        &daemon,
-        reqwest::Method::PATCH,
-        "/v1/endpoints/gw",
-        None,
-        Some(json!({"urls": {"incoming_sms": incoming.url("/incoming")}})),
-    )
-    .await;
+    let (code, answer) = daemon
+        .request(
+            reqwest::Method::PATCH,
+            "/v1/endpoints/gw",
+            None,
+            Some(json!({"urls": {"incoming_sms": incoming.url("/incoming")}})),
+        )
+        .await;
     assert_eq!(code, 200, "{answer}");
     let c = daemon
         .send("gw", "device_status", &status.to_string())
@@ -367,41 +289,32 @@ async fn gateway_json_sends_each_message_type_to_its_own_url() {
     assert_eq!(statuses.count(), 1, "nothing more to the dropped URL");
 
     // A URL is checked as `url` is, and named by its type.
-    let (code, answer) = request(
-        &daemon,
-        reqwest::Method::PATCH,
-        "/v1/endpoints/gw",
-        None,
-        Some(json!({"urls": {"incoming_sms": "ftp://127.0.0.1/x"}})),
-    )
-    .await;
+    let (code, answer) = daemon
+        .request(
+            reqwest::Method::PATCH,
+            "/v1/endpoints/gw",
+            None,
+            Some(json!({"urls": {"incoming_sms": "ftp://127.0.0.1/x"}})),
+        )
+        .await;
     assert_eq!(code, 422, "{answer}");
     assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("urls.incoming_sms:"),
+        error_message(&answer).starts_with("urls.incoming_sms:"),
         "{answer}"
     );
-    let (code, answer) = request(
-        &daemon,
-        reqwest::Method::POST,
-        "/v1/endpoints",
-        None,
-        Some(
-            json!({"name": "j", "format": "json", "url": fallback.url("/j"),
+    let (code, answer) = daemon
+        .request(
+            reqwest::Method::POST,
+            "/v1/endpoints",
+            None,
+            Some(
+                json!({"name": "j", "format": "json", "url": fallback.url("/j"),
                     "urls": {"x": fallback.url("/x")}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert_eq!(code, 422, "{answer}");
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("urls:"),
-        "{answer}"
-    );
+    assert!(error_message(&answer).starts_with("urls:"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,15 +330,11 @@ async fn every_request_names_its_message_type_and_a_handshake_does_not() {
                 .filter_map(|rest| rest.split('"').next())
                 .map(|id| format!("<id_sms>{id}</id_sms>"))
                 .collect();
-            let mut reply = Reply::ok().header("content-type", "application/xml");
-            reply.body = format!("<response>{ids}</response>");
-            return reply;
+            return Reply::xml(format!("<response>{ids}</response>"));
         }
         let body = body_json(r);
         if body.get("message_type").is_some() {
-            let mut reply = Reply::ok().header("content-type", "application/json");
-            reply.body = json!({"status_code": "000"}).to_string();
-            return reply;
+            return Reply::json(&json!({"status_code": "000"}));
         }
         answers_handshakes(r)
     })
@@ -433,11 +342,7 @@ async fn every_request_names_its_message_type_and_a_handshake_does_not() {
     let daemon = TestDaemon::start(
         &[
             endpoint("j", &receiver.url("/j"), FAST_RETRY),
-            endpoint(
-                "n",
-                &receiver.url("/n"),
-                &format!("format = \"notification\"\n{FAST_RETRY}"),
-            ),
+            format_endpoint("n", &receiver.url("/n"), "notification"),
             endpoint(
                 "x",
                 &receiver.url("/x"),
@@ -452,11 +357,7 @@ async fn every_request_names_its_message_type_and_a_handshake_does_not() {
                     "format = \"dlr-json\"\nverification = {{ validation_key = \"K\" }}\n{FAST_RETRY}"
                 ),
             ),
-            endpoint(
-                "i",
-                &receiver.url("/i"),
-                &format!("format = \"app-inbox\"\n{FAST_RETRY}"),
-            ),
+            format_endpoint("i", &receiver.url("/i"), "app-inbox"),
         ],
         "",
     )
@@ -500,11 +401,7 @@ async fn every_request_names_its_message_type_and_a_handshake_does_not() {
                 || header(r, "webhook-batch").is_some_and(|all| all.split(',').any(|x| x == id))
         });
         let carried = carried.unwrap_or_else(|| panic!("no request carried {id}"));
-        assert_eq!(
-            header(carried, "hookd-type").as_deref(),
-            Some(*kind),
-            "{id}"
-        );
+        assert_eq!(header(carried, "hookd-type"), Some(*kind), "{id}");
     }
     let handshakes: Vec<&Received> = received
         .iter()
@@ -567,14 +464,7 @@ async fn a_first_token_created_offline_guards_the_api_from_the_next_start() {
         "{stderr}"
     );
     assert!(stdout.is_empty(), "no token printed: {stdout}");
-    let (status, _) = request(
-        &daemon,
-        reqwest::Method::GET,
-        "/v1/endpoints/ok",
-        None,
-        None,
-    )
-    .await;
+    let (status, _) = daemon.get("/v1/endpoints/ok").await;
     assert_eq!(status, 200, "nothing was created: the API is still open");
 
     assert!(daemon.terminate().success());
@@ -596,31 +486,24 @@ async fn a_first_token_created_offline_guards_the_api_from_the_next_start() {
     std::fs::write(&daemon.config_path, text).unwrap();
     daemon.spawn().await;
     let get = reqwest::Method::GET;
-    let (status, answer) = request(&daemon, get.clone(), "/v1/endpoints/ok", None, None).await;
+    let (status, answer) = daemon
+        .request(get.clone(), "/v1/endpoints/ok", None, None)
+        .await;
     assert_eq!(status, 401, "{answer}");
-    let (status, _) = request(
-        &daemon,
-        get.clone(),
-        "/v1/endpoints/ok",
-        Some("hkd_x"),
-        None,
-    )
-    .await;
+    let (status, _) = daemon
+        .request(get.clone(), "/v1/endpoints/ok", Some("hkd_x"), None)
+        .await;
     assert_eq!(status, 401);
-    let (status, view) =
-        request(&daemon, get.clone(), "/v1/endpoints/ok", Some(&token), None).await;
+    let (status, view) = daemon
+        .request(get.clone(), "/v1/endpoints/ok", Some(&token), None)
+        .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["name"], "ok");
-    let (status, _) = request(
-        &daemon,
-        get.clone(),
-        "/v1/endpoints/ok",
-        Some(&scoped),
-        None,
-    )
-    .await;
+    let (status, _) = daemon
+        .request(get.clone(), "/v1/endpoints/ok", Some(&scoped), None)
+        .await;
     assert_eq!(status, 200, "the scoped token reads its endpoint");
-    let (status, _) = request(&daemon, get, "/v1/stats", Some(&scoped), None).await;
+    let (status, _) = daemon.request(get, "/v1/stats", Some(&scoped), None).await;
     assert_eq!(status, 403, "and nothing else");
     let socket = daemon.socket.clone();
     let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
@@ -637,12 +520,9 @@ async fn a_first_token_created_offline_guards_the_api_from_the_next_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notification_credentials_change_without_a_restart() {
-    let receiver = TestReceiver::start(|_| {
-        let mut reply = Reply::ok().header("content-type", "application/json");
-        reply.body = json!({"status_code": "000", "delivery_id": "D-1"}).to_string();
-        reply
-    })
-    .await;
+    let receiver =
+        TestReceiver::start(|_| Reply::json(&json!({"status_code": "000", "delivery_id": "D-1"})))
+            .await;
     let extra = format!(
         "format = \"notification\"\nauth = {{ type = \"basic\", username = \"u1\", password = \"p1\" }}\n{FAST_RETRY}"
     );
@@ -658,30 +538,25 @@ async fn notification_credentials_change_without_a_restart() {
         .await;
     wait_delivered(&daemon, &token, &first).await;
     assert_eq!(
-        header(&receiver.requests_for(&first)[0], "authorization").as_deref(),
+        header(&receiver.requests_for(&first)[0], "authorization"),
         Some("Basic dTE6cDE="),
         "u1:p1"
     );
 
     let change = json!({"auth": {"type": "basic", "username": "u2", "password": "p2"}});
     let patch = reqwest::Method::PATCH;
-    let (status, _) = request(
-        &daemon,
-        patch.clone(),
-        "/v1/endpoints/notify",
-        None,
-        Some(change.clone()),
-    )
-    .await;
+    let (status, _) = daemon
+        .request(
+            patch.clone(),
+            "/v1/endpoints/notify",
+            None,
+            Some(change.clone()),
+        )
+        .await;
     assert_eq!(status, 401, "no token, no change");
-    let (status, view) = request(
-        &daemon,
-        patch,
-        "/v1/endpoints/notify",
-        Some(&token),
-        Some(change),
-    )
-    .await;
+    let (status, view) = daemon
+        .request(patch, "/v1/endpoints/notify", Some(&token), Some(change))
+        .await;
     assert_eq!(status, 200, "{view}");
     assert!(
         !view.to_string().contains("p2"),
@@ -693,7 +568,7 @@ async fn notification_credentials_change_without_a_restart() {
         .await;
     wait_delivered(&daemon, &token, &second).await;
     assert_eq!(
-        header(&receiver.requests_for(&second)[0], "authorization").as_deref(),
+        header(&receiver.requests_for(&second)[0], "authorization"),
         Some("Basic dTI6cDI="),
         "u2:p2 on the next message"
     );
@@ -703,7 +578,9 @@ async fn notification_credentials_change_without_a_restart() {
 async fn wait_delivered(daemon: &TestDaemon, token: &str, id: &str) {
     let path = format!("/v1/messages/{id}");
     let delivered = eventually(WAIT, || async {
-        let (_, view) = request(daemon, reqwest::Method::GET, &path, Some(token), None).await;
+        let (_, view) = daemon
+            .request(reqwest::Method::GET, &path, Some(token), None)
+            .await;
         (view["state"] == "delivered").then_some(())
     })
     .await;

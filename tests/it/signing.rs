@@ -8,7 +8,9 @@ use axum::http::HeaderValue;
 use serde_json::json;
 use standardwebhooks::{Webhook, WebhookError};
 
-use crate::harness::{Backend, FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, endpoint};
+use crate::harness::{
+    Backend, FAST_RETRY, Received, Reply, TestDaemon, TestReceiver, endpoint, header,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// The secret of the Standard Webhooks specification's test vector.
@@ -21,10 +23,6 @@ fn verify(secret: &str, request: &Received) -> Result<(), WebhookError> {
     Webhook::new(secret)
         .unwrap()
         .verify(&request.body, &request.headers)
-}
-
-fn header<'a>(request: &'a Received, name: &str) -> Option<&'a str> {
-    request.headers.get(name).map(|v| v.to_str().unwrap())
 }
 
 /// The `v1,...` entries of the `webhook-signature` header.
@@ -189,9 +187,7 @@ async fn a_batch_is_signed_once_under_its_first_message_id() {
             .skip(1)
             .map(|rest| format!("<id_sms>{}</id_sms>", rest.split('"').next().unwrap()))
             .collect();
-        let mut reply = Reply::ok().header("content-type", "application/xml");
-        reply.body = format!("<response>{echoed}</response>");
-        reply
+        Reply::xml(format!("<response>{echoed}</response>"))
     })
     .await;
     let daemon = TestDaemon::start(
@@ -209,22 +205,7 @@ async fn a_batch_is_signed_once_under_its_first_message_id() {
         json!({"endpoint": "statuses", "type": "sms_status",
                "payload": {"id_sms": id_sms, "time": "", "sms": "deliver"}})
     };
-    let answer: serde_json::Value = daemon
-        .raw()
-        .post("http://hookd/v1/messages/batch")
-        .json(&json!({"messages": [item(1), item(2), item(3)]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<String> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = daemon.send_batch(vec![item(1), item(2), item(3)]).await;
     for id in &ids {
         daemon.wait_state(id, "delivered", WAIT).await;
     }
