@@ -212,7 +212,7 @@ impl Lane {
                         match self.wait_drained(&mut changes, &mut idle_until).await {
                             Woken::Shutdown => break,
                             Woken::Settings => settings_dirty = true,
-                            Woken::Work | Woken::Timer | Woken::AttemptEnded => {}
+                            Woken::Work => {}
                         }
                     }
                     continue;
@@ -260,8 +260,7 @@ impl Lane {
             {
                 Woken::Shutdown => break,
                 Woken::Settings => settings_dirty = true,
-                // An ended attempt: the lane may have nothing left and stop.
-                Woken::Work | Woken::Timer | Woken::AttemptEnded => {}
+                Woken::Work => {}
             }
         }
         self.finish(attempts).await;

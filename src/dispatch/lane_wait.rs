@@ -43,10 +43,11 @@ impl Lane {
             _ = self.shutdown.cancelled() => Woken::Shutdown,
             _ = self.wake.notified() => Woken::Work,
             _ = self.control.changed() => Woken::Work,
-            _ = sleep => Woken::Timer,
+            _ = sleep => Woken::Work,
+            // An ended attempt: the lane may have nothing left and stop.
             Some(ended) = ended, if watching => {
                 note_ended(&self.name, ended);
-                Woken::AttemptEnded
+                Woken::Work
             }
             changed = changes.changed() => match changed {
                 Ok(()) => Woken::Settings,
@@ -75,12 +76,9 @@ impl Lane {
 
 /// What ended a lane's wait.
 pub(super) enum Woken {
-    /// Maybe due work: a wake, or a control change (pause, resume, disable).
+    /// Look again: a wake, a control change (pause, resume, disable), the wait's own time (a message's due
+    /// time, the idle grace, a store retry) or an attempt's end.
     Work,
-    /// The wait's own time ran out (a message's due time, the idle grace, a store retry).
-    Timer,
-    /// One of the lane's attempts ended.
-    AttemptEnded,
     /// The endpoint's settings changed.
     Settings,
     /// The lane must stop.
