@@ -49,7 +49,7 @@ impl MessageId {
     /// A fresh id made at `at`: its [`created_at`](Self::created_at) is `at` unless an id was already made at
     /// a later millisecond (ids never go back in time, so one made after another sorts after it). An enqueue
     /// makes its messages' ids at the time it makes them due, so that they are "due when made" in the sled
-    /// store's due index, which then keeps them once instead of twice (`store/sled/due.rs`).
+    /// store's due index, which then keeps them once instead of twice (`store/sled/due/mod.rs`).
     pub fn at(at: Millis) -> Self {
         let clock = ID_CLOCK.lock().unwrap_or_else(PoisonError::into_inner);
         let nanos = (at % 1000) as u32 * 1_000_000;

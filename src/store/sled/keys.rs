@@ -11,7 +11,7 @@
 //! | `contact` | endpoint ‖ 0x00 ‖ contact ‖ 0x00 ‖ id (16) | empty (pending messages only) |
 //!
 //! Format 2 had a `due` tree (endpoint ‖ 0x00 ‖ due_ms ‖ id); format 3 keeps the due index in memory
-//! (`due.rs`) and drops that tree. Format 3 had a `done` tree (delivered_ms ‖ id); format 4 prunes by reading
+//! (`due/mod.rs`) and drops that tree. Format 3 had a `done` tree (delivered_ms ‖ id); format 4 prunes by reading
 //! the records (`SledStore::prune_delivered`) and drops it. Format 4 kept every attempt in the `attempt` tree;
 //! format 5 keeps the latest in the record. Endpoint names never contain 0x00 (see `config::validate_endpoint_name`),
 //! so the separator in the `idem` and `contact` keys is unambiguous.

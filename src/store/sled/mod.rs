@@ -8,7 +8,7 @@
 //! tree (`record.rs`), a message's latest attempt lives in its record, and so an enqueue is one write and a
 //! delivery at the first attempt one more (the record rewritten; a later attempt also moves the one before it
 //! to the `attempt` tree). Two things live in memory only, laid over the records: leases (`leases.rs`) and
-//! the due index (`due.rs`), which the store rebuilds from the records when it opens and changes after each
+//! the due index (`due/mod.rs`), which the store rebuilds from the records when it opens and changes after each
 //! committed transaction. Key layouts are in [`keys`]; the durability point is in [`commit`].
 //!
 //! The verbs here are synchronous (each a few sled calls, fast enough to make from async code) except those

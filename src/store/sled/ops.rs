@@ -32,7 +32,7 @@ pub(super) struct PlannedEnqueue<'a> {
 
 impl<'a> PlannedEnqueue<'a> {
     pub fn of(new: &'a NewMessage, now: Millis) -> Self {
-        // Made at the time the message falls due, so the due index keeps it once (`due.rs`).
+        // Made at the time the message falls due, so the due index keeps it once (`due/mod.rs`).
         let id = MessageId::at(now);
         let record = MessageRecord {
             idempotency_key: new.idempotency_key.clone(),

@@ -4,7 +4,7 @@
 //! dropped), and a message's hot path touches few of the seven message trees: an enqueue `msg` (and `payload`
 //! for a large payload), a first attempt `msg`, a later one `msg` and `attempt` (where the attempt before it
 //! goes), and a dead letter also `dead` (a lease writes nothing:
-//! `leases.rs`; the due index is in memory: `due.rs`).
+//! `leases.rs`; the due index is in memory: `due/mod.rs`).
 //! So each verb names the trees it needs ([`Set`]), and [`Tx`] hands out only those. A verb that learns inside
 //! the transaction that it needs another tree (a message with a contact needs `contact`) asks for it all the
 //! same: the accessor aborts the run, nothing of it is written, and `SledStore::transaction` runs it again with
