@@ -8,9 +8,9 @@
 //! lanes are unaffected. When several places are free at once (the lane fell behind its attempts), one scan
 //! of the due index leases a message for each.
 //!
-//! Such a lane also lets the store read ahead (`Store::lease_due_ahead`): the PostgreSQL store claims more
-//! than asked in the same statement, since a claim costs the database about as much for thirty messages as
-//! for three, and serves the lane's next leases from them. Read-ahead messages count as in flight, so the
+//! Such a lane also lets the store read ahead (the `ahead` of `Store::lease_for_lane`): the PostgreSQL store
+//! claims more than asked in the same statement, since a claim costs the database about as much for thirty
+//! messages as for three, and serves the lane's next leases from them. Read-ahead messages count as in flight, so the
 //! lane gives them back (`Store::give_back_ahead`) whenever it would not send them soon: before it waits in
 //! `clear_to_send` (`clearance.rs`), when its settings change, when it stops, and when no place has freed up
 //! for [`READ_AHEAD_IDLE`] (a slow or hanging receiver; it then reads nothing ahead until places come
